@@ -896,3 +896,23 @@ fn every_error_message_cites_a_rule_or_says_what_was_wrong() {
         "[MQTT-3.3.2-2] topic name contains a wildcard"
     );
 }
+
+/// Writes every vector, prefixed by the fuzz target's version selector, into
+/// `fuzz/corpus/decode` as seeds. Run by hand: `cargo test --lib
+/// write_fuzz_seeds -- --ignored` (docs/fuzzing.md).
+#[test]
+#[ignore = "writes files; run by hand to seed the fuzzer"]
+fn write_fuzz_seeds() {
+    let directory = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
+    std::fs::create_dir_all(&directory).unwrap();
+    for (index, vector) in all_vectors().iter().enumerate() {
+        let selector = match vector.version {
+            V3_1 => 0u8,
+            V3_1_1 => 1,
+            V5 => 2,
+        };
+        let mut seed = vec![selector];
+        seed.extend_from_slice(&vector.bytes);
+        std::fs::write(directory.join(format!("vector-{index:03}")), seed).unwrap();
+    }
+}

@@ -1,0 +1,20 @@
+# Build stage: the official Rust image.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin petrel
+
+# Run stage: a slim Debian, a non-root user.
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/petrel \
+        --shell /usr/sbin/nologin petrel \
+    && mkdir -p /etc/petrel /var/lib/petrel \
+    && chown petrel:petrel /var/lib/petrel
+COPY --from=build /src/target/release/petrel /usr/local/bin/petrel
+COPY config/petrel.toml /etc/petrel/petrel.toml
+USER petrel
+WORKDIR /var/lib/petrel
+VOLUME ["/var/lib/petrel"]
+EXPOSE 1883 8883
+ENTRYPOINT ["/usr/local/bin/petrel"]
+CMD ["--config", "/etc/petrel/petrel.toml"]
