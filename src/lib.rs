@@ -25,12 +25,94 @@
 //!    each subscriber's inbox.
 //! 4. The publisher gets its PUBACK or PUBREC once the router has returned.
 //!
-//! # What is here today
+//! # Embedding
 //!
-//! The wire codec, [`protocol`]: every control packet of the three protocol
-//! levels as typed values, every MQTT 5 property and reason code, a
-//! streaming decoder that refuses every malformed packet with a typed error
-//! naming the rule, and an encoder that is its exact inverse. The listener,
-//! session and router modules follow.
+//! Listeners are bound by the caller, so tests bind port 0:
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let broker = petrel::Broker::start(petrel::Config::default(), vec![listener])?;
+//! println!("listening on {:?}", broker.local_addrs());
+//! broker.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod config;
+pub mod connection;
+pub mod metrics;
 pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod sys;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{Config, ConfigError};
+
+use metrics::Metrics;
+use router::Router;
+use session::manager::SessionManager;
+use session::Shared;
+use shutdown::Tasks;
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+impl Broker {
+    /// Starts serving on already bound listeners. Must be called inside a
+    /// tokio runtime.
+    pub fn start(
+        config: Config,
+        listeners: Vec<tokio::net::TcpListener>,
+    ) -> std::io::Result<Broker> {
+        let metrics = Arc::new(Metrics::default());
+        let shared = Arc::new(Shared {
+            router: Arc::new(Router::new(
+                config.max_retained_messages,
+                Arc::clone(&metrics),
+            )),
+            config: Arc::new(config),
+            sessions: SessionManager::new(),
+            metrics,
+            tasks: Tasks::new(),
+        });
+        let mut local_addrs = Vec::with_capacity(listeners.len());
+        for listener in listeners {
+            local_addrs.push(listener.local_addr()?);
+            shared
+                .tasks
+                .spawn(server::accept_loop(Arc::clone(&shared), listener));
+        }
+        shared.tasks.spawn(sys::run(Arc::clone(&shared)));
+        Ok(Broker {
+            shared,
+            local_addrs,
+        })
+    }
+
+    /// The addresses the broker listens on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Stops accepting, closes every connection and waits for the tasks to
+    /// end, at most `shutdown_timeout`. Returns false if some did not.
+    pub async fn shutdown(self) -> bool {
+        let timeout = self.shared.config.shutdown_timeout();
+        self.shared.tasks.shutdown_and_wait(timeout).await
+    }
+}

@@ -1,35 +1,161 @@
-//! The `petrel` command line. Today it reports what this build is; the
-//! broker core (listeners, sessions, routing) is the next piece of work.
+//! The `petrel` command line: load and validate the configuration, set up
+//! logging, bind the listeners, run the broker, and turn SIGINT / SIGTERM
+//! into a clean shutdown.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use petrel::{Broker, Config};
+use tracing_subscriber::EnvFilter;
 
-/// Petrel, an MQTT 3.1 / 3.1.1 / 5.0 broker.
+/// Petrel, an MQTT 3.1 / 3.1.1 broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (TOML). It must be readable; its keys take effect
-    /// once the broker core is built.
+    /// Configuration file (TOML). Without one, Petrel runs on its defaults:
+    /// 127.0.0.1:1883 and [::1]:1883, anonymous clients allowed.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Listen on ADDR:PORT instead of the configured listeners (repeatable).
+    #[arg(short, long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checks a configuration file and exits 0 if it is valid.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    println!("petrel {}", env!("CARGO_PKG_VERSION"));
-    if let Some(path) = &cli.config {
-        if let Err(error) = std::fs::read_to_string(path) {
-            eprintln!("petrel: cannot read {}: {error}", path.display());
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return match Config::load(file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{}: {error}", file.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match load_config(&cli) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("petrel: {message}");
             return ExitCode::FAILURE;
         }
-        println!("configuration file {} is readable", path.display());
+    };
+    init_logging(&config, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("petrel: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path).map_err(|error| format!("{}: {error}", path.display()))?,
+        None => Config::default(),
+    };
+    if !cli.listen.is_empty() {
+        // Like Mosquitto's -p: replaces the configured listeners for this
+        // run, and is as explicit a choice as the configuration file.
+        config.listeners = cli
+            .listen
+            .iter()
+            .map(|&bind| petrel::config::ListenerConfig { bind })
+            .collect();
+        config
+            .check_anonymous_access(&cli.listen)
+            .map_err(|error| format!("--listen: {error}"))?;
     }
-    println!("planned default listeners: 127.0.0.1:1883 and [::1]:1883, anonymous clients allowed");
-    println!(
-        "this build holds the MQTT wire codec only (petrel::protocol); \
-         the broker core is not built yet, so petrel exits now"
-    );
+    Ok(config)
+}
+
+fn init_logging(config: &Config, verbose: u8) {
+    let level = match verbose {
+        0 => config.log_level.as_str(),
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .init();
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let mut listeners = Vec::new();
+    for address in config.listener_addresses() {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => listeners.push(listener),
+            Err(error) => {
+                tracing::error!(%address, %error, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let broker = match Broker::start(config, listeners) {
+        Ok(broker) => broker,
+        Err(error) => {
+            tracing::error!(%error, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "petrel started");
+    wait_for_shutdown_signal().await;
+    tracing::info!("shutting down");
+    if !broker.shutdown().await {
+        tracing::warn!("some connections did not close within shutdown_timeout");
+    }
     ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return,
+            _ = terminate.recv() => return,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: this version has nothing to reload; still running");
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }

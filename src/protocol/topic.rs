@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use super::DecodeError;
 
 /// A topic name, as carried by PUBLISH and the will: no wildcards
@@ -10,7 +12,8 @@ use super::DecodeError;
 ///
 /// The one exception is an MQTT 5 PUBLISH that names its topic by Topic Alias
 /// alone: its topic name is empty until the session resolves the alias.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TopicName(String);
 
 impl TopicName {
@@ -57,6 +60,23 @@ impl TopicName {
     }
 }
 
+impl TryFrom<String> for TopicName {
+    type Error = DecodeError;
+    fn try_from(name: String) -> Result<Self, DecodeError> {
+        if name.is_empty() {
+            // The alias-only form round-trips through storage.
+            return Ok(TopicName::alias_only());
+        }
+        TopicName::new(name)
+    }
+}
+
+impl From<TopicName> for String {
+    fn from(name: TopicName) -> String {
+        name.0
+    }
+}
+
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -72,7 +92,8 @@ impl AsRef<str> for TopicName {
 /// A topic filter, as carried by SUBSCRIBE and UNSUBSCRIBE: at least one
 /// character [MQTT-4.7.3-1]; `#` only alone in the last level
 /// [MQTT-4.7.1-1]; `+` only alone in its level [MQTT-4.7.1-2].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TopicFilter(String);
 
 impl TopicFilter {
@@ -111,6 +132,19 @@ impl TopicFilter {
     /// True if the filter contains `+` or `#`.
     pub fn has_wildcard(&self) -> bool {
         self.0.contains(['+', '#'])
+    }
+}
+
+impl TryFrom<String> for TopicFilter {
+    type Error = DecodeError;
+    fn try_from(filter: String) -> Result<Self, DecodeError> {
+        TopicFilter::new(filter)
+    }
+}
+
+impl From<TopicFilter> for String {
+    fn from(filter: TopicFilter) -> String {
+        filter.0
     }
 }
 

@@ -1,0 +1,136 @@
+//! One client byte stream, framed: a read buffer that `protocol::decode`
+//! consumes, and a write buffer that every outgoing packet is encoded into
+//! and that is flushed with as few writes as possible. All partial state
+//! lives in the struct, so [`Connection::ready`] is cancel-safe inside a
+//! `select!`.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::metrics::Metrics;
+use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion};
+
+/// Room kept free in the read buffer before each read.
+const READ_CHUNK: usize = 4096;
+/// Above this many unsent bytes the connection stops reading more input
+/// (and taking more deliveries) until the peer has read some: a client
+/// that does not read cannot make the broker buffer without bound.
+pub const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// What [`Connection::ready`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoEvent {
+    /// Read this many bytes (0: the peer closed its side).
+    Read(usize),
+    /// Wrote this many bytes.
+    Wrote(usize),
+}
+
+/// A framed client connection.
+#[derive(Debug)]
+pub struct Connection<R, W> {
+    reader: R,
+    writer: W,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    /// The protocol level, fixed by CONNECT.
+    pub version: ProtocolVersion,
+    max_packet_size: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    /// Frames a stream split into its halves.
+    pub fn new(reader: R, writer: W, max_packet_size: usize, metrics: Arc<Metrics>) -> Self {
+        Connection {
+            reader,
+            writer,
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            version: ProtocolVersion::V3_1_1,
+            max_packet_size,
+            metrics,
+        }
+    }
+
+    /// The next whole packet already in the read buffer, if any.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, DecodeError> {
+        protocol::decode(&mut self.read_buf, self.max_packet_size, self.version)
+    }
+
+    /// Encodes `packet` into the write buffer; it is sent by a later
+    /// [`Connection::ready`] or [`Connection::flush`].
+    pub fn send(&mut self, packet: &Packet) -> Result<(), EncodeError> {
+        protocol::encode(packet, self.version, &mut self.write_buf)
+    }
+
+    /// Bytes encoded but not yet written.
+    pub fn unsent(&self) -> usize {
+        self.write_buf.len()
+    }
+
+    /// Waits until bytes arrive (when `read` is true) or some buffered bytes
+    /// could be written, whichever comes first. Never returns if there is
+    /// nothing to do; cancel-safe.
+    pub async fn ready(&mut self, read: bool) -> io::Result<IoEvent> {
+        let Connection {
+            reader,
+            writer,
+            read_buf,
+            write_buf,
+            metrics,
+            ..
+        } = self;
+        if read && read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
+            read_buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            result = reader.read_buf(read_buf), if read => {
+                let n = result?;
+                metrics.bytes_received.add(n as u64);
+                Ok(IoEvent::Read(n))
+            }
+            result = writer.write(write_buf), if !write_buf.is_empty() => {
+                let n = result?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                write_buf.advance(n);
+                metrics.bytes_sent.add(n as u64);
+                Ok(IoEvent::Wrote(n))
+            }
+            else => std::future::pending().await,
+        }
+    }
+
+    /// Reads more bytes into the read buffer; 0 means the peer closed.
+    pub async fn read_more(&mut self) -> io::Result<usize> {
+        loop {
+            if let IoEvent::Read(n) = self.ready(true).await? {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Writes everything buffered.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        while !self.write_buf.is_empty() {
+            self.ready(false).await?;
+        }
+        self.writer.flush().await
+    }
+
+    /// Flushes what is buffered and closes the write side.
+    pub async fn close(&mut self) {
+        if self.flush().await.is_ok() {
+            let _ = self.writer.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The subscription trie (section 4.7): one node per topic level, `+` and
+//! `#` as ordinary children, each node holding the subscribers whose filter
+//! ends there. Matching walks the levels of a topic once.
+
+use std::collections::HashMap;
+
+/// A trie of topic filters to subscribers of type `S`, keyed by client id.
+#[derive(Debug)]
+pub struct TopicTree<S> {
+    root: Node<S>,
+    subscriptions: usize,
+}
+
+#[derive(Debug)]
+struct Node<S> {
+    children: HashMap<Box<str>, Node<S>>,
+    subscribers: HashMap<std::sync::Arc<str>, S>,
+}
+
+impl<S> Default for Node<S> {
+    fn default() -> Self {
+        Node {
+            children: HashMap::new(),
+            subscribers: HashMap::new(),
+        }
+    }
+}
+
+impl<S> Default for TopicTree<S> {
+    fn default() -> Self {
+        TopicTree {
+            root: Node::default(),
+            subscriptions: 0,
+        }
+    }
+}
+
+impl<S> TopicTree<S> {
+    /// An empty tree.
+    pub fn new() -> Self {
+        TopicTree::default()
+    }
+
+    /// The number of (filter, client) subscriptions held.
+    pub fn len(&self) -> usize {
+        self.subscriptions
+    }
+
+    /// True when nothing is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.subscriptions == 0
+    }
+
+    /// Adds or replaces `client`'s subscription to `filter`. Returns the
+    /// subscriber it replaced, if any.
+    pub fn insert(
+        &mut self,
+        filter: &str,
+        client: std::sync::Arc<str>,
+        subscriber: S,
+    ) -> Option<S> {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let previous = node.subscribers.insert(client, subscriber);
+        if previous.is_none() {
+            self.subscriptions += 1;
+        }
+        previous
+    }
+
+    /// Removes `client`'s subscription to `filter`; true if it existed.
+    pub fn remove(&mut self, filter: &str, client: &str) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let removed = Self::remove_at(&mut self.root, &levels, client);
+        if removed {
+            self.subscriptions -= 1;
+        }
+        removed
+    }
+
+    /// Removes the subscriber and prunes nodes left empty.
+    fn remove_at(node: &mut Node<S>, levels: &[&str], client: &str) -> bool {
+        let Some((first, rest)) = levels.split_first() else {
+            return node.subscribers.remove(client).is_some();
+        };
+        let Some(child) = node.children.get_mut(*first) else {
+            return false;
+        };
+        let removed = Self::remove_at(child, rest, client);
+        if child.children.is_empty() && child.subscribers.is_empty() {
+            node.children.remove(*first);
+        }
+        removed
+    }
+
+    /// Calls `visit` for every subscription whose filter matches `topic`
+    /// (a client with several matching filters is visited once per filter).
+    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&std::sync::Arc<str>, &S)) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        // [MQTT-4.7.2-1]: a filter starting with a wildcard does not match a
+        // topic starting with '$'.
+        let system = topic.starts_with('$');
+        Self::match_at(&self.root, &levels, system, &mut visit);
+    }
+
+    fn match_at(
+        node: &Node<S>,
+        levels: &[&str],
+        skip_wildcards: bool,
+        visit: &mut impl FnMut(&std::sync::Arc<str>, &S),
+    ) {
+        if !skip_wildcards {
+            // '#' matches the parent level and everything below it
+            // ("sport/#" matches "sport") [MQTT-4.7.1-1].
+            if let Some(multi) = node.children.get("#") {
+                for (client, subscriber) in &multi.subscribers {
+                    visit(client, subscriber);
+                }
+            }
+        }
+        let Some((first, rest)) = levels.split_first() else {
+            for (client, subscriber) in &node.subscribers {
+                visit(client, subscriber);
+            }
+            return;
+        };
+        if let Some(child) = node.children.get(*first) {
+            Self::match_at(child, rest, false, visit);
+        }
+        if !skip_wildcards {
+            if let Some(single) = node.children.get("+") {
+                Self::match_at(single, rest, false, visit);
+            }
+        }
+    }
+}
+
+/// Whether `filter` matches `topic` (section 4.7), for retained messages.
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut filter_levels = filter.split('/');
+    let mut topic_levels = topic.split('/');
+    loop {
+        match (filter_levels.next(), topic_levels.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(f), Some(t)) if f == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn matches(tree: &TopicTree<u32>, topic: &str) -> Vec<u32> {
+        let mut found = Vec::new();
+        tree.for_each_match(topic, |_, value| found.push(*value));
+        found.sort();
+        found
+    }
+
+    // Section 4.7's examples, and [MQTT-4.7.2-1].
+    const CASES: &[(&str, &str, bool)] = &[
+        ("sport/tennis/player1/#", "sport/tennis/player1", true),
+        (
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking",
+            true,
+        ),
+        (
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/score/wimbledon",
+            true,
+        ),
+        ("sport/#", "sport", true),
+        ("#", "sport/tennis", true),
+        ("sport/tennis/+", "sport/tennis/player1", true),
+        ("sport/tennis/+", "sport/tennis/player1/ranking", false),
+        ("sport/+", "sport", false),
+        ("sport/+", "sport/", true),
+        ("+/+", "/finance", true),
+        ("/+", "/finance", true),
+        ("+", "/finance", false),
+        ("#", "$SYS/broker/uptime", false),
+        ("+/monitor/Clients", "$SYS/monitor/Clients", false),
+        ("$SYS/#", "$SYS/monitor/Clients", true),
+        ("$SYS/monitor/+", "$SYS/monitor/Clients", true),
+        ("a/b", "a/b", true),
+        ("a/b", "a/c", false),
+        ("a//b", "a//b", true),
+        ("+/+/+", "a/b", false),
+    ];
+
+    #[test]
+    fn matching_follows_section_4_7() {
+        assert!(!CASES.is_empty());
+        for (filter, topic, expected) in CASES {
+            let mut tree = TopicTree::new();
+            tree.insert(filter, Arc::from("c"), 1u32);
+            assert_eq!(
+                !matches(&tree, topic).is_empty(),
+                *expected,
+                "{filter} vs {topic}"
+            );
+            assert_eq!(
+                filter_matches(filter, topic),
+                *expected,
+                "{filter} vs {topic}"
+            );
+        }
+    }
+
+    #[test]
+    fn insert_replace_remove_and_prune() {
+        let mut tree = TopicTree::new();
+        assert_eq!(tree.insert("a/+", Arc::from("c1"), 1), None);
+        assert_eq!(tree.insert("a/#", Arc::from("c1"), 2), None);
+        assert_eq!(tree.insert("a/b", Arc::from("c2"), 3), None);
+        assert_eq!(tree.insert("a/b", Arc::from("c2"), 4), Some(3));
+        assert_eq!(tree.len(), 3);
+        assert_eq!(matches(&tree, "a/b"), vec![1, 2, 4]);
+        assert!(tree.remove("a/+", "c1"));
+        assert!(!tree.remove("a/+", "c1"));
+        assert!(!tree.remove("x/y", "c1"));
+        assert_eq!(matches(&tree, "a/b"), vec![2, 4]);
+        assert!(tree.remove("a/#", "c1"));
+        assert!(tree.remove("a/b", "c2"));
+        assert!(tree.is_empty());
+        assert!(tree.root.children.is_empty(), "empty nodes are pruned");
+    }
+}

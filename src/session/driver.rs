@@ -1,0 +1,460 @@
+//! The session loop: one `select!` over shutdown, takeover, the keep-alive
+//! deadline, the socket and the inbox, until the connection ends; then the
+//! will, and the session is parked or dropped.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::handshake::{send_or_log, Session};
+use super::manager::Parked;
+use super::state::{Inflight, Phase};
+use super::Shared;
+use crate::config::Config;
+use crate::connection::{IoEvent, WRITE_HIGH_WATER};
+use crate::protocol::{
+    Ack, DecodeError, Packet, PacketId, Publish, PublishProperties, QoS, ReasonCode, SubAck,
+    Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::router::message::{Delivery, Message};
+
+/// Why a session loop ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// The client sent DISCONNECT.
+    Disconnect,
+    /// The client closed the connection without DISCONNECT.
+    Closed,
+    /// A read or write failed.
+    Io(io::Error),
+    /// Nothing arrived within 1.5 times the keep-alive.
+    KeepAlive,
+    /// A packet could not be decoded.
+    Malformed(DecodeError),
+    /// A packet broke a protocol rule.
+    Violation(&'static str),
+    /// Another connection took the session over.
+    TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+impl Exit {
+    /// Whether the will is published: on every end but DISCONNECT
+    /// [MQTT-3.1.2-8] [MQTT-3.14.4-3] (v3.1.1).
+    fn publishes_will(&self) -> bool {
+        !matches!(self, Exit::Disconnect)
+    }
+}
+
+/// Runs the session until the connection ends, then cleans up.
+pub async fn run<R, W>(shared: &Shared, mut session: Session<R, W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let exit = session_loop(shared, &mut session).await;
+    finish(shared, session, exit).await;
+}
+
+async fn session_loop<R, W>(shared: &Shared, session: &mut Session<R, W>) -> Exit
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let token = shared.tasks.token().clone();
+    let kick = session.lease.kick.clone();
+    // [MQTT-3.1.2-24] (v3.1.1): one and a half times the keep-alive.
+    let keep_alive = (session.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(session.keep_alive) * 1500));
+    let mut last_heard = Instant::now();
+    let deadline = tokio::time::sleep_until(last_heard + keep_alive.unwrap_or_default());
+    tokio::pin!(deadline);
+    if let Err(exit) = process_input(shared, session) {
+        return exit;
+    }
+    loop {
+        pull_deliveries(shared, session);
+        let window_open = session.state.inflight.len() < shared.config.max_inflight
+            && session.state.pending.is_empty();
+        let can_read = session.connection.unsent() < WRITE_HIGH_WATER;
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => return Exit::Shutdown,
+            _ = kick.cancelled() => return Exit::TakenOver,
+            _ = &mut deadline, if keep_alive.is_some() => {
+                // The timer is reset lazily: only when it fires is it
+                // checked against the last time the client was heard.
+                let due = last_heard + keep_alive.unwrap_or_default();
+                if Instant::now() >= due {
+                    return Exit::KeepAlive;
+                }
+                deadline.as_mut().reset(due);
+            }
+            event = session.connection.ready(can_read) => match event {
+                Err(error) => return Exit::Io(error),
+                Ok(IoEvent::Read(0)) => return Exit::Closed,
+                Ok(IoEvent::Read(_)) => {
+                    last_heard = Instant::now();
+                    if let Err(exit) = process_input(shared, session) {
+                        return exit;
+                    }
+                }
+                Ok(IoEvent::Wrote(_)) => {}
+            },
+            delivery = session.receiver.recv(), if window_open => {
+                if let Some(delivery) = delivery {
+                    deliver(shared, session, delivery);
+                }
+            }
+        }
+    }
+}
+
+/// Moves deliveries into the write buffer while the in-flight window and
+/// the write buffer have room: first those taken earlier (retained
+/// messages for a new subscription), then the inbox.
+fn pull_deliveries<R, W>(shared: &Shared, session: &mut Session<R, W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while session.state.inflight.len() < shared.config.max_inflight
+        && session.connection.unsent() < WRITE_HIGH_WATER
+    {
+        let next = match session.state.pending.pop_front() {
+            Some(delivery) => delivery,
+            None => match session.receiver.try_recv() {
+                Some(delivery) => delivery,
+                None => return,
+            },
+        };
+        deliver(shared, session, next);
+    }
+}
+
+/// Sends one delivery, giving QoS 1/2 a packet id and an in-flight entry.
+fn deliver<R, W>(shared: &Shared, session: &mut Session<R, W>, delivery: Delivery)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let packet_id = if delivery.qos == QoS::AtMostOnce {
+        None
+    } else {
+        let Some(packet_id) = session.state.allocate_packet_id() else {
+            // All 65,535 ids in flight: impossible with max_inflight below
+            // that, but never lose the message.
+            session.state.pending.push_front(delivery);
+            return;
+        };
+        session.state.inflight.push_back(Inflight {
+            packet_id,
+            delivery: delivery.clone(),
+            phase: Phase::Published,
+        });
+        Some(packet_id)
+    };
+    let packet = publish_packet(&delivery, packet_id, false);
+    send_or_log(&mut session.connection, &packet);
+    shared.metrics.messages_sent.increment();
+}
+
+fn publish_packet(delivery: &Delivery, packet_id: Option<PacketId>, dup: bool) -> Packet {
+    let message = &delivery.message;
+    Packet::Publish(Publish {
+        dup,
+        qos: delivery.qos,
+        retain: delivery.retain,
+        topic: message.topic.clone(),
+        packet_id,
+        payload: message.payload.clone(),
+        properties: message.properties.clone(),
+    })
+}
+
+/// Re-sends every unacknowledged message in its original order, PUBLISH
+/// with DUP set or PUBREL [MQTT-4.4.0-1] (v3.1.1).
+pub fn resend_inflight<R, W>(session: &mut Session<R, W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let packets: Vec<Packet> = session
+        .state
+        .inflight
+        .iter()
+        .map(|inflight| match inflight.phase {
+            Phase::Published => publish_packet(&inflight.delivery, Some(inflight.packet_id), true),
+            Phase::Released => Packet::PubRel(Ack::new(inflight.packet_id)),
+        })
+        .collect();
+    for packet in &packets {
+        send_or_log(&mut session.connection, packet);
+    }
+}
+
+/// Handles every whole packet in the read buffer.
+fn process_input<R, W>(shared: &Shared, session: &mut Session<R, W>) -> Result<(), Exit>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        match session.connection.next_packet() {
+            Ok(Some(packet)) => handle(shared, session, packet)?,
+            Ok(None) => return Ok(()),
+            Err(error) => return Err(Exit::Malformed(error)),
+        }
+    }
+}
+
+fn handle<R, W>(shared: &Shared, session: &mut Session<R, W>, packet: Packet) -> Result<(), Exit>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match packet {
+        Packet::Publish(publish) => handle_publish(shared, session, publish)?,
+        Packet::PubAck(ack) => {
+            session.state.complete(ack.packet_id, Phase::Published);
+        }
+        Packet::PubRec(ack) => {
+            // [MQTT-4.3.3-1] (v3.1.1): PUBREC is answered with PUBREL.
+            if let Some(inflight) = session.state.inflight_mut(ack.packet_id) {
+                inflight.phase = Phase::Released;
+            }
+            send_or_log(
+                &mut session.connection,
+                &Packet::PubRel(Ack::new(ack.packet_id)),
+            );
+        }
+        Packet::PubComp(ack) => {
+            session.state.complete(ack.packet_id, Phase::Released);
+        }
+        Packet::PubRel(ack) => {
+            // [MQTT-4.3.3-2] (v3.1.1): release the id, answer PUBCOMP.
+            session.state.awaiting_pubrel.remove(&ack.packet_id.get());
+            send_or_log(
+                &mut session.connection,
+                &Packet::PubComp(Ack::new(ack.packet_id)),
+            );
+        }
+        Packet::Subscribe(subscribe) => handle_subscribe(shared, session, subscribe),
+        Packet::Unsubscribe(unsubscribe) => handle_unsubscribe(shared, session, unsubscribe),
+        Packet::PingReq => send_or_log(&mut session.connection, &Packet::PingResp),
+        Packet::Disconnect(_) => return Err(Exit::Disconnect),
+        Packet::Connect(_) => {
+            return Err(Exit::Violation(
+                "[MQTT-3.1.0-2] a second CONNECT on one connection",
+            ))
+        }
+        Packet::ConnAck(_)
+        | Packet::SubAck(_)
+        | Packet::UnsubAck(_)
+        | Packet::PingResp
+        | Packet::Auth(_) => {
+            return Err(Exit::Violation("a packet only a server may send"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a topic name or filter against the configured bounds.
+pub fn check_topic(config: &Config, topic: &str) -> Result<(), &'static str> {
+    if topic.len() > config.max_topic_length {
+        return Err("topic longer than max_topic_length");
+    }
+    if topic.split('/').count() > config.max_topic_levels {
+        return Err("topic has more levels than max_topic_levels");
+    }
+    Ok(())
+}
+
+fn handle_publish<R, W>(
+    shared: &Shared,
+    session: &mut Session<R, W>,
+    publish: Publish,
+) -> Result<(), Exit>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    shared.metrics.messages_received.increment();
+    check_topic(&shared.config, publish.topic.as_str()).map_err(Exit::Violation)?;
+    let packet_id = publish.packet_id;
+    let qos = publish.qos;
+    // A QoS 2 PUBLISH whose id awaits PUBREL is a re-send: acknowledged,
+    // not delivered again [MQTT-4.3.3-2] (v3.1.1).
+    let duplicate = qos == QoS::ExactlyOnce
+        && packet_id.is_some_and(|id| session.state.awaiting_pubrel.contains(&id.get()));
+    // Clients may not write the broker's own $SYS tree.
+    let system = publish.topic.as_str().starts_with("$SYS");
+    if !duplicate && !system {
+        let message = Arc::new(Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos,
+            retain: publish.retain,
+            properties: PublishProperties {
+                topic_alias: None,
+                subscription_identifiers: Vec::new(),
+                ..publish.properties
+            },
+            publisher: Some(Arc::clone(&session.client_id)),
+        });
+        shared.router.publish(message);
+    }
+    match (qos, packet_id) {
+        (QoS::AtLeastOnce, Some(id)) => {
+            send_or_log(&mut session.connection, &Packet::PubAck(Ack::new(id)));
+        }
+        (QoS::ExactlyOnce, Some(id)) => {
+            session.state.awaiting_pubrel.insert(id.get());
+            send_or_log(&mut session.connection, &Packet::PubRec(Ack::new(id)));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn handle_subscribe<R, W>(shared: &Shared, session: &mut Session<R, W>, subscribe: Subscribe)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+    let mut retained = VecDeque::new();
+    for (filter, options) in subscribe.filters {
+        if let Err(reason) = check_topic(&shared.config, filter.as_str()) {
+            tracing::info!(%filter, reason, "subscription refused");
+            reason_codes.push(ReasonCode::UnspecifiedError);
+            continue;
+        }
+        shared
+            .router
+            .subscribe(filter.as_str(), &session.inbox, options);
+        // [MQTT-3.8.4-3] (v3.1.1): a repeated filter replaces the
+        // subscription, and its retained messages are sent again.
+        for message in shared.router.retained_matching(filter.as_str()) {
+            retained.push_back(Delivery {
+                qos: message.qos.min(options.qos),
+                message,
+                // [MQTT-3.3.1-8] (v3.1.1): RETAIN set for a new subscription.
+                retain: true,
+            });
+        }
+        reason_codes.push(match options.qos {
+            QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+        });
+        session.state.subscriptions.insert(filter, options);
+    }
+    // [MQTT-3.8.4-1] [MQTT-3.8.4-2] (v3.1.1): SUBACK with the same id, one
+    // return code per filter, before any retained message.
+    let suback = SubAck {
+        packet_id: subscribe.packet_id,
+        reason_codes,
+        properties: Default::default(),
+    };
+    send_or_log(&mut session.connection, &Packet::SubAck(suback));
+    session.state.pending.extend(retained);
+}
+
+fn handle_unsubscribe<R, W>(shared: &Shared, session: &mut Session<R, W>, unsubscribe: Unsubscribe)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
+    for filter in &unsubscribe.filters {
+        let existed = shared
+            .router
+            .unsubscribe(filter.as_str(), &session.client_id);
+        session.state.subscriptions.remove(filter);
+        reason_codes.push(if existed {
+            ReasonCode::Success
+        } else {
+            ReasonCode::NoSubscriptionExisted
+        });
+    }
+    // [MQTT-3.10.4-4] (v3.1.1): UNSUBACK even when nothing was subscribed.
+    let unsuback = UnsubAck {
+        packet_id: unsubscribe.packet_id,
+        reason_codes,
+        properties: Default::default(),
+    };
+    send_or_log(&mut session.connection, &Packet::UnsubAck(unsuback));
+}
+
+/// After the loop: log, publish the will, close, park or drop the session.
+async fn finish<R, W>(shared: &Shared, mut session: Session<R, W>, exit: Exit)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let metrics = &shared.metrics;
+    match &exit {
+        Exit::Disconnect => tracing::info!("client disconnected"),
+        Exit::Closed => tracing::info!("client closed the connection without DISCONNECT"),
+        Exit::Io(error) => tracing::info!(%error, "connection lost"),
+        Exit::KeepAlive => {
+            metrics.keep_alive_timeouts.increment();
+            tracing::info!(
+                keep_alive = session.keep_alive,
+                "[MQTT-3.1.2-24] nothing received within 1.5 x keep alive; closing"
+            );
+        }
+        Exit::Malformed(error) => {
+            metrics.protocol_errors.increment();
+            tracing::warn!(%error, "malformed packet; closing");
+        }
+        Exit::Violation(rule) => {
+            metrics.protocol_errors.increment();
+            tracing::warn!(rule, "protocol violation; closing");
+        }
+        Exit::TakenOver => {
+            metrics.takeovers.increment();
+            tracing::info!("[MQTT-3.1.4-2] session taken over by a new connection");
+        }
+        Exit::Shutdown => tracing::info!("closing: server shutting down"),
+    }
+    if exit.publishes_will() {
+        if let Some(will) = session.will.take() {
+            metrics.wills_published.increment();
+            shared.router.publish(Arc::new(Message {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                properties: PublishProperties::default(),
+                publisher: Some(Arc::clone(&session.client_id)),
+            }));
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), session.connection.close()).await;
+    metrics.clients_connected.decrement();
+    session.inbox.set_online(false);
+    let parked = if session.clean_session {
+        // [MQTT-3.1.2-6] (v3.1.1): a clean session ends with its connection.
+        for filter in session.state.subscriptions.keys() {
+            shared
+                .router
+                .unsubscribe(filter.as_str(), &session.client_id);
+        }
+        None
+    } else {
+        metrics.clients_disconnected.increment();
+        Some(Parked {
+            state: session.state,
+            inbox: session.inbox,
+            receiver: session.receiver,
+        })
+    };
+    shared.sessions.release(session.lease, parked);
+}

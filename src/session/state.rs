@@ -1,0 +1,81 @@
+//! One client's session state as plain data (serde-serialisable, so it can
+//! be stored): its subscriptions, the outbound QoS 1/2 messages not yet
+//! acknowledged, the inbound QoS 2 packet ids awaiting PUBREL, and the next
+//! packet id to use. Separate from the socket: it survives disconnects of a
+//! persistent session.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{PacketId, SubscriptionOptions, TopicFilter};
+use crate::router::message::Delivery;
+
+/// Where an outbound QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    Released,
+}
+
+/// An outbound message the client has not finished acknowledging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inflight {
+    /// The identifier it was sent with.
+    pub packet_id: PacketId,
+    /// The message and the QoS it is delivered at.
+    pub delivery: Delivery,
+    /// How far the exchange has got.
+    pub phase: Phase,
+}
+
+/// A session's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// Subscriptions with the options granted.
+    pub subscriptions: BTreeMap<TopicFilter, SubscriptionOptions>,
+    /// Outbound QoS 1/2 messages in the order they were first sent.
+    pub inflight: VecDeque<Inflight>,
+    /// Inbound QoS 2 packet ids whose PUBLISH was delivered and whose
+    /// PUBREL has not arrived: a re-sent PUBLISH with one of these ids is
+    /// not delivered again.
+    pub awaiting_pubrel: BTreeSet<u16>,
+    /// The packet id after the last one used.
+    pub next_packet_id: u16,
+    /// Deliveries taken for this session but not yet sent (retained
+    /// messages for a new subscription wait here behind the SUBACK).
+    pub pending: VecDeque<Delivery>,
+}
+
+impl SessionState {
+    /// A packet id not used by any message in flight [MQTT-2.3.1-2]
+    /// (v3.1.1), or none if all 65,535 are in use.
+    pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            let Some(candidate) = PacketId::new(self.next_packet_id) else {
+                continue;
+            };
+            if !self.inflight.iter().any(|i| i.packet_id == candidate) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    /// The in-flight entry with `packet_id`.
+    pub fn inflight_mut(&mut self, packet_id: PacketId) -> Option<&mut Inflight> {
+        self.inflight.iter_mut().find(|i| i.packet_id == packet_id)
+    }
+
+    /// Removes and returns the in-flight entry with `packet_id` in `phase`.
+    pub fn complete(&mut self, packet_id: PacketId, phase: Phase) -> Option<Inflight> {
+        let index = self
+            .inflight
+            .iter()
+            .position(|i| i.packet_id == packet_id && i.phase == phase)?;
+        self.inflight.remove(index)
+    }
+}

@@ -1,0 +1,98 @@
+//! `$SYS`: every `sys_interval` seconds the broker publishes its counters as
+//! retained messages under the topic names Mosquitto uses, so existing
+//! dashboards keep working. Subscribers see them with `$SYS/#` (a filter
+//! starting with a wildcard never matches them [MQTT-4.7.2-1]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::protocol::{PublishProperties, QoS, TopicName};
+use crate::router::message::Message;
+use crate::session::Shared;
+
+/// Publishes `$SYS` until shutdown.
+pub async fn run(shared: Arc<Shared>) {
+    let interval = shared.config.sys_interval;
+    if interval == 0 {
+        return;
+    }
+    let started = Instant::now();
+    let token = shared.tasks.token().clone();
+    let mut ticker = tokio::time::interval(Duration::from_secs(interval));
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = ticker.tick() => publish_all(&shared, started.elapsed()),
+        }
+    }
+}
+
+/// The topics and values published each interval.
+pub fn snapshot(shared: &Shared, uptime: Duration) -> Vec<(&'static str, String)> {
+    let metrics = &shared.metrics;
+    let connected = metrics.clients_connected.get();
+    let disconnected = metrics.clients_disconnected.get();
+    vec![
+        (
+            "$SYS/broker/version",
+            format!("petrel {}", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "$SYS/broker/uptime",
+            format!("{} seconds", uptime.as_secs()),
+        ),
+        ("$SYS/broker/clients/connected", connected.to_string()),
+        ("$SYS/broker/clients/disconnected", disconnected.to_string()),
+        (
+            "$SYS/broker/clients/total",
+            (connected + disconnected).to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            metrics.messages_received.get().to_string(),
+        ),
+        (
+            "$SYS/broker/messages/sent",
+            metrics.messages_sent.get().to_string(),
+        ),
+        (
+            "$SYS/broker/publish/messages/dropped",
+            metrics.messages_dropped.get().to_string(),
+        ),
+        (
+            "$SYS/broker/subscriptions/count",
+            shared.router.subscription_count().to_string(),
+        ),
+        (
+            "$SYS/broker/retained messages/count",
+            shared.router.retained_count().to_string(),
+        ),
+        (
+            "$SYS/broker/load/bytes/received",
+            metrics.bytes_received.get().to_string(),
+        ),
+        (
+            "$SYS/broker/load/bytes/sent",
+            metrics.bytes_sent.get().to_string(),
+        ),
+    ]
+}
+
+fn publish_all(shared: &Shared, uptime: Duration) {
+    for (topic, value) in snapshot(shared, uptime) {
+        let Ok(topic) = TopicName::new(topic) else {
+            continue;
+        };
+        shared.router.publish(Arc::new(Message {
+            topic,
+            payload: Bytes::from(value),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: PublishProperties::default(),
+            publisher: None,
+        }));
+    }
+}

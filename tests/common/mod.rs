@@ -1,0 +1,377 @@
+//! Shared test helpers: a broker on an ephemeral port, a raw-packet client
+//! for exact checks and protocol violations, a PINGREQ barrier, and rumqttc
+//! clients for ordinary flows. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use petrel::protocol::{
+    self, Ack, ConnAck, Connect, ConnectProperties, LastWill, Packet, PacketId, ProtocolVersion,
+    Publish, PublishProperties, QoS, Subscribe, SubscribeProperties, SubscriptionOptions,
+    TopicFilter, TopicName, Unsubscribe, UnsubscribeProperties,
+};
+use petrel::{Broker, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound for any single test.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for one expected packet to arrive.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a test body under [`TEST_TIMEOUT`].
+pub async fn timed<F: Future<Output = ()>>(body: F) {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test timed out");
+}
+
+/// A broker on 127.0.0.1, port 0.
+pub struct TestBroker {
+    pub broker: Broker,
+    pub addr: SocketAddr,
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        TestBroker::with_config(test_config()).await
+    }
+
+    pub async fn with_config(config: Config) -> TestBroker {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let broker = Broker::start(config, vec![listener]).expect("broker starts");
+        let addr = broker.local_addrs()[0];
+        TestBroker { broker, addr }
+    }
+}
+
+/// The defaults, with `$SYS` off so it never interleaves with test traffic.
+pub fn test_config() -> Config {
+    Config {
+        sys_interval: 0,
+        ..Config::default()
+    }
+}
+
+pub fn topic(name: &str) -> TopicName {
+    TopicName::new(name).expect("valid topic name")
+}
+
+pub fn filter(text: &str) -> TopicFilter {
+    TopicFilter::new(text).expect("valid topic filter")
+}
+
+pub fn id(value: u16) -> PacketId {
+    PacketId::new(value).expect("non-zero packet id")
+}
+
+/// A 3.1.1 CONNECT.
+pub fn connect_packet(client_id: &str, clean_session: bool, keep_alive: u16) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V3_1_1,
+        clean_start: clean_session,
+        keep_alive,
+        client_id: client_id.to_owned(),
+        will: None,
+        username: None,
+        password: None,
+        properties: ConnectProperties::default(),
+    }
+}
+
+pub fn will(topic_name: &str, payload: &'static [u8], qos: QoS, retain: bool) -> LastWill {
+    LastWill {
+        topic: topic(topic_name),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain,
+        properties: Default::default(),
+    }
+}
+
+pub fn publish_packet(
+    topic_name: &str,
+    payload: &[u8],
+    qos: QoS,
+    retain: bool,
+    packet_id: Option<u16>,
+) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: topic(topic_name),
+        packet_id: packet_id.map(id),
+        payload: Bytes::copy_from_slice(payload),
+        properties: PublishProperties::default(),
+    })
+}
+
+pub fn subscribe_packet(packet_id: u16, filters: &[(&str, QoS)]) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: id(packet_id),
+        filters: filters
+            .iter()
+            .map(|(text, qos)| {
+                (
+                    filter(text),
+                    SubscriptionOptions {
+                        qos: *qos,
+                        ..SubscriptionOptions::default()
+                    },
+                )
+            })
+            .collect(),
+        properties: SubscribeProperties::default(),
+    })
+}
+
+pub fn unsubscribe_packet(packet_id: u16, filters: &[&str]) -> Packet {
+    Packet::Unsubscribe(Unsubscribe {
+        packet_id: id(packet_id),
+        filters: filters.iter().map(|text| filter(text)).collect(),
+        properties: UnsubscribeProperties::default(),
+    })
+}
+
+/// A client speaking raw packets over TCP.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    pub version: ProtocolVersion,
+}
+
+impl RawClient {
+    pub async fn open(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).await.expect("connect to broker");
+        stream.set_nodelay(true).expect("nodelay");
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V3_1_1,
+        }
+    }
+
+    /// Opens a connection, sends CONNECT and returns the CONNACK.
+    pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
+        let mut client = RawClient::open(addr).await;
+        client.version = connect.protocol;
+        client.send(&Packet::Connect(Box::new(connect))).await;
+        match client.recv().await {
+            Packet::ConnAck(connack) => (client, connack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// A clean 3.1.1 session with `client_id`, accepted.
+    pub async fn connect(addr: SocketAddr, client_id: &str) -> RawClient {
+        let (client, connack) =
+            RawClient::connect_with(addr, connect_packet(client_id, true, 0)).await;
+        assert_eq!(connack.reason_code, protocol::ReasonCode::Success);
+        client
+    }
+
+    pub async fn send(&mut self, packet: &Packet) {
+        let mut bytes = BytesMut::new();
+        protocol::encode(packet, self.version, &mut bytes).expect("test packet encodes");
+        self.send_bytes(&bytes).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write to broker");
+    }
+
+    /// The next packet, or `None` if the broker closed the connection.
+    pub async fn try_recv(&mut self) -> Option<Packet> {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        loop {
+            if let Some(packet) = protocol::decode(&mut self.buf, usize::MAX, self.version)
+                .expect("broker sends valid packets")
+            {
+                return Some(packet);
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("timed out waiting for a packet");
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Packet {
+        self.try_recv()
+            .await
+            .expect("connection closed while waiting for a packet")
+    }
+
+    pub async fn recv_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Packet::Publish(publish) => publish,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Sends PINGREQ and returns every packet that arrives before the
+    /// PINGRESP: an empty list proves nothing else was sent.
+    pub async fn ping_barrier(&mut self) -> Vec<Packet> {
+        self.send(&Packet::PingReq).await;
+        let mut before = Vec::new();
+        loop {
+            match self.recv().await {
+                Packet::PingResp => return before,
+                other => before.push(other),
+            }
+        }
+    }
+
+    /// Asserts the broker closes the connection (reading EOF or a reset)
+    /// without sending anything else first.
+    pub async fn expect_closed(&mut self) {
+        if let Some(packet) = self.try_recv().await {
+            panic!("expected the connection to close, got {packet:?}");
+        }
+    }
+
+    pub async fn subscribe(
+        &mut self,
+        packet_id: u16,
+        filters: &[(&str, QoS)],
+    ) -> Vec<protocol::ReasonCode> {
+        self.send(&subscribe_packet(packet_id, filters)).await;
+        match self.recv().await {
+            Packet::SubAck(suback) => {
+                assert_eq!(suback.packet_id, id(packet_id));
+                suback.reason_codes
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Publishes and completes the QoS flow as a publisher.
+    pub async fn publish(
+        &mut self,
+        topic_name: &str,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        packet_id: u16,
+    ) {
+        let packet_id = (qos != QoS::AtMostOnce).then_some(packet_id);
+        self.send(&publish_packet(topic_name, payload, qos, retain, packet_id))
+            .await;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => match self.recv().await {
+                Packet::PubAck(ack) => assert_eq!(Some(ack.packet_id.get()), packet_id),
+                other => panic!("expected PUBACK, got {other:?}"),
+            },
+            QoS::ExactlyOnce => {
+                let Some(packet_id) = packet_id else {
+                    unreachable!()
+                };
+                match self.recv().await {
+                    Packet::PubRec(ack) => assert_eq!(ack.packet_id.get(), packet_id),
+                    other => panic!("expected PUBREC, got {other:?}"),
+                }
+                self.send(&Packet::PubRel(Ack::new(id(packet_id)))).await;
+                match self.recv().await {
+                    Packet::PubComp(ack) => assert_eq!(ack.packet_id.get(), packet_id),
+                    other => panic!("expected PUBCOMP, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    pub async fn disconnect(mut self) {
+        self.send(&Packet::Disconnect(Default::default())).await;
+        let _ = self.try_recv().await;
+    }
+}
+
+/// A rumqttc 3.1.1 client whose incoming PUBLISH packets arrive on a
+/// channel; the event loop runs in its own task until the client is dropped.
+pub struct RumqttClient {
+    pub client: rumqttc::AsyncClient,
+    pub publishes: tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    pub connacks: tokio::sync::mpsc::UnboundedReceiver<rumqttc::ConnAck>,
+    pub subacks: tokio::sync::mpsc::UnboundedReceiver<rumqttc::SubAck>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RumqttClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RumqttClient {
+    pub async fn connect(addr: SocketAddr, client_id: &str, clean_session: bool) -> RumqttClient {
+        let mut options = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        options.set_clean_session(clean_session);
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut event_loop) = rumqttc::AsyncClient::new(options, 64);
+        let (publish_tx, publishes) = tokio::sync::mpsc::unbounded_channel();
+        let (connack_tx, connacks) = tokio::sync::mpsc::unbounded_channel();
+        let (suback_tx, subacks) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match event_loop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => {
+                        let _ = publish_tx.send(publish);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(connack))) => {
+                        let _ = connack_tx.send(connack);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(suback))) => {
+                        let _ = suback_tx.send(suback);
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        let mut client = RumqttClient {
+            client,
+            publishes,
+            connacks,
+            subacks,
+            task,
+        };
+        client.connack().await;
+        client
+    }
+
+    pub async fn connack(&mut self) -> rumqttc::ConnAck {
+        tokio::time::timeout(RECV_TIMEOUT, self.connacks.recv())
+            .await
+            .expect("timed out waiting for CONNACK")
+            .expect("event loop ended before CONNACK")
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::QoS) -> rumqttc::SubAck {
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("subscribe request queued");
+        tokio::time::timeout(RECV_TIMEOUT, self.subacks.recv())
+            .await
+            .expect("timed out waiting for SUBACK")
+            .expect("event loop ended before SUBACK")
+    }
+
+    pub async fn next_publish(&mut self) -> rumqttc::Publish {
+        tokio::time::timeout(RECV_TIMEOUT, self.publishes.recv())
+            .await
+            .expect("timed out waiting for a PUBLISH")
+            .expect("event loop ended")
+    }
+}
