@@ -160,11 +160,11 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|error| {
             let line = error
                 .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             ConfigError {
-                key: None,
+                key: line.and_then(|line| key_on_line(text, line)),
                 line,
-                message: error.message().to_owned(),
+                message: error.message().trim_end().to_owned(),
             }
         })?;
         config.validate().map_err(|mut error| {
@@ -268,6 +268,13 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout)
     }
+}
+
+/// The key assigned on 1-based `line` of `text`, if the line is `key = ...`.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let (key, _) = text.lines().nth(line.checked_sub(1)?)?.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
 }
 
 /// The 1-based line where `key` (a top-level key) is set in `text`.

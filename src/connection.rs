@@ -65,6 +65,12 @@ where
         protocol::decode(&mut self.read_buf, self.max_packet_size, self.version)
     }
 
+    /// The packet type of the next packet in the read buffer, as soon as
+    /// its first byte has arrived.
+    pub fn next_packet_type(&self) -> Option<u8> {
+        self.read_buf.first().map(|byte| byte >> 4)
+    }
+
     /// Encodes `packet` into the write buffer; it is sent by a later
     /// [`Connection::ready`] or [`Connection::flush`].
     pub fn send(&mut self, packet: &Packet) -> Result<(), EncodeError> {

@@ -16,7 +16,7 @@ use super::state::SessionState;
 use super::Shared;
 use crate::connection::Connection;
 use crate::protocol::{
-    ConnAck, Connect, DecodeError, LastWill, Packet, ProtocolVersion, ReasonCode,
+    ConnAck, Connect, DecodeError, LastWill, Packet, PacketType, ProtocolVersion, ReasonCode,
 };
 use crate::router::inbox::{Inbox, InboxLimits, InboxReceiver};
 
@@ -45,6 +45,8 @@ pub struct Session<R, W> {
 
 enum FirstPacket {
     Packet(Packet),
+    /// The first byte already says it is not a CONNECT.
+    NotConnect(u8),
     Closed,
     Io(io::Error),
     Malformed(DecodeError),
@@ -96,10 +98,15 @@ where
         }
         Ok(FirstPacket::Packet(Packet::Connect(connect))) => connect,
         Ok(FirstPacket::Packet(other)) => {
-            // [MQTT-3.1.0-1] (v3.1.1): the first packet must be CONNECT.
+            // Unreachable in practice: the type was checked on the first byte.
+            shared.metrics.protocol_errors.increment();
+            tracing::warn!(packet = ?other.packet_type(), "[MQTT-3.1.0-1] first packet is not CONNECT; closing");
+            return None;
+        }
+        Ok(FirstPacket::NotConnect(packet_type)) => {
             shared.metrics.protocol_errors.increment();
             tracing::warn!(
-                packet = ?other.packet_type(),
+                packet_type,
                 "[MQTT-3.1.0-1] first packet is not CONNECT; closing"
             );
             return None;
@@ -173,6 +180,13 @@ where
     W: AsyncWrite + Unpin,
 {
     loop {
+        // [MQTT-3.1.0-1] (v3.1.1): refuse anything but CONNECT from its
+        // first byte, without waiting for the rest of it.
+        if let Some(packet_type) = connection.next_packet_type() {
+            if packet_type != PacketType::Connect as u8 {
+                return FirstPacket::NotConnect(packet_type);
+            }
+        }
         match connection.next_packet() {
             Ok(Some(packet)) => return FirstPacket::Packet(packet),
             Ok(None) => {}

@@ -183,6 +183,13 @@ impl RawClient {
         self.send_bytes(&bytes).await;
     }
 
+    /// Sends a packet; false if the connection is already gone.
+    pub async fn try_send(&mut self, packet: &Packet) -> bool {
+        let mut bytes = BytesMut::new();
+        protocol::encode(packet, self.version, &mut bytes).expect("test packet encodes");
+        self.stream.write_all(&bytes).await.is_ok()
+    }
+
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write to broker");
     }
@@ -373,5 +380,39 @@ impl RumqttClient {
             .await
             .expect("timed out waiting for a PUBLISH")
             .expect("event loop ended")
+    }
+}
+
+/// Waits until `condition` holds, checking every few milliseconds, for at
+/// most [`RECV_TIMEOUT`]. For state that has no event to await (a counter
+/// reaching a value).
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Acknowledges a received PUBLISH as its QoS requires (QoS 2: PUBREC,
+/// then PUBCOMP for the PUBREL).
+pub async fn acknowledge(client: &mut RawClient, publish: &Publish) {
+    let Some(packet_id) = publish.packet_id else {
+        return;
+    };
+    match publish.qos {
+        QoS::AtLeastOnce => client.send(&Packet::PubAck(Ack::new(packet_id))).await,
+        QoS::ExactlyOnce => {
+            client.send(&Packet::PubRec(Ack::new(packet_id))).await;
+            match client.recv().await {
+                Packet::PubRel(ack) => assert_eq!(ack.packet_id, packet_id),
+                other => panic!("expected PUBREL, got {other:?}"),
+            }
+            client.send(&Packet::PubComp(Ack::new(packet_id))).await;
+        }
+        QoS::AtMostOnce => {}
     }
 }

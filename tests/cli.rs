@@ -1,0 +1,188 @@
+//! The `petrel` binary: `check-config`, start-up refusals, and a clean
+//! exit on SIGTERM with connected clients.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use petrel::Config;
+
+const PETREL: &str = env!("CARGO_BIN_EXE_petrel");
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&directory)
+        .expect("fixture directory")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", directory.display());
+    files
+}
+
+// The example configuration documents exactly the defaults.
+#[test]
+fn example_config_is_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/petrel.toml");
+    assert_eq!(Config::load(&path).unwrap(), Config::default());
+}
+
+#[test]
+fn check_config_accepts_valid_files() {
+    for file in fixtures("valid") {
+        let output = Command::new(PETREL)
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+// A bad file exits non-zero with a message naming the key and the line.
+#[test]
+fn check_config_rejects_invalid_files_naming_key_and_line() {
+    let expected: &[(&str, &str, &str)] = &[
+        ("bad-address.toml", "line 2", "socket address"),
+        ("log-level.toml", "line 1", "log_level"),
+        (
+            "public-without-choice.toml",
+            "allow_anonymous",
+            "0.0.0.0:1883",
+        ),
+        ("tiny-packets.toml", "line 1", "max_packet_size"),
+        ("unknown-key.toml", "line 2", "max_inflite"),
+        ("wrong-type.toml", "line 1", "connect_timeout"),
+        ("zero-inflight.toml", "line 3", "max_inflight"),
+    ];
+    let files = fixtures("invalid");
+    assert_eq!(files.len(), expected.len());
+    for (file, (name, first, second)) in files.iter().zip(expected) {
+        assert!(file.ends_with(name), "{} vs {name}", file.display());
+        let output = Command::new(PETREL)
+            .arg("check-config")
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(first) && stderr.contains(second),
+            "{name}: {stderr}"
+        );
+    }
+    let output = Command::new(PETREL)
+        .args(["-c", "/nonexistent/petrel.toml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/petrel.toml"));
+}
+
+// A non-loopback --listen without allow_anonymous refuses to start, saying
+// why.
+#[test]
+fn public_listen_without_allow_anonymous_refuses_to_start() {
+    let output = Command::new(PETREL)
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("allow_anonymous"), "{stderr}");
+}
+
+/// Reads the broker's log until it reports its listening address.
+fn listening_port(reader: &mut impl BufRead) -> u16 {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "broker exited before listening"
+        );
+        if let Some(rest) = line.split("address=Some(").nth(1) {
+            let address = rest.split(')').next().unwrap();
+            return address.parse::<std::net::SocketAddr>().unwrap().port();
+        }
+    }
+}
+
+// SIGTERM: clients are disconnected and the process exits 0 within
+// shutdown_timeout.
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly() {
+    timed(async {
+        let mut child = Command::new(PETREL)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (port, rest) = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            (listening_port(&mut reader), reader)
+        })
+        .await
+        .unwrap();
+        // Keep draining the log so the broker never blocks on a full pipe.
+        let drain = std::thread::spawn(move || for _ in rest.lines() {});
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut client = RawClient::connect(addr, "watching-the-end").await;
+        assert!(client.ping_barrier().await.is_empty());
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        client.expect_closed().await;
+        let exit = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return Some(status);
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .unwrap();
+        let exit = exit.expect("petrel did not exit after SIGTERM");
+        assert!(exit.success(), "exit status {exit}");
+        drain.join().unwrap();
+    })
+    .await;
+}
+
+// In-process shutdown closes every client connection and reports that
+// every task ended in time.
+#[tokio::test]
+async fn broker_shutdown_closes_connections() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut first = RawClient::connect(broker.addr, "one").await;
+        let mut second = RawClient::connect(broker.addr, "two").await;
+        assert!(broker.broker.shutdown().await);
+        first.expect_closed().await;
+        second.expect_closed().await;
+        assert!(tokio::net::TcpStream::connect(broker.addr).await.is_err());
+    })
+    .await;
+}

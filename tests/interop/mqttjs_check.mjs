@@ -1,0 +1,236 @@
+// Interoperability checks of Petrel with MQTT.js 5.x (protocolVersion 4,
+// MQTT 3.1.1).
+//
+// Usage: node mqttjs_check.mjs PORT [RUN_ID]
+//
+// Connects to 127.0.0.1:PORT only. Prints one `PASS mqttjs <check>` or
+// `FAIL mqttjs <check>: <why>` line per check and exits 1 if any check
+// failed. Every wait is bounded.
+
+import mqtt from 'mqtt'
+
+const HOST = '127.0.0.1'
+const TIMEOUT = 10000 // ms for any single wait
+const SETTLE = 500 // ms to wait for messages that must NOT arrive
+
+const port = Number(process.argv[2])
+const run = process.argv[3] ?? `${process.pid}-${Date.now()}`
+if (!Number.isInteger(port) || port <= 0) {
+  console.error('usage: node mqttjs_check.mjs PORT [RUN_ID]')
+  process.exit(2)
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function withTimeout (promise, ms, what) {
+  let timer
+  const timeout = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+function describe (msgs) {
+  return msgs.map((m) => `(${m.topic} ${JSON.stringify(m.payload)} qos=${m.qos} retain=${m.retain})`)
+    .join(', ') || 'none'
+}
+
+class Peer {
+  constructor (name, { clean = true, will } = {}) {
+    this.clientId = `mqttjs-${name}-${run}`
+    this.options = {
+      protocolVersion: 4,
+      clientId: this.clientId,
+      clean,
+      keepalive: 30,
+      reconnectPeriod: 0, // never reconnect behind the check's back
+      connectTimeout: TIMEOUT,
+      will
+    }
+    this.messages = []
+    this.waiters = []
+    this.client = null
+  }
+
+  // Connects; resolves to the CONNACK's session-present flag.
+  async connect () {
+    this.client = mqtt.connect(`mqtt://${HOST}:${port}`, this.options)
+    // Attached before the CONNACK can arrive: queued messages of a stored
+    // session may follow it immediately.
+    this.client.on('message', (topic, payload, packet) => {
+      this.messages.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain })
+      for (const w of this.waiters.splice(0)) w()
+    })
+    this.client.on('error', () => {}) // surfaced through the awaited calls
+    const connack = await withTimeout(new Promise((resolve, reject) => {
+      this.client.once('connect', resolve)
+      this.client.once('error', reject)
+      this.client.once('close', () => reject(new Error('connection closed before CONNACK')))
+    }), TIMEOUT, 'CONNACK')
+    return connack.sessionPresent
+  }
+
+  async subscribe (topic, qos) {
+    const granted = await withTimeout(this.client.subscribeAsync(topic, { qos }), TIMEOUT, 'SUBACK')
+    const qoses = granted.map((g) => g.qos)
+    if (qoses.length !== 1 || qoses[0] !== qos) {
+      throw new Error(`SUBACK granted ${JSON.stringify(qoses)}, asked for QoS ${qos}`)
+    }
+  }
+
+  // Resolves once the QoS flow has completed (PUBACK / PUBCOMP).
+  async publish (topic, payload, qos, retain = false) {
+    await withTimeout(this.client.publishAsync(topic, payload, { qos, retain }), TIMEOUT,
+      `publish ${topic} QoS ${qos}`)
+  }
+
+  // Resolves to the next `count` messages (consumed), or fails.
+  async expect (count, ms = TIMEOUT) {
+    const deadline = Date.now() + ms
+    while (this.messages.length < count) {
+      const left = deadline - Date.now()
+      if (left <= 0) {
+        throw new Error(`received ${this.messages.length} of ${count} messages within ${ms} ms: ` +
+          describe(this.messages))
+      }
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, left)
+        this.waiters.push(() => { clearTimeout(timer); resolve() })
+      })
+    }
+    return this.messages.splice(0, count)
+  }
+
+  async expectNothing (ms = SETTLE) {
+    await sleep(ms)
+    if (this.messages.length > 0) {
+      throw new Error(`unexpected messages: ${describe(this.messages.splice(0))}`)
+    }
+  }
+
+  async close () {
+    if (this.client && !this.client.disconnected && this.client.connected) {
+      await withTimeout(this.client.endAsync(), TIMEOUT, 'DISCONNECT').catch(() => {})
+    }
+    if (this.client) this.client.end(true)
+  }
+}
+
+function assertMessage (msg, topic, payload, qos, retain) {
+  const want = JSON.stringify([topic, payload, qos, retain])
+  const got = JSON.stringify([msg.topic, msg.payload, msg.qos, msg.retain])
+  if (want !== got) throw new Error(`want [topic, payload, qos, retain] ${want}, got ${got}`)
+}
+
+const topicOf = (name) => `interop/${run}/mqttjs/${name}`
+
+let passed = 0
+let failed = 0
+let peers = []
+
+function peer (name, options) {
+  const p = new Peer(name, options)
+  peers.push(p)
+  return p
+}
+
+async function check (name, fn) {
+  try {
+    await fn()
+    passed++
+    console.log(`PASS mqttjs ${name}`)
+  } catch (e) {
+    failed++
+    console.log(`FAIL mqttjs ${name}: ${e && e.message ? e.message : e}`)
+  } finally {
+    await Promise.all(peers.map((p) => p.close().catch(() => {})))
+    peers = []
+  }
+}
+
+async function pubsub (qos) {
+  const topic = topicOf(`qos${qos}`)
+  const payload = `mqttjs-qos${qos}-${run}`
+  const sub = peer(`sub-qos${qos}`)
+  await sub.connect()
+  await sub.subscribe(topic, qos)
+  const pub = peer(`pub-qos${qos}`)
+  await pub.connect()
+  await pub.publish(topic, payload, qos)
+  const [msg] = await sub.expect(1)
+  assertMessage(msg, topic, payload, qos, false)
+  await sub.expectNothing() // exactly once: no duplicate
+}
+
+async function retained () {
+  const topic = topicOf('retained')
+  const payload = `mqttjs-retained-${run}`
+  const pub = peer('pub-retained')
+  await pub.connect()
+  await pub.publish(topic, 'mqttjs-retained-old', 1, true)
+  await pub.publish(topic, payload, 1, true)
+  const sub = peer('sub-retained')
+  await sub.connect()
+  await sub.subscribe(topic, 1)
+  const [msg] = await sub.expect(1)
+  assertMessage(msg, topic, payload, 1, true)
+  await sub.expectNothing() // only the newest retained message
+}
+
+async function retainedClear () {
+  const topic = topicOf('retained-clear')
+  const pub = peer('pub-retained-clear')
+  await pub.connect()
+  await pub.publish(topic, 'mqttjs-clear-me', 1, true)
+  await pub.publish(topic, '', 1, true)
+  const sub = peer('sub-retained-clear')
+  await sub.connect()
+  await sub.subscribe(topic, 1)
+  await sub.expectNothing(1000)
+}
+
+async function will () {
+  const topic = topicOf('will')
+  const payload = `mqttjs-will-${run}`
+  const watcher = peer('will-watcher')
+  await watcher.connect()
+  await watcher.subscribe(topic, 1)
+  const owner = peer('will-client', { will: { topic, payload, qos: 1, retain: false } })
+  await owner.connect()
+  await watcher.expectNothing(200) // no will while it lives
+  // Drop the TCP connection without a DISCONNECT.
+  owner.client.stream.destroy()
+  const [msg] = await watcher.expect(1)
+  assertMessage(msg, topic, payload, 1, false)
+}
+
+async function persistentSession () {
+  const topic = topicOf('persist')
+  const payloads = [1, 2, 3].map((i) => `mqttjs-persist-${i}-${run}`)
+  const first = peer('persist', { clean: false })
+  await first.connect()
+  await first.subscribe(topic, 1)
+  await first.close()
+  const pub = peer('pub-persist')
+  await pub.connect()
+  for (const p of payloads) await pub.publish(topic, p, 1)
+  // Same client id, clean false, no new SUBSCRIBE: the subscription and the
+  // queued messages come from the stored session.
+  const again = peer('persist', { clean: false })
+  const present = await again.connect()
+  if (!present) throw new Error('CONNACK session present = 0 on reconnect')
+  const got = await again.expect(3)
+  got.forEach((msg, i) => assertMessage(msg, topic, payloads[i], 1, false))
+  await again.expectNothing()
+  await again.close()
+  // Discard the session.
+  await peer('persist', { clean: true }).connect()
+}
+
+for (const qos of [0, 1, 2]) await check(`qos${qos} pubsub`, () => pubsub(qos))
+await check('retained', retained)
+await check('retained clear', retainedClear)
+await check('will', will)
+await check('persistent session', persistentSession)
+
+process.exit(failed === 0 ? 0 : 1)

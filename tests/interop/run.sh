@@ -1,0 +1,437 @@
+#!/usr/bin/env bash
+# Interoperability checks: drives real MQTT clients against the release
+# binary of Petrel, on a free port of 127.0.0.1.
+#
+#   mosquitto_pub / mosquitto_sub   (Debian package mosquitto-clients)
+#   paho-mqtt 2.x                   (tests/interop/paho_check.py)
+#   MQTT.js 5.x                     (tests/interop/mqttjs_check.mjs, `npm ci` here first)
+#
+# Each client suite checks pub/sub at QoS 0, 1 and 2, a retained message
+# (set, replaced, cleared), a last will and a persistent session. Every check
+# prints one `PASS <client> <check>` or `FAIL <client> <check>` line; the
+# script ends with one `N passed, M failed` line and exits non-zero when a
+# check failed or the broker died.
+#
+# Usage: bash tests/interop/run.sh   (needs target/release/petrel, or
+# PETREL_BIN=/path/to/petrel). KEEP_WORK=1 keeps the temporary folder with
+# the broker log and the clients' output.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN=${PETREL_BIN:-$ROOT/target/release/petrel}
+HOST=127.0.0.1
+
+PASSED=0
+FAILED=0
+BROKER_PID=
+PORT=
+BG_PIDS=()
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/petrel-interop.XXXXXX")
+LOG=$WORK/broker.log
+# Unique per run, so topics and client ids never meet an earlier run's.
+RUN="$$-$RANDOM"
+
+pass() {
+    PASSED=$((PASSED + 1))
+    echo "PASS $*"
+}
+
+fail() {
+    FAILED=$((FAILED + 1))
+    echo "FAIL $*"
+}
+
+# Indented detail lines under a FAIL line; never start with PASS/FAIL.
+detail() {
+    sed 's/^/    | /' "$@" || true
+}
+
+cleanup() {
+    local pid
+    for pid in "${BG_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [[ -n $BROKER_PID ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -KILL "$BROKER_PID" 2>/dev/null || true
+    fi
+    if [[ ${KEEP_WORK:-} == 1 ]]; then
+        echo "(kept $WORK)"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+broker_alive() {
+    [[ -n $BROKER_PID ]] && kill -0 "$BROKER_PID" 2>/dev/null
+}
+
+# Waits (bounded) until FILE has at least N lines.
+wait_lines() {
+    local file=$1 n=$2 secs=$3
+    timeout "$secs" bash -c '
+        while [ "$(wc -l < "$1" 2>/dev/null || echo 0)" -lt "$2" ]; do sleep 0.05; done
+    ' _ "$file" "$n"
+}
+
+# Waits for a background process (itself bounded) and sets RC to its exit
+# status. Not usable in $(...): a subshell cannot wait for our children.
+RC=0
+wait_rc() {
+    RC=0
+    wait "$1" || RC=$?
+}
+
+start_broker() {
+    local attempt
+    for attempt in 1 2 3; do
+        PORT=$(free_port)
+        echo "starting $BIN --listen $HOST:$PORT (log: $LOG)"
+        NO_COLOR=1 "$BIN" --listen "$HOST:$PORT" >"$LOG" 2>&1 &
+        BROKER_PID=$!
+        # Ready when the port accepts a TCP connection (bounded).
+        if timeout 10 bash -c '
+            until (: <"/dev/tcp/$1/$2") 2>/dev/null; do
+                kill -0 "$3" 2>/dev/null || exit 1
+                sleep 0.1
+            done' _ "$HOST" "$PORT" "$BROKER_PID"; then
+            return 0
+        fi
+        echo "broker did not come up on port $PORT (attempt $attempt):"
+        detail "$LOG"
+        kill -KILL "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------
+# mosquitto_pub / mosquitto_sub
+# ---------------------------------------------------------------------------
+
+msub() { mosquitto_sub -h "$HOST" -p "$PORT" "$@"; }
+mpub() { timeout 10 mosquitto_pub -h "$HOST" -p "$PORT" "$@"; }
+
+# Output format of every mosquitto_sub here: retain flag, QoS, topic, payload.
+FMT='%r %q %t %p'
+
+# Pub/sub at one QoS. The subscriber subscribes to a retained probe topic and
+# the test topic in one SUBSCRIBE; once the probe has arrived the
+# subscription is in place, and only then is the test message published.
+mosq_pubsub() {
+    local qos=$1
+    local name="mosquitto qos$qos pubsub"
+    local topic="interop/$RUN/mosq/qos$qos" probe="interop/$RUN/mosq/qos$qos-probe"
+    local payload="mosquitto-qos$qos-$RUN"
+    local out=$WORK/mosq-qos$qos.out
+    : >"$out"
+    if ! mpub -q 1 -r -t "$probe" -m probe >"$out.pub" 2>&1; then
+        fail "$name: cannot publish the retained probe"
+        detail "$out.pub"
+        return
+    fi
+    timeout 20 mosquitto_sub -h "$HOST" -p "$PORT" -q "$qos" -t "$probe" -t "$topic" \
+        -C 2 -W 15 -F "$FMT" >"$out" 2>"$out.err" &
+    local sub=$!
+    BG_PIDS+=("$sub")
+    if ! wait_lines "$out" 1 10; then
+        kill "$sub" 2>/dev/null || true
+        wait "$sub" 2>/dev/null || true
+        fail "$name: the subscriber never received the retained probe"
+        detail "$out" "$out.err"
+        return
+    fi
+    if ! mpub -q "$qos" -t "$topic" -m "$payload" >"$out.pub" 2>&1; then
+        fail "$name: mosquitto_pub failed"
+        detail "$out.pub"
+    fi
+    local rc
+    wait_rc "$sub"
+    rc=$RC
+    mpub -q 1 -r -t "$probe" -n >/dev/null 2>&1 || true
+    local want="0 $qos $topic $payload" got
+    got=$(sed -n 2p "$out")
+    if [[ $rc == 0 && $got == "$want" ]]; then
+        pass "$name"
+    else
+        fail "$name: subscriber exit $rc; want line 2 '$want', got '$got'"
+        detail "$out" "$out.err"
+    fi
+}
+
+# A retained message, replaced once, is delivered (the newer one, with the
+# retain flag) to a subscriber that comes later.
+mosq_retained() {
+    local name="mosquitto retained"
+    local topic="interop/$RUN/mosq/retained"
+    local out=$WORK/mosq-retained.out
+    if ! mpub -q 1 -r -t "$topic" -m "mosquitto-retained-old-$RUN" >"$out.pub" 2>&1 ||
+        ! mpub -q 1 -r -t "$topic" -m "mosquitto-retained-$RUN" >>"$out.pub" 2>&1; then
+        fail "$name: mosquitto_pub failed"
+        detail "$out.pub"
+        return
+    fi
+    local rc=0
+    timeout 20 mosquitto_sub -h "$HOST" -p "$PORT" -q 1 -t "$topic" -C 1 -W 10 -F "$FMT" \
+        >"$out" 2>"$out.err" || rc=$?
+    local want="1 1 $topic mosquitto-retained-$RUN" got
+    got=$(cat "$out")
+    if [[ $rc == 0 && $got == "$want" ]]; then
+        pass "$name"
+    else
+        fail "$name: subscriber exit $rc; want '$want', got '$got'"
+        detail "$out" "$out.err"
+    fi
+}
+
+# An empty retained payload clears the retained message: a later subscriber
+# gets the probe (so it is subscribed) and nothing on the cleared topic.
+mosq_retained_clear() {
+    local name="mosquitto retained clear"
+    local topic="interop/$RUN/mosq/retained-clear" probe="interop/$RUN/mosq/retained-clear-probe"
+    local out=$WORK/mosq-retained-clear.out
+    if ! mpub -q 1 -r -t "$topic" -m "mosquitto-clear-me-$RUN" >"$out.pub" 2>&1 ||
+        ! mpub -q 1 -r -t "$topic" -n >>"$out.pub" 2>&1 ||
+        ! mpub -q 1 -r -t "$probe" -m probe >>"$out.pub" 2>&1; then
+        fail "$name: mosquitto_pub failed"
+        detail "$out.pub"
+        return
+    fi
+    local rc=0
+    # Expects a timeout (exit 27) after the probe: nothing else may come.
+    timeout 20 mosquitto_sub -h "$HOST" -p "$PORT" -q 1 -t "$topic" -t "$probe" -C 2 -W 2 \
+        -F "$FMT" >"$out" 2>"$out.err" || rc=$?
+    mpub -q 1 -r -t "$probe" -n >/dev/null 2>&1 || true
+    local want="1 1 $probe probe" got
+    got=$(cat "$out")
+    if [[ $rc == 27 && $got == "$want" ]]; then
+        pass "$name"
+    else
+        fail "$name: subscriber exit $rc (27 = timed out, expected); want only '$want', got '$got'"
+        detail "$out" "$out.err"
+    fi
+}
+
+# A client with a will is killed with SIGKILL; another subscriber gets the will.
+mosq_will() {
+    local name="mosquitto will"
+    local topic="interop/$RUN/mosq/will" payload="mosquitto-will-$RUN"
+    local wprobe="interop/$RUN/mosq/will-watcher-probe" cprobe="interop/$RUN/mosq/will-client-probe"
+    local out=$WORK/mosq-will.out cout=$WORK/mosq-will-client.out
+    : >"$out"
+    : >"$cout"
+    if ! mpub -q 1 -r -t "$wprobe" -m probe >"$out.pub" 2>&1 ||
+        ! mpub -q 1 -r -t "$cprobe" -m probe >>"$out.pub" 2>&1; then
+        fail "$name: cannot publish the retained probes"
+        detail "$out.pub"
+        return
+    fi
+    timeout 25 mosquitto_sub -h "$HOST" -p "$PORT" -q 1 -t "$wprobe" -t "$topic" -C 2 -W 20 \
+        -F "$FMT" >"$out" 2>"$out.err" &
+    local watcher=$!
+    BG_PIDS+=("$watcher")
+    # Started directly (no `timeout` wrapper) so that SIGKILL reaches
+    # mosquitto_sub itself; -W bounds it should the kill never come.
+    msub -i "mosq-will-$RUN" -q 1 -t "$cprobe" -W 30 -F "$FMT" \
+        --will-topic "$topic" --will-payload "$payload" --will-qos 1 >"$cout" 2>"$cout.err" &
+    local client=$!
+    BG_PIDS+=("$client")
+    if ! wait_lines "$out" 1 10 || ! wait_lines "$cout" 1 10; then
+        kill "$watcher" "$client" 2>/dev/null || true
+        wait "$watcher" "$client" 2>/dev/null || true
+        fail "$name: a subscriber never received its retained probe"
+        detail "$out" "$out.err" "$cout" "$cout.err"
+        return
+    fi
+    kill -KILL "$client"
+    wait "$client" 2>/dev/null || true
+    local rc
+    wait_rc "$watcher"
+    rc=$RC
+    mpub -q 1 -r -t "$wprobe" -n >/dev/null 2>&1 || true
+    mpub -q 1 -r -t "$cprobe" -n >/dev/null 2>&1 || true
+    local want="0 1 $topic $payload" got
+    got=$(sed -n 2p "$out")
+    if [[ $rc == 0 && $got == "$want" ]]; then
+        pass "$name"
+    else
+        fail "$name: watcher exit $rc; want line 2 '$want', got '$got'"
+        detail "$out" "$out.err"
+    fi
+}
+
+# mosquitto_sub -c -i ID subscribes at QoS 1 and leaves; three QoS 1
+# messages are published while it is away; reconnecting with the same id
+# (subscribing to an unrelated topic only, so the messages can come from the
+# stored session alone) receives them in order.
+mosq_persistent() {
+    local name="mosquitto persistent session"
+    local id="mosq-persist-$RUN"
+    local topic="interop/$RUN/mosq/persist" other="interop/$RUN/mosq/persist-other"
+    local out=$WORK/mosq-persist.out
+    local rc=0
+    timeout 15 mosquitto_sub -h "$HOST" -p "$PORT" -c -i "$id" -q 1 -t "$topic" -E \
+        >"$out.first" 2>&1 || rc=$?
+    if [[ $rc != 0 ]]; then
+        fail "$name: first subscription (mosquitto_sub -c -E) exited $rc"
+        detail "$out.first"
+        return
+    fi
+    local i want=""
+    for i in 1 2 3; do
+        if ! mpub -q 1 -t "$topic" -m "mosquitto-persist-$i-$RUN" >>"$out.pub" 2>&1; then
+            fail "$name: mosquitto_pub failed"
+            detail "$out.pub"
+            return
+        fi
+        want+="1 $topic mosquitto-persist-$i-$RUN"$'\n'
+    done
+    rc=0
+    timeout 20 mosquitto_sub -h "$HOST" -p "$PORT" -c -i "$id" -q 1 -t "$other" -C 3 -W 10 \
+        -F '%q %t %p' >"$out" 2>"$out.err" || rc=$?
+    # End the session so nothing is left queued.
+    timeout 15 mosquitto_sub -h "$HOST" -p "$PORT" -i "$id" -t "$other" -E >/dev/null 2>&1 || true
+    local got
+    got=$(cat "$out")
+    if [[ $rc == 0 && $got == "${want%$'\n'}" ]]; then
+        pass "$name"
+    else
+        fail "$name: reconnect exit $rc; want the three messages in order, got:"
+        detail "$out" "$out.err"
+    fi
+}
+
+run_mosquitto() {
+    local tool
+    for tool in mosquitto_pub mosquitto_sub; do
+        if ! command -v "$tool" >/dev/null; then
+            fail "mosquitto suite: $tool not found (apt-get install mosquitto-clients)"
+            return
+        fi
+    done
+    mosq_pubsub 0
+    mosq_pubsub 1
+    mosq_pubsub 2
+    mosq_retained
+    mosq_retained_clear
+    mosq_will
+    mosq_persistent
+}
+
+# ---------------------------------------------------------------------------
+# paho-mqtt and MQTT.js: each script prints its own PASS/FAIL lines.
+# ---------------------------------------------------------------------------
+
+# run_suite LABEL SECONDS COMMAND...: runs one client script (bounded), echoes
+# its output and counts its PASS/FAIL lines. A script that dies or times out
+# without a FAIL line counts as one failure.
+run_suite() {
+    local label=$1 secs=$2
+    shift 2
+    local out=$WORK/$label.out rc=0
+    timeout -k 5 "$secs" "$@" >"$out" 2>&1 || rc=$?
+    local p f
+    p=$(grep -c '^PASS ' "$out" || true)
+    f=$(grep -c '^FAIL ' "$out" || true)
+    # Echo the output, keeping PASS/FAIL lines as they are and indenting the rest.
+    sed -E '/^(PASS|FAIL) /!s/^/    | /' "$out"
+    PASSED=$((PASSED + p))
+    FAILED=$((FAILED + f))
+    if [[ $rc == 124 || $rc == 137 ]]; then
+        fail "$label suite: timed out after ${secs}s"
+    elif [[ $rc != 0 && $f == 0 ]]; then
+        fail "$label suite: exited $rc without a FAIL line"
+    elif [[ $rc == 0 && $p == 0 ]]; then
+        fail "$label suite: ran no check"
+    fi
+}
+
+run_paho() {
+    if ! python3 -c 'import paho.mqtt.client' 2>/dev/null; then
+        fail "paho suite: paho-mqtt not installed (python3 -m pip install paho-mqtt)"
+        return
+    fi
+    run_suite paho 60 python3 "$HERE/paho_check.py" "$PORT" "$RUN"
+}
+
+run_mqttjs() {
+    if ! command -v node >/dev/null; then
+        fail "mqttjs suite: node not found"
+        return
+    fi
+    if [[ ! -d $HERE/node_modules/mqtt ]]; then
+        fail "mqttjs suite: MQTT.js not installed (cd tests/interop && npm ci)"
+        return
+    fi
+    run_suite mqttjs 60 node "$HERE/mqttjs_check.mjs" "$PORT" "$RUN"
+}
+
+# ---------------------------------------------------------------------------
+
+if [[ ! -x $BIN ]]; then
+    echo "no broker binary at $BIN: run cargo build --release first"
+    fail "broker binary present"
+    echo "$PASSED passed, $FAILED failed"
+    exit 1
+fi
+
+if ! start_broker; then
+    fail "broker starts and listens"
+    echo "$PASSED passed, $FAILED failed"
+    exit 1
+fi
+echo "broker pid $BROKER_PID listening on $HOST:$PORT"
+
+run_mosquitto
+run_paho
+run_mqttjs
+
+broker_ok=1
+if broker_alive; then
+    pass "broker still running after the client suites"
+else
+    broker_ok=0
+    wait_rc "$BROKER_PID"
+    rc=$RC
+    fail "broker still running after the client suites: it exited with status $rc"
+fi
+
+if ((broker_ok)); then
+    # Graceful stop: SIGTERM to the PID started above, bounded wait.
+    kill -TERM "$BROKER_PID"
+    if timeout 15 tail --pid="$BROKER_PID" -f /dev/null; then
+        wait_rc "$BROKER_PID"
+        rc=$RC
+        if [[ $rc == 0 ]]; then
+            pass "broker exits 0 on SIGTERM"
+        else
+            fail "broker exits 0 on SIGTERM: exit status $rc"
+        fi
+    else
+        fail "broker exits 0 on SIGTERM: still running 15 s after SIGTERM; killed"
+        kill -KILL "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+fi
+BROKER_PID=
+
+if ((FAILED > 0)); then
+    echo "---- broker log ($LOG) ----"
+    cat "$LOG"
+    echo "---- end of broker log ----"
+fi
+
+echo "$PASSED passed, $FAILED failed"
+if ((FAILED > 0)); then
+    exit 1
+fi

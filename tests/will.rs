@@ -1,0 +1,150 @@
+//! The Last Will: published when a connection ends without DISCONNECT
+//! (socket dropped, keep-alive expired, protocol violation, takeover), with
+//! its QoS and retain flag; never after DISCONNECT.
+
+mod common;
+
+use common::*;
+use petrel::protocol::{Connect, QoS};
+
+fn with_will(client_id: &str, qos: QoS, retain: bool, keep_alive: u16) -> Connect {
+    let mut connect = connect_packet(client_id, true, keep_alive);
+    connect.will = Some(will("status/device", b"offline", qos, retain));
+    connect
+}
+
+async fn watcher(broker: &TestBroker) -> RawClient {
+    let mut watcher = RawClient::connect(broker.addr, "watcher").await;
+    watcher
+        .subscribe(1, &[("status/#", QoS::ExactlyOnce)])
+        .await;
+    watcher
+}
+
+// [MQTT-3.1.2-8] [MQTT-3.1.2-16] [MQTT-3.1.2-10] (v3.1.1): a dropped socket
+// publishes the will, non-retained when will retain is 0, once.
+#[tokio::test]
+async fn will_is_published_when_the_socket_drops() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut watcher = watcher(&broker).await;
+        let (device, _) =
+            RawClient::connect_with(broker.addr, with_will("device", QoS::AtLeastOnce, false, 0))
+                .await;
+        drop(device);
+        let publish = watcher.recv_publish().await;
+        assert_eq!(publish.topic.as_str(), "status/device");
+        assert_eq!(&publish.payload[..], b"offline");
+        assert_eq!(publish.qos, QoS::AtLeastOnce);
+        assert!(!publish.retain);
+        acknowledge(&mut watcher, &publish).await;
+        assert!(
+            watcher.ping_barrier().await.is_empty(),
+            "the will is published once"
+        );
+        assert_eq!(broker.broker.metrics().wills_published.get(), 1);
+        // Not retained: a later subscriber gets nothing.
+        let mut later = RawClient::connect(broker.addr, "later").await;
+        later.subscribe(1, &[("status/#", QoS::AtMostOnce)]).await;
+        assert!(later.ping_barrier().await.is_empty());
+    })
+    .await;
+}
+
+// [MQTT-3.1.2-17] (v3.1.1): will retain 1 publishes a retained message.
+#[tokio::test]
+async fn retained_will_is_stored() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut watcher = watcher(&broker).await;
+        let (device, _) =
+            RawClient::connect_with(broker.addr, with_will("device", QoS::AtMostOnce, true, 0))
+                .await;
+        drop(device);
+        let live = watcher.recv_publish().await;
+        assert_eq!(&live.payload[..], b"offline");
+        let mut later = RawClient::connect(broker.addr, "later").await;
+        later
+            .subscribe(1, &[("status/device", QoS::AtMostOnce)])
+            .await;
+        let retained = later.recv_publish().await;
+        assert!(retained.retain);
+        assert_eq!(&retained.payload[..], b"offline");
+    })
+    .await;
+}
+
+// [MQTT-3.14.4-3] [MQTT-3.1.2-10] (v3.1.1): DISCONNECT discards the will.
+// [MQTT-3.1.2-12] (v3.1.1): no will flag, no will.
+#[tokio::test]
+async fn no_will_after_disconnect_or_without_will_flag() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut watcher = watcher(&broker).await;
+        let (device, _) =
+            RawClient::connect_with(broker.addr, with_will("device", QoS::AtMostOnce, false, 0))
+                .await;
+        device.disconnect().await;
+        let plain = RawClient::connect(broker.addr, "plain").await;
+        drop(plain);
+        eventually("both sockets closed", || {
+            broker.broker.metrics().connections_open.get() == 1
+        })
+        .await;
+        assert!(watcher.ping_barrier().await.is_empty());
+        assert_eq!(broker.broker.metrics().wills_published.get(), 0);
+    })
+    .await;
+}
+
+// [MQTT-3.1.2-24] [MQTT-3.1.2-8] (v3.1.1): keep-alive expiry counts as a
+// network failure: the will is published.
+#[tokio::test]
+async fn will_is_published_on_keep_alive_expiry() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut watcher = watcher(&broker).await;
+        let (mut device, _) =
+            RawClient::connect_with(broker.addr, with_will("device", QoS::AtMostOnce, false, 1))
+                .await;
+        let publish = watcher.recv_publish().await;
+        assert_eq!(&publish.payload[..], b"offline");
+        device.expect_closed().await;
+        assert_eq!(broker.broker.metrics().keep_alive_timeouts.get(), 1);
+    })
+    .await;
+}
+
+// [MQTT-4.8.0-1] [MQTT-3.1.2-8] (v3.1.1): a protocol violation closes the
+// connection, and the will is published.
+#[tokio::test]
+async fn will_is_published_on_protocol_violation() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut watcher = watcher(&broker).await;
+        let (mut device, _) =
+            RawClient::connect_with(broker.addr, with_will("device", QoS::AtMostOnce, false, 0))
+                .await;
+        device.send_bytes(&[0xC1, 0x00]).await; // PINGREQ with a reserved flag
+        device.expect_closed().await;
+        assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
+    })
+    .await;
+}
+
+// [MQTT-3.1.4-2] (v3.1.1): a takeover ends the old connection without
+// DISCONNECT, so its will is published.
+#[tokio::test]
+async fn will_is_published_on_takeover() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut watcher = watcher(&broker).await;
+        let (mut old, _) =
+            RawClient::connect_with(broker.addr, with_will("device", QoS::AtMostOnce, false, 0))
+                .await;
+        let _new = RawClient::connect(broker.addr, "device").await;
+        old.expect_closed().await;
+        assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
+    })
+    .await;
+}
