@@ -303,3 +303,53 @@ async fn anonymous_clients_refused_when_not_allowed() {
     })
     .await;
 }
+
+// [MQTT-3.1.3-4] [MQTT-3.1.3-10] [MQTT-3.1.3-11] (v3.1.1): the client id,
+// will topic and user name must be UTF-8; otherwise the connection is
+// closed without CONNACK.
+#[tokio::test]
+async fn connect_strings_must_be_utf8() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let header = [0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04];
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            // Client id FF.
+            (
+                "client id",
+                [&header[..], &[0x02, 0x00, 0x00, 0x00, 0x01, 0xFF]].concat(),
+            ),
+            // Will flag; client id "c"; will topic FF; will payload empty.
+            (
+                "will topic",
+                [
+                    &header[..],
+                    &[
+                        0x06, 0x00, 0x00, 0x00, 0x01, b'c', 0x00, 0x01, 0xFF, 0x00, 0x00,
+                    ],
+                ]
+                .concat(),
+            ),
+            // User name flag; client id "c"; user name FF.
+            (
+                "user name",
+                [
+                    &header[..],
+                    &[0x82, 0x00, 0x00, 0x00, 0x01, b'c', 0x00, 0x01, 0xFF],
+                ]
+                .concat(),
+            ),
+        ];
+        for (what, body) in cases {
+            let mut client = RawClient::open(broker.addr).await;
+            let mut bytes = vec![0x10, body.len() as u8];
+            bytes.extend_from_slice(&body);
+            client.send_bytes(&bytes).await;
+            assert!(
+                client.try_recv().await.is_none(),
+                "{what}: not closed without CONNACK"
+            );
+        }
+        assert_eq!(broker.broker.metrics().clients_connected.get(), 0);
+    })
+    .await;
+}

@@ -32,7 +32,8 @@ async fn violation_closes(broker: &TestBroker, client_id: &str, bytes: &[u8]) {
 }
 
 // [MQTT-4.8.0-1] (v3.1.1): each violation closes its connection; the
-// bystander never notices; each is counted.
+// bystander never notices; each is counted. Invalid fixed-header flags
+// close the connection [MQTT-2.2.2-2] (v3.1.1).
 #[tokio::test]
 async fn malformed_packets_close_only_their_connection() {
     timed(async {

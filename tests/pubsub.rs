@@ -8,6 +8,8 @@ use petrel::protocol::{Packet, QoS, ReasonCode};
 
 // [MQTT-3.3.2-3] (v3.1.1): a subscriber gets messages whose topic its filter
 // matches, with the publisher's topic name.
+// [MQTT-7.0.0-2] [MQTT-7.1.1-1] (v3.1.1): an ordinary client, over plain TCP,
+// with no extension.
 #[tokio::test]
 async fn rumqttc_publish_reaches_a_wildcard_subscriber() {
     timed(async {
@@ -61,6 +63,9 @@ async fn fan_out_to_many_subscribers() {
 
 // [MQTT-3.3.5-1] (v3.1.1): overlapping subscriptions of one client deliver
 // the message once, at the highest QoS granted.
+// [MQTT-3.8.4-1] [MQTT-3.8.4-2] [MQTT-3.8.4-4] [MQTT-3.8.4-5] (v3.1.1): one
+// SUBACK with the request's id and one code per filter,
+// [MQTT-3.9.3-1] (v3.1.1) in the order of the filters.
 #[tokio::test]
 async fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
     timed(async {
@@ -100,7 +105,8 @@ async fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
     .await;
 }
 
-// [MQTT-4.7.2-1]: '#' and '+/...' do not match $SYS topics; '$SYS/#' does.
+// [MQTT-4.7.2-1] (v3.1.1): '#' and '+/...' do not match $SYS topics;
+// '$SYS/#' does.
 #[tokio::test]
 async fn wildcards_do_not_match_dollar_topics() {
     timed(async {
@@ -129,8 +135,11 @@ async fn wildcards_do_not_match_dollar_topics() {
     .await;
 }
 
-// [MQTT-3.10.4-1] [MQTT-3.10.4-4] (v3.1.1): after UNSUBSCRIBE nothing more
-// arrives, and UNSUBACK carries the request's packet identifier.
+// [MQTT-3.10.4-2] [MQTT-3.10.4-4] [MQTT-3.10.4-5] [MQTT-3.10.4-6] (v3.1.1):
+// after UNSUBSCRIBE nothing more arrives; one UNSUBACK with the request's
+// packet identifier answers several filters, one of them never subscribed.
+// [MQTT-4.1.0-2] (v3.1.1): the clean session served the subscription while
+// connected.
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
     timed(async {
@@ -156,7 +165,7 @@ async fn unsubscribe_stops_delivery() {
 }
 
 // Ordering: messages from one publisher on one topic arrive in order
-// [MQTT-4.6.0-5] (v3.1.1), at every QoS.
+// [MQTT-4.6.0-5] [MQTT-4.6.0-6] (v3.1.1), at every QoS.
 #[tokio::test]
 async fn messages_from_one_publisher_arrive_in_order() {
     timed(async {
@@ -197,6 +206,88 @@ async fn messages_from_one_publisher_arrive_in_order() {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    })
+    .await;
+}
+
+// [MQTT-3.10.4-1] (v3.1.1): UNSUBSCRIBE removes only the filter that is
+// equal character for character; it does not match wildcards.
+#[tokio::test]
+async fn unsubscribe_removes_only_the_exact_filter() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+        subscriber
+            .subscribe(1, &[("a/+", QoS::AtMostOnce), ("a/b", QoS::AtMostOnce)])
+            .await;
+        subscriber
+            .send(&unsubscribe_packet(2, &["a/b", "a/#"]))
+            .await;
+        assert!(matches!(subscriber.recv().await, Packet::UnsubAck(_)));
+        let mut publisher = RawClient::connect(broker.addr, "pub").await;
+        publisher
+            .publish("a/b", b"via a/+", QoS::AtMostOnce, false, 0)
+            .await;
+        assert_eq!(&subscriber.recv_publish().await.payload[..], b"via a/+");
+        // Only an UNSUBACK arrives for a filter that was never subscribed.
+        subscriber.send(&unsubscribe_packet(3, &["never"])).await;
+        assert!(matches!(subscriber.recv().await, Packet::UnsubAck(ack) if ack.packet_id == id(3)));
+    })
+    .await;
+}
+
+// [MQTT-4.7.3-4] (v3.1.1): topics are compared as they are, never
+// normalised: case, Unicode composition and a trailing '/' all matter.
+#[tokio::test]
+async fn topics_are_not_normalised() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+        subscriber
+            .subscribe(
+                1,
+                &[("caf\u{e9}", QoS::AtMostOnce), ("a/b", QoS::AtMostOnce)],
+            )
+            .await;
+        let mut publisher = RawClient::connect(broker.addr, "pub").await;
+        for topic_name in ["cafe\u{301}", "CAF\u{c9}", "A/b", "a/b/", "a//b"] {
+            publisher
+                .publish(topic_name, b"no", QoS::AtMostOnce, false, 0)
+                .await;
+        }
+        assert!(publisher.ping_barrier().await.is_empty());
+        assert!(subscriber.ping_barrier().await.is_empty());
+        publisher
+            .publish("caf\u{e9}", b"yes", QoS::AtMostOnce, false, 0)
+            .await;
+        assert_eq!(&subscriber.recv_publish().await.payload[..], b"yes");
+    })
+    .await;
+}
+
+// [MQTT-3.3.5-2] (v3.1.1): a PUBLISH the broker refuses (clients may not
+// write the broker's $SYS tree) is acknowledged normally and not delivered.
+#[tokio::test]
+async fn refused_publish_is_acknowledged_and_dropped() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+        subscriber
+            .subscribe(1, &[("$SYS/#", QoS::AtLeastOnce)])
+            .await;
+        let mut publisher = RawClient::connect(broker.addr, "pub").await;
+        publisher
+            .publish("$SYS/broker/uptime", b"forged", QoS::AtLeastOnce, true, 1)
+            .await;
+        assert!(subscriber.ping_barrier().await.is_empty());
+        let mut later = RawClient::connect(broker.addr, "later").await;
+        later
+            .subscribe(1, &[("$SYS/broker/uptime", QoS::AtMostOnce)])
+            .await;
+        assert!(
+            later.ping_barrier().await.is_empty(),
+            "the forged message was retained"
+        );
     })
     .await;
 }

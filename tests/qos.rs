@@ -221,3 +221,24 @@ async fn inflight_window_limits_unacknowledged_deliveries() {
     })
     .await;
 }
+
+// [MQTT-3.10.4-3] (v3.1.1): a QoS 2 delivery started before UNSUBSCRIBE is
+// still completed.
+#[tokio::test]
+async fn delivery_started_before_unsubscribe_completes() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+        subscriber.subscribe(1, &[("t", QoS::ExactlyOnce)]).await;
+        let mut publisher = RawClient::connect(broker.addr, "pub").await;
+        publisher
+            .publish("t", b"x", QoS::ExactlyOnce, false, 1)
+            .await;
+        let publish = subscriber.recv_publish().await;
+        subscriber.send(&unsubscribe_packet(2, &["t"])).await;
+        assert!(matches!(subscriber.recv().await, Packet::UnsubAck(_)));
+        acknowledge(&mut subscriber, &publish).await;
+        assert!(subscriber.ping_barrier().await.is_empty());
+    })
+    .await;
+}

@@ -167,7 +167,7 @@ mod tests {
         found
     }
 
-    // Section 4.7's examples, and [MQTT-4.7.2-1].
+    // Section 4.7's examples, and [MQTT-4.7.2-1] (v3.1.1).
     const CASES: &[(&str, &str, bool)] = &[
         ("sport/tennis/player1/#", "sport/tennis/player1", true),
         (
@@ -201,6 +201,7 @@ mod tests {
 
     #[test]
     fn matching_follows_section_4_7() {
+        // The $SYS cases check [MQTT-4.7.2-1] (v3.1.1).
         assert!(!CASES.is_empty());
         for (filter, topic, expected) in CASES {
             let mut tree = TopicTree::new();
