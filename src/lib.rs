@@ -104,8 +104,8 @@ impl Broker {
         &self.local_addrs
     }
 
-    /// The broker's counters.
-    pub fn metrics(&self) -> &Metrics {
+    /// The broker's counters (a handle that outlives the broker).
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
     }
 

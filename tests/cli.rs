@@ -171,15 +171,25 @@ async fn sigterm_shuts_down_cleanly() {
     .await;
 }
 
-// In-process shutdown closes every client connection and reports that
-// every task ended in time.
+// In-process shutdown closes every client connection, publishes the wills
+// of the clients it disconnects (docs/operations.md), and reports that every
+// task ended in time.
 #[tokio::test]
 async fn broker_shutdown_closes_connections() {
     timed(async {
         let broker = TestBroker::start().await;
+        let metrics = std::sync::Arc::clone(broker.broker.metrics());
         let mut first = RawClient::connect(broker.addr, "one").await;
-        let mut second = RawClient::connect(broker.addr, "two").await;
+        let mut connect = connect_packet("two", true, 0);
+        connect.will = Some(will(
+            "status/two",
+            b"offline",
+            petrel::protocol::QoS::AtLeastOnce,
+            true,
+        ));
+        let (mut second, _) = RawClient::connect_with(broker.addr, connect).await;
         assert!(broker.broker.shutdown().await);
+        assert_eq!(metrics.wills_published.get(), 1);
         first.expect_closed().await;
         second.expect_closed().await;
         assert!(tokio::net::TcpStream::connect(broker.addr).await.is_err());
