@@ -107,15 +107,25 @@ fn init_logging(config: &Config, verbose: u8) {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    // A configured listener that cannot bind is fatal. Of the default pair,
+    // one is enough: a host or container without IPv6 still gets 127.0.0.1.
+    let defaults = config.listeners.is_empty();
     let mut listeners = Vec::new();
     for address in config.listener_addresses() {
         match tokio::net::TcpListener::bind(address).await {
             Ok(listener) => listeners.push(listener),
+            Err(error) if defaults => {
+                tracing::warn!(%address, %error, "cannot listen on this default address; skipping it");
+            }
             Err(error) => {
                 tracing::error!(%address, %error, "cannot listen");
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if listeners.is_empty() {
+        tracing::error!("no listener could be opened");
+        return ExitCode::FAILURE;
     }
     let broker = match Broker::start(config, listeners) {
         Ok(broker) => broker,

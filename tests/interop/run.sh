@@ -29,6 +29,10 @@ PORT=
 BG_PIDS=()
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/petrel-interop.XXXXXX")
 LOG=$WORK/broker.log
+# Seconds the client checks may start within (each wait is bounded too):
+# with a hung broker the script still ends in about two minutes.
+BUDGET=${INTEROP_BUDGET:-80}
+END=
 # Unique per run, so topics and client ids never meet an earlier run's.
 RUN="$$-$RANDOM"
 
@@ -75,9 +79,32 @@ broker_alive() {
     [[ -n $BROKER_PID ]] && kill -0 "$BROKER_PID" 2>/dev/null
 }
 
+# True when there is budget left and the broker runs; otherwise records NAME
+# as failed (not run), so that a dead or hung broker ends the script early.
+can_run() {
+    if ! broker_alive; then
+        fail "$1: not run, the broker is not running"
+        return 1
+    fi
+    if ((SECONDS >= END)); then
+        fail "$1: not run, the time budget (${BUDGET}s) is used up"
+        return 1
+    fi
+}
+
+# run_check NAME FUNCTION ARGS...
+run_check() {
+    local name=$1
+    shift
+    if can_run "$name"; then
+        "$@"
+    fi
+}
+
 # Waits (bounded) until FILE has at least N lines.
 wait_lines() {
     local file=$1 n=$2 secs=$3
+    # shellcheck disable=SC2016 # expanded by the inner bash
     timeout "$secs" bash -c '
         while [ "$(wc -l < "$1" 2>/dev/null || echo 0)" -lt "$2" ]; do sleep 0.05; done
     ' _ "$file" "$n"
@@ -99,6 +126,7 @@ start_broker() {
         NO_COLOR=1 "$BIN" --listen "$HOST:$PORT" >"$LOG" 2>&1 &
         BROKER_PID=$!
         # Ready when the port accepts a TCP connection (bounded).
+        # shellcheck disable=SC2016 # expanded by the inner bash
         if timeout 10 bash -c '
             until (: <"/dev/tcp/$1/$2") 2>/dev/null; do
                 kill -0 "$3" 2>/dev/null || exit 1
@@ -119,7 +147,6 @@ start_broker() {
 # mosquitto_pub / mosquitto_sub
 # ---------------------------------------------------------------------------
 
-msub() { mosquitto_sub -h "$HOST" -p "$PORT" "$@"; }
 mpub() { timeout 10 mosquitto_pub -h "$HOST" -p "$PORT" "$@"; }
 
 # Output format of every mosquitto_sub here: retain flag, QoS, topic, payload.
@@ -240,9 +267,10 @@ mosq_will() {
         -F "$FMT" >"$out" 2>"$out.err" &
     local watcher=$!
     BG_PIDS+=("$watcher")
-    # Started directly (no `timeout` wrapper) so that SIGKILL reaches
-    # mosquitto_sub itself; -W bounds it should the kill never come.
-    msub -i "mosq-will-$RUN" -q 1 -t "$cprobe" -W 30 -F "$FMT" \
+    # Started directly (no `timeout` wrapper, no shell function: either would
+    # put a parent process between $! and mosquitto_sub) so that SIGKILL
+    # reaches mosquitto_sub itself; -W bounds it should the kill never come.
+    mosquitto_sub -h "$HOST" -p "$PORT" -i "mosq-will-$RUN" -q 1 -t "$cprobe" -W 30 -F "$FMT" \
         --will-topic "$topic" --will-payload "$payload" --will-qos 1 >"$cout" 2>"$cout.err" &
     local client=$!
     BG_PIDS+=("$client")
@@ -319,13 +347,13 @@ run_mosquitto() {
             return
         fi
     done
-    mosq_pubsub 0
-    mosq_pubsub 1
-    mosq_pubsub 2
-    mosq_retained
-    mosq_retained_clear
-    mosq_will
-    mosq_persistent
+    run_check "mosquitto qos0 pubsub" mosq_pubsub 0
+    run_check "mosquitto qos1 pubsub" mosq_pubsub 1
+    run_check "mosquitto qos2 pubsub" mosq_pubsub 2
+    run_check "mosquitto retained" mosq_retained
+    run_check "mosquitto retained clear" mosq_retained_clear
+    run_check "mosquitto will" mosq_will
+    run_check "mosquitto persistent session" mosq_persistent
 }
 
 # ---------------------------------------------------------------------------
@@ -339,6 +367,10 @@ run_suite() {
     local label=$1 secs=$2
     shift 2
     local out=$WORK/$label.out rc=0
+    can_run "$label suite" || return 0
+    if ((END - SECONDS < secs)); then
+        secs=$((END - SECONDS))
+    fi
     timeout -k 5 "$secs" "$@" >"$out" 2>&1 || rc=$?
     local p f
     p=$(grep -c '^PASS ' "$out" || true)
@@ -391,6 +423,7 @@ if ! start_broker; then
     exit 1
 fi
 echo "broker pid $BROKER_PID listening on $HOST:$PORT"
+END=$((SECONDS + BUDGET))
 
 run_mosquitto
 run_paho
