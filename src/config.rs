@@ -29,6 +29,8 @@ pub const DEFAULT_MAX_TOPIC_LEVELS: usize = 128;
 pub const DEFAULT_MAX_TOPIC_LENGTH: usize = 4096;
 /// Default most retained messages kept.
 pub const DEFAULT_MAX_RETAINED_MESSAGES: usize = 100_000;
+/// Default most payload bytes of all retained messages together.
+pub const DEFAULT_MAX_RETAINED_BYTES: usize = 256 * 1024 * 1024;
 /// Default seconds between `$SYS` updates.
 pub const DEFAULT_SYS_INTERVAL_SECS: u64 = 10;
 /// Default seconds a shutdown waits for connections to close.
@@ -76,6 +78,8 @@ pub struct Config {
     pub max_topic_length: usize,
     /// Most retained messages kept; new topics beyond it are not retained.
     pub max_retained_messages: usize,
+    /// Most payload bytes of all retained messages together.
+    pub max_retained_bytes: usize,
     /// Seconds between `$SYS` updates; 0 turns them off.
     pub sys_interval: u64,
     /// Seconds a shutdown waits for connections to close.
@@ -102,6 +106,7 @@ impl Default for Config {
             max_topic_levels: DEFAULT_MAX_TOPIC_LEVELS,
             max_topic_length: DEFAULT_MAX_TOPIC_LENGTH,
             max_retained_messages: DEFAULT_MAX_RETAINED_MESSAGES,
+            max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
             sys_interval: DEFAULT_SYS_INTERVAL_SECS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),

@@ -78,6 +78,7 @@ impl Broker {
         let shared = Arc::new(Shared {
             router: Arc::new(Router::new(
                 config.max_retained_messages,
+                config.max_retained_bytes,
                 Arc::clone(&metrics),
             )),
             config: Arc::new(config),

@@ -226,3 +226,41 @@ async fn topic_bounds_are_enforced() {
     })
     .await;
 }
+
+// A subscriber that never reads: its queue fills and messages to it are
+// dropped and counted (the broker's memory for it stays bounded), while a
+// bystander loses nothing.
+#[tokio::test]
+async fn subscriber_that_never_reads_is_bounded() {
+    timed(async {
+        let config = petrel::Config {
+            max_queued_messages: 50,
+            ..test_config()
+        };
+        let broker = TestBroker::with_config(config).await;
+        let mut stuck = RawClient::connect(broker.addr, "stuck").await;
+        stuck.subscribe(1, &[("flood", QoS::AtMostOnce)]).await;
+        let (mut subscriber, mut publisher) = bystander(&broker).await;
+        let mut flooder = RawClient::connect(broker.addr, "flooder").await;
+        let payload = vec![0x55u8; 16 * 1024];
+        // 4,000 x 16 KiB = 64 MiB, far more than socket buffers, the write
+        // high-water mark and 50 queued messages can hold.
+        for _ in 0..4000 {
+            flooder
+                .send(&publish_packet(
+                    "flood",
+                    &payload,
+                    QoS::AtMostOnce,
+                    false,
+                    None,
+                ))
+                .await;
+        }
+        assert!(flooder.ping_barrier().await.is_empty());
+        assert!(broker.broker.metrics().messages_dropped.get() > 3000);
+        bystander_still_works(&mut subscriber, &mut publisher).await;
+        // The stuck client is still connected; nothing was lost for anyone else.
+        assert!(stuck.try_send(&Packet::PingReq).await);
+    })
+    .await;
+}

@@ -183,3 +183,95 @@ async fn retained_store_is_bounded() {
     })
     .await;
 }
+
+// max_retained_bytes bounds the payload bytes of all retained messages.
+#[tokio::test]
+async fn retained_store_is_bounded_by_bytes() {
+    timed(async {
+        let config = petrel::Config {
+            max_retained_bytes: 10,
+            ..test_config()
+        };
+        let broker = TestBroker::with_config(config).await;
+        let mut publisher = RawClient::connect(broker.addr, "pub").await;
+        publisher
+            .publish("a", b"12345678", QoS::AtLeastOnce, true, 1)
+            .await;
+        publisher
+            .publish("b", b"12345678", QoS::AtLeastOnce, true, 2)
+            .await;
+        assert_eq!(broker.broker.metrics().retained_dropped.get(), 1);
+        publisher
+            .publish("a", b"123456789", QoS::AtLeastOnce, true, 3)
+            .await;
+        assert_eq!(broker.broker.metrics().retained_dropped.get(), 1);
+        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+        subscriber.subscribe(1, &[("#", QoS::AtMostOnce)]).await;
+        let publish = subscriber.recv_publish().await;
+        assert_eq!(
+            (publish.topic.as_str(), &publish.payload[..]),
+            ("a", &b"123456789"[..])
+        );
+        assert!(subscriber.ping_barrier().await.is_empty());
+    })
+    .await;
+}
+
+// [MQTT-3.8.4-4] (v3.1.1): a filter repeated within one SUBSCRIBE is one
+// subscription (the last options win): every filter gets a return code,
+// and retained messages are sent once.
+#[tokio::test]
+async fn repeated_filter_in_one_subscribe_is_one_subscription() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut publisher = RawClient::connect(broker.addr, "pub").await;
+        publisher
+            .publish("t", b"r", QoS::AtLeastOnce, true, 1)
+            .await;
+        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+        let codes = subscriber
+            .subscribe(
+                1,
+                &[
+                    ("t", QoS::AtMostOnce),
+                    ("t", QoS::AtLeastOnce),
+                    ("t", QoS::AtLeastOnce),
+                ],
+            )
+            .await;
+        assert_eq!(codes.len(), 3);
+        let publish = subscriber.recv_publish().await;
+        assert_eq!(publish.qos, QoS::AtLeastOnce);
+        acknowledge(&mut subscriber, &publish).await;
+        assert!(subscriber.ping_barrier().await.is_empty());
+    })
+    .await;
+}
+
+// Retained messages sent on subscribe are bounded by max_queued_messages;
+// the excess is dropped and counted.
+#[tokio::test]
+async fn retained_messages_on_subscribe_are_bounded() {
+    timed(async {
+        let config = petrel::Config {
+            max_queued_messages: 3,
+            ..test_config()
+        };
+        let broker = TestBroker::with_config(config).await;
+        let mut publisher = RawClient::connect(broker.addr, "pub").await;
+        for index in 0..5u16 {
+            publisher
+                .publish(&format!("r/{index}"), b"x", QoS::AtMostOnce, true, 0)
+                .await;
+        }
+        assert!(publisher.ping_barrier().await.is_empty());
+        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+        subscriber.subscribe(1, &[("r/#", QoS::AtMostOnce)]).await;
+        for _ in 0..3 {
+            assert!(subscriber.recv_publish().await.retain);
+        }
+        assert!(subscriber.ping_barrier().await.is_empty());
+        assert_eq!(broker.broker.metrics().messages_dropped.get(), 2);
+    })
+    .await;
+}

@@ -148,3 +148,23 @@ async fn will_is_published_on_takeover() {
     })
     .await;
 }
+
+// A will may not write into the broker's $SYS tree: it is not published.
+#[tokio::test]
+async fn will_to_sys_is_not_published() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut watcher = RawClient::connect(broker.addr, "watcher").await;
+        watcher.subscribe(1, &[("$SYS/#", QoS::AtMostOnce)]).await;
+        let mut connect = connect_packet("forger", true, 0);
+        connect.will = Some(will("$SYS/broker/uptime", b"forged", QoS::AtMostOnce, true));
+        let (forger, _) = RawClient::connect_with(broker.addr, connect).await;
+        drop(forger);
+        eventually("the forger's socket to close", || {
+            broker.broker.metrics().connections_open.get() == 1
+        })
+        .await;
+        assert!(watcher.ping_barrier().await.is_empty());
+    })
+    .await;
+}

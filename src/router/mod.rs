@@ -35,11 +35,12 @@ pub struct Router {
 }
 
 impl Router {
-    /// An empty router keeping at most `max_retained` retained messages.
-    pub fn new(max_retained: usize, metrics: Arc<Metrics>) -> Self {
+    /// An empty router keeping at most `max_retained` retained messages of
+    /// at most `max_retained_bytes` payload bytes in all.
+    pub fn new(max_retained: usize, max_retained_bytes: usize, metrics: Arc<Metrics>) -> Self {
         Router {
             tree: RwLock::new(TopicTree::new()),
-            retained: RwLock::new(RetainStore::new(max_retained)),
+            retained: RwLock::new(RetainStore::new(max_retained, max_retained_bytes)),
             metrics,
         }
     }
@@ -53,7 +54,10 @@ impl Router {
             let outcome = write(&self.retained).apply(&message);
             if outcome == RetainOutcome::Full {
                 self.metrics.retained_dropped.increment();
-                tracing::warn!(topic = %message.topic, "retained store full: message not retained");
+                tracing::warn!(
+                    topic = %message.topic,
+                    "retained store full (max_retained_messages or max_retained_bytes): message not retained"
+                );
             }
         }
         let mut targets: Vec<(Arc<Inbox>, QoS)> = Vec::new();

@@ -24,15 +24,25 @@ pub enum RetainOutcome {
 pub struct RetainStore {
     messages: HashMap<String, Arc<Message>>,
     max: usize,
+    max_bytes: usize,
+    bytes: usize,
 }
 
 impl RetainStore {
-    /// An empty store holding at most `max` messages.
-    pub fn new(max: usize) -> Self {
+    /// An empty store holding at most `max` messages and `max_bytes` bytes
+    /// of payload.
+    pub fn new(max: usize, max_bytes: usize) -> Self {
         RetainStore {
             messages: HashMap::new(),
             max,
+            max_bytes,
+            bytes: 0,
         }
+    }
+
+    /// Payload bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Applies a PUBLISH whose RETAIN flag is set.
@@ -41,17 +51,26 @@ impl RetainStore {
         // [MQTT-3.3.1-10] [MQTT-3.3.1-11] (v3.1.1): an empty payload deletes,
         // and is never stored itself.
         if message.payload.is_empty() {
-            self.messages.remove(topic);
+            if let Some(old) = self.messages.remove(topic) {
+                self.bytes -= old.payload.len();
+            }
             return RetainOutcome::Cleared;
         }
-        if let Some(slot) = self.messages.get_mut(topic) {
-            *slot = Arc::clone(message);
-            return RetainOutcome::Stored;
-        }
-        if self.messages.len() >= self.max {
+        let replaced = self.messages.get(topic).map_or(0, |old| old.payload.len());
+        let bytes = self.bytes - replaced + message.payload.len();
+        let is_new = replaced == 0 && !self.messages.contains_key(topic);
+        if bytes > self.max_bytes || (is_new && self.messages.len() >= self.max) {
             return RetainOutcome::Full;
         }
-        self.messages.insert(topic.to_owned(), Arc::clone(message));
+        // The stored copy owns its payload: a slice of a connection's read
+        // buffer would keep that whole buffer alive for as long as the
+        // message stays retained.
+        let stored = Arc::new(Message {
+            payload: bytes::Bytes::copy_from_slice(&message.payload),
+            ..Message::clone(message)
+        });
+        self.messages.insert(topic.to_owned(), stored);
+        self.bytes = bytes;
         RetainOutcome::Stored
     }
 

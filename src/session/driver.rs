@@ -79,9 +79,12 @@ where
     }
     loop {
         pull_deliveries(shared, session);
-        let window_open = session.state.inflight.len() < shared.config.max_inflight
-            && session.state.pending.is_empty();
         let can_read = session.connection.unsent() < WRITE_HIGH_WATER;
+        // Take from the inbox only while the window and the write buffer
+        // have room: otherwise the inbox's bounds would stop applying.
+        let window_open = session.state.inflight.len() < shared.config.max_inflight
+            && session.state.pending.is_empty()
+            && can_read;
         tokio::select! {
             biased;
             _ = token.cancelled() => return Exit::Shutdown,
@@ -104,7 +107,14 @@ where
                         return exit;
                     }
                 }
-                Ok(IoEvent::Wrote(_)) => {}
+                Ok(IoEvent::Wrote(_)) => {
+                    // While input is paused (the client is slow to read
+                    // what it is sent), its reading is the sign of life:
+                    // its PINGREQs wait unread behind the pause.
+                    if !can_read {
+                        last_heard = Instant::now();
+                    }
+                }
             },
             delivery = session.receiver.recv(), if window_open => {
                 if let Some(delivery) = delivery {
@@ -133,12 +143,15 @@ where
                 None => return,
             },
         };
-        deliver(shared, session, next);
+        if !deliver(shared, session, next) {
+            return;
+        }
     }
 }
 
 /// Sends one delivery, giving QoS 1/2 a packet id and an in-flight entry.
-fn deliver<R, W>(shared: &Shared, session: &mut Session<R, W>, delivery: Delivery)
+/// False if it had to wait because no packet id is free.
+fn deliver<R, W>(shared: &Shared, session: &mut Session<R, W>, delivery: Delivery) -> bool
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -147,10 +160,9 @@ where
         None
     } else {
         let Some(packet_id) = session.state.allocate_packet_id() else {
-            // All 65,535 ids in flight: impossible with max_inflight below
-            // that, but never lose the message.
+            // All 65,535 ids in flight: keep the message for later.
             session.state.pending.push_front(delivery);
-            return;
+            return false;
         };
         session.state.inflight.push_back(Inflight {
             packet_id,
@@ -162,6 +174,7 @@ where
     let packet = publish_packet(&delivery, packet_id, false);
     send_or_log(&mut session.connection, &packet);
     shared.metrics.messages_sent.increment();
+    true
 }
 
 fn publish_packet(delivery: &Delivery, packet_id: Option<PacketId>, dup: bool) -> Packet {
@@ -221,12 +234,16 @@ where
     match packet {
         Packet::Publish(publish) => handle_publish(shared, session, publish)?,
         Packet::PubAck(ack) => {
-            session.state.complete(ack.packet_id, Phase::Published);
+            session
+                .state
+                .complete(ack.packet_id, QoS::AtLeastOnce, Phase::Published);
         }
         Packet::PubRec(ack) => {
             // [MQTT-4.3.3-1] (v3.1.1): PUBREC is answered with PUBREL.
             if let Some(inflight) = session.state.inflight_mut(ack.packet_id) {
-                inflight.phase = Phase::Released;
+                if inflight.delivery.qos == QoS::ExactlyOnce {
+                    inflight.phase = Phase::Released;
+                }
             }
             send_or_log(
                 &mut session.connection,
@@ -234,7 +251,9 @@ where
             );
         }
         Packet::PubComp(ack) => {
-            session.state.complete(ack.packet_id, Phase::Released);
+            session
+                .state
+                .complete(ack.packet_id, QoS::ExactlyOnce, Phase::Released);
         }
         Packet::PubRel(ack) => {
             // [MQTT-4.3.3-2] (v3.1.1): release the id, answer PUBCOMP.
@@ -262,6 +281,12 @@ where
         }
     }
     Ok(())
+}
+
+/// The broker's own `$SYS` tree, which clients may not publish to (a
+/// PUBLISH there is acknowledged and dropped, a will there is not sent).
+pub fn is_broker_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
 }
 
 /// Checks a topic name or filter against the configured bounds.
@@ -292,8 +317,7 @@ where
     // not delivered again [MQTT-4.3.3-2] (v3.1.1).
     let duplicate = qos == QoS::ExactlyOnce
         && packet_id.is_some_and(|id| session.state.awaiting_pubrel.contains(&id.get()));
-    // Clients may not write the broker's own $SYS tree.
-    let system = publish.topic.as_str().starts_with("$SYS");
+    let system = is_broker_topic(publish.topic.as_str());
     if !duplicate && !system {
         let message = Arc::new(Message {
             topic: publish.topic,
@@ -329,10 +353,34 @@ where
 {
     let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
     let mut retained = VecDeque::new();
-    for (filter, options) in subscribe.filters {
+    // A filter repeated within one SUBSCRIBE: the last one wins
+    // [MQTT-3.8.4-4] (v3.1.1), and its retained messages are sent once.
+    let last_index: std::collections::HashMap<&str, usize> = subscribe
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(index, (filter, _))| (filter.as_str(), index))
+        .collect();
+    let repeated: Vec<bool> = subscribe
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(index, (filter, _))| last_index.get(filter.as_str()) != Some(&index))
+        .collect();
+    drop(last_index);
+    for ((filter, options), repeated) in subscribe.filters.into_iter().zip(repeated) {
         if let Err(reason) = check_topic(&shared.config, filter.as_str()) {
             tracing::info!(%filter, reason, "subscription refused");
             reason_codes.push(ReasonCode::UnspecifiedError);
+            continue;
+        }
+        let granted = match options.qos {
+            QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+        };
+        if repeated {
+            reason_codes.push(granted);
             continue;
         }
         shared
@@ -348,11 +396,7 @@ where
                 retain: true,
             });
         }
-        reason_codes.push(match options.qos {
-            QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
-            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
-            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
-        });
+        reason_codes.push(granted);
         session.state.subscriptions.insert(filter, options);
     }
     // [MQTT-3.8.4-1] [MQTT-3.8.4-2] (v3.1.1): SUBACK with the same id, one
@@ -363,6 +407,20 @@ where
         properties: Default::default(),
     };
     send_or_log(&mut session.connection, &Packet::SubAck(suback));
+    // Retained messages wait behind the SUBACK, bounded like the inbox.
+    let room = shared
+        .config
+        .max_queued_messages
+        .saturating_sub(session.state.pending.len());
+    if retained.len() > room {
+        let dropped = retained.len() - room;
+        retained.truncate(room);
+        shared.metrics.messages_dropped.add(dropped as u64);
+        tracing::warn!(
+            dropped,
+            "more retained messages match than max_queued_messages; the rest are dropped"
+        );
+    }
     session.state.pending.extend(retained);
 }
 
@@ -425,7 +483,11 @@ where
         Exit::Shutdown => tracing::info!("closing: server shutting down"),
     }
     if exit.publishes_will() {
-        if let Some(will) = session.will.take() {
+        if let Some(will) = session
+            .will
+            .take()
+            .filter(|will| !is_broker_topic(will.topic.as_str()))
+        {
             metrics.wills_published.increment();
             shared.router.publish(Arc::new(Message {
                 topic: will.topic,

@@ -65,6 +65,27 @@ pub struct Lease {
     released: CancellationToken,
 }
 
+impl Drop for Lease {
+    /// A lease dropped without [`SessionManager::release`] (its task
+    /// panicked, or was cancelled) still frees the client id, so the next
+    /// CONNECT for it does not wait forever. The session state is lost.
+    fn drop(&mut self) {
+        if self.released.is_cancelled() {
+            return;
+        }
+        let mut inner = self.slot.inner();
+        if inner
+            .active
+            .as_ref()
+            .is_some_and(|active| active.generation == self.generation)
+        {
+            inner.active = None;
+        }
+        drop(inner);
+        self.released.cancel();
+    }
+}
+
 /// Every client id's session slot.
 #[derive(Debug, Default)]
 pub struct SessionManager {
@@ -159,5 +180,61 @@ impl SessionManager {
     /// True when no session exists.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    // A lease dropped without release (its task panicked) does not leave
+    // the client id blocked.
+    #[tokio::test]
+    async fn dropped_lease_frees_the_client_id() {
+        let manager = SessionManager::new();
+        let id: Arc<str> = Arc::from("device");
+        let (lease, parked) = manager.acquire(&id).await;
+        assert!(parked.is_none());
+        drop(lease);
+        let again = tokio::time::timeout(Duration::from_secs(5), manager.acquire(&id)).await;
+        assert!(again.is_ok(), "acquire waited for a lease that was dropped");
+    }
+
+    // A second acquire kicks the first lease and waits for its release.
+    #[tokio::test]
+    async fn acquire_kicks_the_holder_and_takes_its_parked_state() {
+        let manager = Arc::new(SessionManager::new());
+        let id: Arc<str> = Arc::from("device");
+        let (first, _) = manager.acquire(&id).await;
+        let kicked = first.kick.clone();
+        let second = {
+            let manager = Arc::clone(&manager);
+            let id = Arc::clone(&id);
+            tokio::spawn(async move { manager.acquire(&id).await })
+        };
+        tokio::time::timeout(Duration::from_secs(5), kicked.cancelled())
+            .await
+            .expect("the holder is kicked");
+        let limits = crate::router::inbox::InboxLimits {
+            max_messages: 1,
+            max_bytes: 1,
+            queue_qos0: false,
+        };
+        let (inbox, receiver) = Inbox::new(Arc::clone(&id), limits);
+        let parked = Parked {
+            state: SessionState {
+                next_packet_id: 42,
+                ..SessionState::default()
+            },
+            inbox,
+            receiver,
+        };
+        manager.release(first, Some(parked));
+        let (_lease, parked) = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the second acquire completes")
+            .expect("task");
+        assert_eq!(parked.map(|p| p.state.next_packet_id), Some(42));
     }
 }

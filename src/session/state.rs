@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{PacketId, SubscriptionOptions, TopicFilter};
+use crate::protocol::{PacketId, QoS, SubscriptionOptions, TopicFilter};
 use crate::router::message::Delivery;
 
 /// Where an outbound QoS 1/2 message stands.
@@ -53,7 +53,8 @@ impl SessionState {
     /// A packet id not used by any message in flight [MQTT-2.3.1-2]
     /// (v3.1.1), or none if all 65,535 are in use.
     pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
-        for _ in 0..u16::MAX {
+        // 65,536 steps visit every non-zero id once, the current one last.
+        for _ in 0..=u16::MAX {
             self.next_packet_id = self.next_packet_id.wrapping_add(1);
             let Some(candidate) = PacketId::new(self.next_packet_id) else {
                 continue;
@@ -70,12 +71,14 @@ impl SessionState {
         self.inflight.iter_mut().find(|i| i.packet_id == packet_id)
     }
 
-    /// Removes and returns the in-flight entry with `packet_id` in `phase`.
-    pub fn complete(&mut self, packet_id: PacketId, phase: Phase) -> Option<Inflight> {
+    /// Removes and returns the in-flight entry with `packet_id`, if it is
+    /// a `qos` delivery in `phase` (a PUBACK completes only QoS 1, a
+    /// PUBCOMP only a released QoS 2).
+    pub fn complete(&mut self, packet_id: PacketId, qos: QoS, phase: Phase) -> Option<Inflight> {
         let index = self
             .inflight
             .iter()
-            .position(|i| i.packet_id == packet_id && i.phase == phase)?;
+            .position(|i| i.packet_id == packet_id && i.phase == phase && i.delivery.qos == qos)?;
         self.inflight.remove(index)
     }
 }
