@@ -7,7 +7,8 @@
 #   MQTT.js 5.x                     (tests/interop/mqttjs_check.mjs, `npm ci` here first)
 #
 # Each client suite checks pub/sub at QoS 0, 1 and 2, a retained message
-# (set, replaced, cleared), a last will and a persistent session. Every check
+# (set, replaced, cleared), a last will and a persistent session, over MQTT
+# 3.1.1 (mosquitto also pub/sub over MQTT 3.1). Every check
 # prints one `PASS <client> <check>` or `FAIL <client> <check>` line; the
 # script ends with one `N passed, M failed` line and exits non-zero when a
 # check failed or the broker died.
@@ -26,7 +27,6 @@ PASSED=0
 FAILED=0
 BROKER_PID=
 PORT=
-BG_PIDS=()
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/petrel-interop.XXXXXX")
 LOG=$WORK/broker.log
 # Seconds the client checks may start within (each wait is bounded too):
@@ -51,14 +51,16 @@ detail() {
     sed 's/^/    | /' "$@" || true
 }
 
+# On exit, ends what this script started and has not reaped: its own
+# background jobs only (jobs -p), so no PID can have been reused.
 cleanup() {
     local pid
-    for pid in "${BG_PIDS[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    if [[ -n $BROKER_PID ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
+    if [[ -n $BROKER_PID ]]; then
         kill -KILL "$BROKER_PID" 2>/dev/null || true
     fi
+    for pid in $(jobs -p); do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
     if [[ ${KEEP_WORK:-} == 1 ]]; then
         echo "(kept $WORK)"
     else
@@ -155,22 +157,25 @@ FMT='%r %q %t %p'
 # Pub/sub at one QoS. The subscriber subscribes to a retained probe topic and
 # the test topic in one SUBSCRIBE; once the probe has arrived the
 # subscription is in place, and only then is the test message published.
+# mosq_pubsub QOS [PROTOCOL]: PROTOCOL is mosquitto's -V (default mqttv311).
 mosq_pubsub() {
-    local qos=$1
-    local name="mosquitto qos$qos pubsub"
-    local topic="interop/$RUN/mosq/qos$qos" probe="interop/$RUN/mosq/qos$qos-probe"
-    local payload="mosquitto-qos$qos-$RUN"
-    local out=$WORK/mosq-qos$qos.out
+    local qos=$1 version=${2:-mqttv311}
+    local tag=qos$qos
+    [[ $version == mqttv311 ]] || tag="$version $tag"
+    local name="mosquitto $tag pubsub"
+    tag=${tag// /-}
+    local topic="interop/$RUN/mosq/$tag" probe="interop/$RUN/mosq/$tag-probe"
+    local payload="mosquitto-$tag-$RUN"
+    local out=$WORK/mosq-$tag.out
     : >"$out"
-    if ! mpub -q 1 -r -t "$probe" -m probe >"$out.pub" 2>&1; then
+    if ! mpub -V "$version" -q 1 -r -t "$probe" -m probe >"$out.pub" 2>&1; then
         fail "$name: cannot publish the retained probe"
         detail "$out.pub"
         return
     fi
-    timeout 20 mosquitto_sub -h "$HOST" -p "$PORT" -q "$qos" -t "$probe" -t "$topic" \
+    timeout 20 mosquitto_sub -h "$HOST" -p "$PORT" -V "$version" -q "$qos" -t "$probe" -t "$topic" \
         -C 2 -W 15 -F "$FMT" >"$out" 2>"$out.err" &
     local sub=$!
-    BG_PIDS+=("$sub")
     if ! wait_lines "$out" 1 10; then
         kill "$sub" 2>/dev/null || true
         wait "$sub" 2>/dev/null || true
@@ -178,14 +183,14 @@ mosq_pubsub() {
         detail "$out" "$out.err"
         return
     fi
-    if ! mpub -q "$qos" -t "$topic" -m "$payload" >"$out.pub" 2>&1; then
+    if ! mpub -V "$version" -q "$qos" -t "$topic" -m "$payload" >"$out.pub" 2>&1; then
         fail "$name: mosquitto_pub failed"
         detail "$out.pub"
     fi
     local rc
     wait_rc "$sub"
     rc=$RC
-    mpub -q 1 -r -t "$probe" -n >/dev/null 2>&1 || true
+    mpub -V "$version" -q 1 -r -t "$probe" -n >/dev/null 2>&1 || true
     local want="0 $qos $topic $payload" got
     got=$(sed -n 2p "$out")
     if [[ $rc == 0 && $got == "$want" ]]; then
@@ -266,14 +271,12 @@ mosq_will() {
     timeout 25 mosquitto_sub -h "$HOST" -p "$PORT" -q 1 -t "$wprobe" -t "$topic" -C 2 -W 20 \
         -F "$FMT" >"$out" 2>"$out.err" &
     local watcher=$!
-    BG_PIDS+=("$watcher")
     # Started directly (no `timeout` wrapper, no shell function: either would
     # put a parent process between $! and mosquitto_sub) so that SIGKILL
     # reaches mosquitto_sub itself; -W bounds it should the kill never come.
     mosquitto_sub -h "$HOST" -p "$PORT" -i "mosq-will-$RUN" -q 1 -t "$cprobe" -W 30 -F "$FMT" \
         --will-topic "$topic" --will-payload "$payload" --will-qos 1 >"$cout" 2>"$cout.err" &
     local client=$!
-    BG_PIDS+=("$client")
     if ! wait_lines "$out" 1 10 || ! wait_lines "$cout" 1 10; then
         kill "$watcher" "$client" 2>/dev/null || true
         wait "$watcher" "$client" 2>/dev/null || true
@@ -350,6 +353,7 @@ run_mosquitto() {
     run_check "mosquitto qos0 pubsub" mosq_pubsub 0
     run_check "mosquitto qos1 pubsub" mosq_pubsub 1
     run_check "mosquitto qos2 pubsub" mosq_pubsub 2
+    run_check "mosquitto mqttv31 qos1 pubsub" mosq_pubsub 1 mqttv31
     run_check "mosquitto retained" mosq_retained
     run_check "mosquitto retained clear" mosq_retained_clear
     run_check "mosquitto will" mosq_will
@@ -429,34 +433,29 @@ run_mosquitto
 run_paho
 run_mqttjs
 
-broker_ok=1
 if broker_alive; then
     pass "broker still running after the client suites"
-else
-    broker_ok=0
-    wait_rc "$BROKER_PID"
-    rc=$RC
-    fail "broker still running after the client suites: it exited with status $rc"
-fi
-
-if ((broker_ok)); then
     # Graceful stop: SIGTERM to the PID started above, bounded wait.
     kill -TERM "$BROKER_PID"
     if timeout 15 tail --pid="$BROKER_PID" -f /dev/null; then
         wait_rc "$BROKER_PID"
-        rc=$RC
-        if [[ $rc == 0 ]]; then
+        BROKER_PID=
+        if [[ $RC == 0 ]]; then
             pass "broker exits 0 on SIGTERM"
         else
-            fail "broker exits 0 on SIGTERM: exit status $rc"
+            fail "broker exits 0 on SIGTERM: exit status $RC"
         fi
     else
         fail "broker exits 0 on SIGTERM: still running 15 s after SIGTERM; killed"
         kill -KILL "$BROKER_PID" 2>/dev/null || true
         wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=
     fi
+else
+    wait_rc "$BROKER_PID"
+    BROKER_PID=
+    fail "broker still running after the client suites: it exited with status $RC"
 fi
-BROKER_PID=
 
 if ((FAILED > 0)); then
     echo "---- broker log ($LOG) ----"
