@@ -11,10 +11,14 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::metrics::Metrics;
-use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion};
+use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion, PublishRef};
 
-/// Room kept free in the read buffer before each read.
-const READ_CHUNK: usize = 4096;
+/// Smallest read: what an idle connection's pending read holds.
+const MIN_READ_CHUNK: usize = 128;
+/// Largest read, reached by doubling while reads keep filling the buffer.
+const MAX_READ_CHUNK: usize = 64 * 1024;
+/// A write buffer larger than this is freed once it has been sent.
+const KEEP_WRITE_CAPACITY: usize = 16 * 1024;
 /// Above this many unsent bytes the connection stops reading more input
 /// (and taking more deliveries) until the peer has read some: a client
 /// that does not read cannot make the broker buffer without bound.
@@ -36,6 +40,10 @@ pub struct Connection<R, W> {
     writer: W,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// How much room the next read gets: doubles while reads fill it,
+    /// halves while they do not, so a busy connection reads in large
+    /// chunks and an idle one waits on a small buffer.
+    read_chunk: usize,
     /// The protocol level, fixed by CONNECT.
     pub version: ProtocolVersion,
     max_packet_size: usize,
@@ -54,15 +62,22 @@ where
             writer,
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
+            read_chunk: MIN_READ_CHUNK,
             version: ProtocolVersion::V3_1_1,
             max_packet_size,
             metrics,
         }
     }
 
-    /// The next whole packet already in the read buffer, if any.
+    /// The next whole packet already in the read buffer, if any. Once the
+    /// buffer is consumed its memory is let go: an idle connection keeps no
+    /// read buffer beyond its next (small) read.
     pub fn next_packet(&mut self) -> Result<Option<Packet>, DecodeError> {
-        protocol::decode(&mut self.read_buf, self.max_packet_size, self.version)
+        let packet = protocol::decode(&mut self.read_buf, self.max_packet_size, self.version)?;
+        if packet.is_none() && self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        Ok(packet)
     }
 
     /// The packet type of the next packet in the read buffer, as soon as
@@ -75,6 +90,11 @@ where
     /// [`Connection::ready`] or [`Connection::flush`].
     pub fn send(&mut self, packet: &Packet) -> Result<(), EncodeError> {
         protocol::encode(packet, self.version, &mut self.write_buf)
+    }
+
+    /// Encodes a PUBLISH from borrowed parts into the write buffer.
+    pub fn send_publish(&mut self, publish: &PublishRef<'_>) -> Result<(), EncodeError> {
+        publish.encode(self.version, &mut self.write_buf)
     }
 
     /// Bytes encoded but not yet written.
@@ -91,16 +111,25 @@ where
             writer,
             read_buf,
             write_buf,
+            read_chunk,
             metrics,
             ..
         } = self;
-        if read && read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
-            read_buf.reserve(READ_CHUNK);
+        if read && read_buf.capacity() - read_buf.len() < *read_chunk {
+            read_buf.reserve(*read_chunk);
         }
+        let room = read_buf.capacity() - read_buf.len();
         tokio::select! {
             result = reader.read_buf(read_buf), if read => {
                 let n = result?;
                 metrics.bytes_received.add(n as u64);
+                *read_chunk = if n >= room {
+                    (*read_chunk * 2).min(MAX_READ_CHUNK)
+                } else if n < room / 4 {
+                    (*read_chunk / 2).max(MIN_READ_CHUNK)
+                } else {
+                    *read_chunk
+                };
                 Ok(IoEvent::Read(n))
             }
             result = writer.write(write_buf), if !write_buf.is_empty() => {
@@ -109,6 +138,9 @@ where
                     return Err(io::ErrorKind::WriteZero.into());
                 }
                 write_buf.advance(n);
+                if write_buf.is_empty() && write_buf.capacity() > KEEP_WRITE_CAPACITY {
+                    *write_buf = BytesMut::new();
+                }
                 metrics.bytes_sent.add(n as u64);
                 Ok(IoEvent::Wrote(n))
             }

@@ -39,7 +39,7 @@ pub use properties::{
     PropertyId, PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties,
     WillProperties, ALL_PROPERTIES,
 };
-pub use publish::Publish;
+pub use publish::{Publish, PublishRef};
 pub use reason::{ReasonCode, ALL_REASON_CODES};
 pub use subscribe::{
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,

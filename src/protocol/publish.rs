@@ -1,9 +1,9 @@
 //! PUBLISH (3.3).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::error::PropertyContext;
-use super::primitives::{put_string, Reader, Sink};
+use super::primitives::{put_length, put_string, Counter, Reader, Sink};
 use super::properties::{decode_properties, encode_properties, PublishProperties};
 use super::{DecodeError, EncodeError, PacketId, PacketType, ProtocolVersion, QoS, TopicName};
 
@@ -29,8 +29,29 @@ pub struct Publish {
 const FLAG_DUP: u8 = 0b1000;
 const FLAG_RETAIN: u8 = 0b0001;
 
-impl Publish {
-    pub(super) fn flags(&self) -> u8 {
+/// A PUBLISH to encode, borrowing its parts: a broker sends one stored
+/// message to many clients without building (and cloning into) a
+/// [`Publish`] for each.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    /// Re-delivery of an earlier attempt.
+    pub dup: bool,
+    /// Quality of service.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// Topic.
+    pub topic: &'a TopicName,
+    /// Present exactly when QoS is 1 or 2.
+    pub packet_id: Option<PacketId>,
+    /// Payload.
+    pub payload: &'a [u8],
+    /// MQTT 5 properties (left out for 3.x).
+    pub properties: &'a PublishProperties,
+}
+
+impl PublishRef<'_> {
+    fn flags(&self) -> u8 {
         let mut flags = self.qos.value() << 1;
         if self.dup {
             flags |= FLAG_DUP;
@@ -39,6 +60,52 @@ impl Publish {
             flags |= FLAG_RETAIN;
         }
         flags
+    }
+
+    fn write(&self, version: ProtocolVersion, sink: &mut impl Sink) -> Result<(), EncodeError> {
+        if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
+            return Err(EncodeError::PacketIdMismatch);
+        }
+        put_string(sink, self.topic.as_str())?;
+        if let Some(packet_id) = self.packet_id {
+            packet_id.write(sink);
+        }
+        if version.is_v5() {
+            encode_properties(self.properties, sink)?;
+        }
+        sink.put_slice(self.payload);
+        Ok(())
+    }
+
+    /// Encodes the PUBLISH for a peer speaking `version`, appending to `buf`.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let mut counter = Counter::default();
+        self.write(version, &mut counter)?;
+        let mut header = Counter::default();
+        put_length(&mut header, counter.0)?;
+        buf.reserve(1 + header.0 + counter.0);
+        Sink::put_u8(buf, (PacketType::Publish as u8) << 4 | self.flags());
+        put_length(buf, counter.0)?;
+        self.write(version, buf)
+    }
+}
+
+impl Publish {
+    /// This PUBLISH as borrowed parts.
+    pub fn as_ref(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            payload: &self.payload,
+            properties: &self.properties,
+        }
+    }
+
+    pub(super) fn flags(&self) -> u8 {
+        self.as_ref().flags()
     }
 
     pub(super) fn read(
@@ -93,18 +160,7 @@ impl Publish {
         version: ProtocolVersion,
         sink: &mut impl Sink,
     ) -> Result<(), EncodeError> {
-        if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
-            return Err(EncodeError::PacketIdMismatch);
-        }
-        put_string(sink, self.topic.as_str())?;
-        if let Some(packet_id) = self.packet_id {
-            packet_id.write(sink);
-        }
-        if version.is_v5() {
-            encode_properties(&self.properties, sink)?;
-        }
-        sink.put_slice(&self.payload);
-        Ok(())
+        self.as_ref().write(version, sink)
     }
 }
 

@@ -4,10 +4,11 @@
 //! bounded by message count and payload bytes, and the next connection of
 //! that client drains it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use super::message::Delivery;
 use crate::protocol::QoS;
@@ -25,27 +26,6 @@ pub enum Offer {
     Closed,
 }
 
-/// The sending side, held by the router's subscriptions.
-#[derive(Debug)]
-pub struct Inbox {
-    client_id: Arc<str>,
-    sender: mpsc::Sender<Delivery>,
-    queued_bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
-    queue_qos0: bool,
-    online: AtomicBool,
-    /// Set while messages are being dropped, so the drop is logged once
-    /// per episode rather than once per message.
-    dropping: AtomicBool,
-}
-
-/// The receiving side, owned by the session.
-#[derive(Debug)]
-pub struct InboxReceiver {
-    receiver: mpsc::Receiver<Delivery>,
-    queued_bytes: Arc<AtomicUsize>,
-}
-
 /// Bounds of one inbox.
 #[derive(Debug, Clone, Copy)]
 pub struct InboxLimits {
@@ -57,27 +37,64 @@ pub struct InboxLimits {
     pub queue_qos0: bool,
 }
 
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// The queue, shared by the router (which offers) and the session (which
+/// takes). An empty inbox holds no allocation beyond its own fields.
+#[derive(Debug)]
+pub struct Inbox {
+    client_id: Arc<str>,
+    queue: Mutex<Queue>,
+    ready: Notify,
+    limits: InboxLimits,
+    online: AtomicBool,
+    /// Set while messages are being dropped, so the drop is logged once
+    /// per episode rather than once per message.
+    dropping: AtomicBool,
+}
+
+/// The receiving side, owned by the session. Dropping it closes the inbox.
+#[derive(Debug)]
+pub struct InboxReceiver {
+    inbox: Arc<Inbox>,
+}
+
+impl Drop for InboxReceiver {
+    fn drop(&mut self) {
+        let mut queue = self.inbox.lock();
+        queue.closed = true;
+        queue.items = VecDeque::new();
+        queue.bytes = 0;
+    }
+}
+
+/// A drained queue keeps at most this much capacity.
+const KEEP_CAPACITY: usize = 64;
+
 impl Inbox {
     /// A new, online inbox for `client_id`.
     pub fn new(client_id: Arc<str>, limits: InboxLimits) -> (Arc<Inbox>, InboxReceiver) {
-        let (sender, receiver) = mpsc::channel(limits.max_messages.max(1));
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let inbox = Arc::new(Inbox {
             client_id,
-            sender,
-            queued_bytes: Arc::clone(&queued_bytes),
-            max_bytes: limits.max_bytes,
-            queue_qos0: limits.queue_qos0,
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            limits,
             online: AtomicBool::new(true),
             dropping: AtomicBool::new(false),
         });
-        (
-            inbox,
-            InboxReceiver {
-                receiver,
-                queued_bytes,
-            },
-        )
+        let receiver = InboxReceiver {
+            inbox: Arc::clone(&inbox),
+        };
+        (inbox, receiver)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The client the inbox belongs to.
@@ -97,70 +114,74 @@ impl Inbox {
 
     /// Queues `delivery` unless a bound says no. Never waits.
     pub fn offer(&self, delivery: Delivery) -> Offer {
-        if delivery.qos == QoS::AtMostOnce && !self.queue_qos0 && !self.is_online() {
+        if delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0 && !self.is_online() {
             return Offer::OfflineQoS0;
         }
         let size = delivery.message.payload.len();
-        let queued = self.queued_bytes.fetch_add(size, Ordering::AcqRel);
-        if queued + size > self.max_bytes && queued > 0 {
-            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-            return self.dropped(Offer::QueueFull);
+        let mut queue = self.lock();
+        if queue.closed {
+            return Offer::Closed;
         }
-        match self.sender.try_send(delivery) {
-            Ok(()) => {
-                if self.dropping.swap(false, Ordering::Relaxed) {
-                    tracing::info!(client_id = %self.client_id, "queue has room again");
-                }
-                Offer::Queued
-            }
-            Err(error) => {
-                self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-                match error {
-                    mpsc::error::TrySendError::Full(_) => self.dropped(Offer::QueueFull),
-                    mpsc::error::TrySendError::Closed(_) => Offer::Closed,
-                }
-            }
+        // A single message larger than the byte bound still passes an empty
+        // queue, or it could never be delivered at all.
+        let over_bytes = queue.bytes + size > self.limits.max_bytes && !queue.items.is_empty();
+        if queue.items.len() >= self.limits.max_messages || over_bytes {
+            drop(queue);
+            return self.dropped();
         }
+        queue.items.push_back(delivery);
+        queue.bytes += size;
+        drop(queue);
+        self.ready.notify_one();
+        if self.dropping.load(Ordering::Relaxed) && self.dropping.swap(false, Ordering::Relaxed) {
+            tracing::info!(client_id = %self.client_id, "queue has room again");
+        }
+        Offer::Queued
     }
 
-    fn dropped(&self, offer: Offer) -> Offer {
+    fn dropped(&self) -> Offer {
         if !self.dropping.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 client_id = %self.client_id,
                 "queue full: dropping messages for this client until it has room"
             );
         }
-        offer
+        Offer::QueueFull
     }
 }
 
 impl InboxReceiver {
-    /// The next delivery, waiting for one.
+    /// The next delivery, waiting for one. Cancel-safe: a delivery is only
+    /// taken out of the queue in the poll that returns it.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        let delivery = self.receiver.recv().await?;
-        self.taken(&delivery);
-        Some(delivery)
+        loop {
+            if let Some(delivery) = self.try_recv() {
+                return Some(delivery);
+            }
+            // A notification sent after the check above is kept as a permit,
+            // so this cannot miss a delivery.
+            self.inbox.ready.notified().await;
+        }
     }
 
     /// The next delivery if one is queued.
     pub fn try_recv(&mut self) -> Option<Delivery> {
-        let delivery = self.receiver.try_recv().ok()?;
-        self.taken(&delivery);
+        let mut queue = self.inbox.lock();
+        let delivery = queue.items.pop_front()?;
+        queue.bytes -= delivery.message.payload.len();
+        if queue.items.is_empty() && queue.items.capacity() > KEEP_CAPACITY {
+            queue.items = VecDeque::new();
+        }
         Some(delivery)
     }
 
     /// Deliveries waiting.
     pub fn len(&self) -> usize {
-        self.receiver.len()
+        self.inbox.lock().items.len()
     }
 
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.receiver.is_empty()
-    }
-
-    fn taken(&self, delivery: &Delivery) {
-        self.queued_bytes
-            .fetch_sub(delivery.message.payload.len(), Ordering::AcqRel);
+        self.len() == 0
     }
 }

@@ -11,17 +11,19 @@ pub struct TopicTree<S> {
     subscriptions: usize,
 }
 
+/// One level. Subscribers are a plain vector: most nodes hold one or a
+/// few, and a vector of one costs far less than a hash map of one.
 #[derive(Debug)]
 struct Node<S> {
     children: HashMap<Box<str>, Node<S>>,
-    subscribers: HashMap<std::sync::Arc<str>, S>,
+    subscribers: Vec<(std::sync::Arc<str>, S)>,
 }
 
 impl<S> Default for Node<S> {
     fn default() -> Self {
         Node {
             children: HashMap::new(),
-            subscribers: HashMap::new(),
+            subscribers: Vec::new(),
         }
     }
 }
@@ -63,11 +65,14 @@ impl<S> TopicTree<S> {
         for level in filter.split('/') {
             node = node.children.entry(level.into()).or_default();
         }
-        let previous = node.subscribers.insert(client, subscriber);
-        if previous.is_none() {
-            self.subscriptions += 1;
+        if let Some(slot) = node.subscribers.iter_mut().find(|(id, _)| *id == client) {
+            return Some(std::mem::replace(&mut slot.1, subscriber));
         }
-        previous
+        // Grow one at a time: most nodes keep a single subscriber.
+        node.subscribers.reserve_exact(1);
+        node.subscribers.push((client, subscriber));
+        self.subscriptions += 1;
+        None
     }
 
     /// Removes `client`'s subscription to `filter`; true if it existed.
@@ -83,7 +88,14 @@ impl<S> TopicTree<S> {
     /// Removes the subscriber and prunes nodes left empty.
     fn remove_at(node: &mut Node<S>, levels: &[&str], client: &str) -> bool {
         let Some((first, rest)) = levels.split_first() else {
-            return node.subscribers.remove(client).is_some();
+            let Some(index) = node.subscribers.iter().position(|(id, _)| &**id == client) else {
+                return false;
+            };
+            node.subscribers.swap_remove(index);
+            if node.subscribers.is_empty() {
+                node.subscribers = Vec::new();
+            }
+            return true;
         };
         let Some(child) = node.children.get_mut(*first) else {
             return false;

@@ -17,8 +17,8 @@ use super::Shared;
 use crate::config::Config;
 use crate::connection::{IoEvent, WRITE_HIGH_WATER};
 use crate::protocol::{
-    Ack, DecodeError, Packet, PacketId, Publish, PublishProperties, QoS, ReasonCode, SubAck,
-    Subscribe, UnsubAck, Unsubscribe,
+    Ack, DecodeError, Packet, PacketId, Publish, PublishProperties, PublishRef, QoS, ReasonCode,
+    SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::router::message::{Delivery, Message};
 
@@ -52,13 +52,14 @@ impl Exit {
 }
 
 /// Runs the session until the connection ends, then cleans up.
-pub async fn run<R, W>(shared: &Shared, mut session: Session<R, W>)
+pub async fn run<R, W>(shared: &Shared, mut session: Box<Session<R, W>>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let exit = session_loop(shared, &mut session).await;
-    finish(shared, session, exit).await;
+    // Boxed: only needed at the very end, so it does not size the task.
+    Box::pin(finish(shared, session, exit)).await;
 }
 
 async fn session_loop<R, W>(shared: &Shared, session: &mut Session<R, W>) -> Exit
@@ -66,7 +67,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let token = shared.tasks.token().clone();
+    // Cancelled on takeover, and (as a child of it) on shutdown.
     let kick = session.lease.kick.clone();
     // [MQTT-3.1.2-24] (v3.1.1): one and a half times the keep-alive.
     let keep_alive = (session.keep_alive > 0)
@@ -87,8 +88,13 @@ where
             && can_read;
         tokio::select! {
             biased;
-            _ = token.cancelled() => return Exit::Shutdown,
-            _ = kick.cancelled() => return Exit::TakenOver,
+            _ = kick.cancelled() => {
+                return if shared.tasks.token().is_cancelled() {
+                    Exit::Shutdown
+                } else {
+                    Exit::TakenOver
+                };
+            }
             _ = &mut deadline, if keep_alive.is_some() => {
                 // The timer is reset lazily: only when it fires is it
                 // checked against the last time the client was heard.
@@ -171,23 +177,35 @@ where
         });
         Some(packet_id)
     };
-    let packet = publish_packet(&delivery, packet_id, false);
-    send_or_log(&mut session.connection, &packet);
+    send_publish(&mut session.connection, &delivery, packet_id, false);
     shared.metrics.messages_sent.increment();
     true
 }
 
-fn publish_packet(delivery: &Delivery, packet_id: Option<PacketId>, dup: bool) -> Packet {
+/// Encodes a delivery straight from the shared message: no per-subscriber
+/// copy of its topic or properties.
+fn send_publish<R, W>(
+    connection: &mut crate::connection::Connection<R, W>,
+    delivery: &Delivery,
+    packet_id: Option<PacketId>,
+    dup: bool,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let message = &delivery.message;
-    Packet::Publish(Publish {
+    let publish = PublishRef {
         dup,
         qos: delivery.qos,
         retain: delivery.retain,
-        topic: message.topic.clone(),
+        topic: &message.topic,
         packet_id,
-        payload: message.payload.clone(),
-        properties: message.properties.clone(),
-    })
+        payload: &message.payload,
+        properties: &message.properties,
+    };
+    if let Err(error) = connection.send_publish(&publish) {
+        tracing::error!(%error, "could not encode PUBLISH");
+    }
 }
 
 /// Re-sends every unacknowledged message in its original order, PUBLISH
@@ -197,17 +215,19 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let packets: Vec<Packet> = session
-        .state
-        .inflight
-        .iter()
-        .map(|inflight| match inflight.phase {
-            Phase::Published => publish_packet(&inflight.delivery, Some(inflight.packet_id), true),
-            Phase::Released => Packet::PubRel(Ack::new(inflight.packet_id)),
-        })
-        .collect();
-    for packet in &packets {
-        send_or_log(&mut session.connection, packet);
+    for inflight in &session.state.inflight {
+        match inflight.phase {
+            Phase::Published => send_publish(
+                &mut session.connection,
+                &inflight.delivery,
+                Some(inflight.packet_id),
+                true,
+            ),
+            Phase::Released => send_or_log(
+                &mut session.connection,
+                &Packet::PubRel(Ack::new(inflight.packet_id)),
+            ),
+        }
     }
 }
 
@@ -451,7 +471,7 @@ where
 }
 
 /// After the loop: log, publish the will, close, park or drop the session.
-async fn finish<R, W>(shared: &Shared, mut session: Session<R, W>, exit: Exit)
+async fn finish<R, W>(shared: &Shared, mut session: Box<Session<R, W>>, exit: Exit)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,

@@ -32,7 +32,7 @@ pub struct Session<R, W> {
     /// Keep alive in seconds; 0 turns it off.
     pub keep_alive: u16,
     /// The will, published if the connection ends without DISCONNECT.
-    pub will: Option<LastWill>,
+    pub will: Option<Box<LastWill>>,
     /// The session state.
     pub state: SessionState,
     /// The session's inbox (as the router sees it).
@@ -57,7 +57,7 @@ enum FirstPacket {
 pub async fn accept<R, W>(
     shared: &Shared,
     mut connection: Connection<R, W>,
-) -> Option<Session<R, W>>
+) -> Option<Box<Session<R, W>>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -117,7 +117,7 @@ where
     tracing::Span::current().record("client_id", &*client_id);
     let claim = tokio::select! {
         _ = token.cancelled() => return None,
-        claim = shared.sessions.acquire(&client_id) => claim,
+        claim = shared.sessions.acquire(&client_id, &token) => claim,
     };
     let (lease, parked) = claim;
     let limits = InboxLimits {
@@ -141,17 +141,19 @@ where
         }
     };
     inbox.set_online(true);
-    let mut session = Session {
+    // Boxed: the session lives as long as the connection, and its futures
+    // then hold a pointer rather than a copy each.
+    let mut session = Box::new(Session {
         connection,
         client_id,
         clean_session: connect.clean_start,
         keep_alive: connect.keep_alive,
-        will: connect.will.clone(),
+        will: connect.will.clone().map(Box::new),
         state,
         inbox,
         receiver,
         lease,
-    };
+    });
     // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (v3.1.1): session present tells the truth.
     let connack = ConnAck {
         session_present,

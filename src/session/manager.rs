@@ -101,8 +101,14 @@ impl SessionManager {
 
     /// Claims `client_id`'s session for a new connection: kicks the
     /// connection that holds it, if any, waits for it to hand back, and
-    /// returns the parked session, if there is one.
-    pub async fn acquire(&self, client_id: &Arc<str>) -> (Lease, Option<Parked>) {
+    /// returns the parked session, if there is one. The lease's `kick` is a
+    /// child of `shutdown`, so one token tells the connection to stop for
+    /// either reason.
+    pub async fn acquire(
+        &self,
+        client_id: &Arc<str>,
+        shutdown: &CancellationToken,
+    ) -> (Lease, Option<Parked>) {
         loop {
             let slot = Arc::clone(self.slots.entry(Arc::clone(client_id)).or_default().value());
             let _handover = slot.connect.lock().await;
@@ -126,7 +132,7 @@ impl SessionManager {
                 continue;
             }
             let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-            let kick = CancellationToken::new();
+            let kick = shutdown.child_token();
             let released = CancellationToken::new();
             inner.active = Some(Active {
                 generation,
@@ -194,10 +200,14 @@ mod tests {
     async fn dropped_lease_frees_the_client_id() {
         let manager = SessionManager::new();
         let id: Arc<str> = Arc::from("device");
-        let (lease, parked) = manager.acquire(&id).await;
+        let (lease, parked) = manager.acquire(&id, &CancellationToken::new()).await;
         assert!(parked.is_none());
         drop(lease);
-        let again = tokio::time::timeout(Duration::from_secs(5), manager.acquire(&id)).await;
+        let again = tokio::time::timeout(
+            Duration::from_secs(5),
+            manager.acquire(&id, &CancellationToken::new()),
+        )
+        .await;
         assert!(again.is_ok(), "acquire waited for a lease that was dropped");
     }
 
@@ -206,12 +216,12 @@ mod tests {
     async fn acquire_kicks_the_holder_and_takes_its_parked_state() {
         let manager = Arc::new(SessionManager::new());
         let id: Arc<str> = Arc::from("device");
-        let (first, _) = manager.acquire(&id).await;
+        let (first, _) = manager.acquire(&id, &CancellationToken::new()).await;
         let kicked = first.kick.clone();
         let second = {
             let manager = Arc::clone(&manager);
             let id = Arc::clone(&id);
-            tokio::spawn(async move { manager.acquire(&id).await })
+            tokio::spawn(async move { manager.acquire(&id, &CancellationToken::new()).await })
         };
         tokio::time::timeout(Duration::from_secs(5), kicked.cancelled())
             .await

@@ -51,10 +51,51 @@ where
             shared.config.max_packet_size,
             Arc::clone(&shared.metrics),
         );
-        if let Some(session) = handshake::accept(&shared, connection).await {
+        // The handshake's future is boxed: it is large and only alive
+        // until CONNACK, so it should not size the connection's task.
+        let accepted = Box::pin(handshake::accept(&shared, connection)).await;
+        if let Some(session) = accepted {
             driver::run(&shared, session).await;
         }
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    // Memory per connection is a product goal (docs/performance.md): the
+    // connection task's future and the session it keeps are bounded here so
+    // that a change that makes every idle connection bigger fails a test.
+    #[tokio::test]
+    async fn connection_task_stays_small() {
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let shared = Arc::new(super::Shared {
+            router: Arc::new(crate::router::Router::new(1, 1, Arc::clone(&metrics))),
+            config: Arc::new(crate::config::Config::default()),
+            sessions: super::manager::SessionManager::new(),
+            metrics,
+            tasks: crate::shutdown::Tasks::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (reader, writer) = stream.into_split();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let task = super::serve(shared, reader, writer, peer);
+        let task_bytes = std::mem::size_of_val(&task);
+        assert!(
+            task_bytes <= 1024,
+            "connection future is {task_bytes} bytes"
+        );
+        type TcpSession = super::handshake::Session<
+            tokio::net::tcp::OwnedReadHalf,
+            tokio::net::tcp::OwnedWriteHalf,
+        >;
+        let session_bytes = std::mem::size_of::<TcpSession>();
+        assert!(session_bytes <= 400, "session is {session_bytes} bytes");
+    }
 }

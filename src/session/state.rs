@@ -4,7 +4,7 @@
 //! packet id to use. Separate from the socket: it survives disconnects of a
 //! persistent session.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +35,7 @@ pub struct Inflight {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionState {
     /// Subscriptions with the options granted.
-    pub subscriptions: BTreeMap<TopicFilter, SubscriptionOptions>,
+    pub subscriptions: HashMap<TopicFilter, SubscriptionOptions>,
     /// Outbound QoS 1/2 messages in the order they were first sent.
     pub inflight: VecDeque<Inflight>,
     /// Inbound QoS 2 packet ids whose PUBLISH was delivered and whose

@@ -1,0 +1,212 @@
+//! The brokers under test: Petrel (the release binary) or Mosquitto,
+//! started by the tool on a free loopback port and stopped when dropped;
+//! or an external broker given by address. CPU time and resident memory
+//! are read from /proc for the brokers the tool started.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::Error;
+
+/// Which broker a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Petrel's release binary.
+    Petrel,
+    /// Debian's mosquitto, with limits raised so they do not cap the test.
+    Mosquitto,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Petrel => "petrel",
+            Kind::Mosquitto => "mosquitto",
+        }
+    }
+}
+
+/// A broker process the tool started.
+pub struct Broker {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    child: Child,
+    _config: Option<tempfile_path::TempPath>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU and memory of a process at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// utime + stime, in seconds.
+    pub cpu_seconds: f64,
+    /// VmRSS, in bytes.
+    pub rss_bytes: u64,
+}
+
+impl Broker {
+    /// Starts `kind` on a free port of 127.0.0.1 and waits until it accepts.
+    pub fn start(kind: Kind) -> Result<Broker, Error> {
+        let port = free_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let (child, config) = match kind {
+            Kind::Petrel => {
+                let config = tempfile_path::TempPath::write(
+                    "petrel-load",
+                    "toml",
+                    "sys_interval = 0\nlog_level = \"warn\"\nmax_connections = 1000000\n\
+                     max_queued_messages = 100000\nmax_inflight = 65535\n",
+                )?;
+                let child = Command::new(petrel_binary())
+                    .arg("-c")
+                    .arg(config.path())
+                    .arg("--listen")
+                    .arg(addr.to_string())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()?;
+                (child, config)
+            }
+            Kind::Mosquitto => {
+                let config = tempfile_path::TempPath::write(
+                    "mosquitto-load",
+                    "conf",
+                    &format!(
+                        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                         max_queued_messages 100000\nmax_inflight_messages 0\n\
+                         max_connections -1\nset_tcp_nodelay true\nlog_dest none\n\
+                         sys_interval 0\n"
+                    ),
+                )?;
+                let child = Command::new("mosquitto")
+                    .arg("-c")
+                    .arg(config.path())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .map_err(|e| {
+                        format!("cannot start mosquitto (apt-get install mosquitto): {e}")
+                    })?;
+                (child, config)
+            }
+        };
+        let broker = Broker {
+            kind,
+            addr,
+            child,
+            _config: Some(config),
+        };
+        broker.wait_until_listening()?;
+        Ok(broker)
+    }
+
+    fn wait_until_listening(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "{} did not start listening on {}",
+            self.kind.name(),
+            self.addr
+        )
+        .into())
+    }
+
+    /// The broker's CPU time and resident memory now.
+    pub fn usage(&self) -> Result<Usage, Error> {
+        usage_of(self.child.id())
+    }
+}
+
+/// The release binary of Petrel next to this benchmark.
+fn petrel_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_petrel"))
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Clock ticks per second for /proc/PID/stat times.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// utime + stime from /proc/PID/stat and VmRSS from /proc/PID/status.
+pub fn usage_of(pid: u32) -> Result<Usage, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may contain spaces; fields are counted after ')'.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("bad /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After ')': state is field 3 of the man page, so utime (14) and stime
+    // (15) are at indexes 11 and 12 here.
+    let utime: f64 = fields.get(11).ok_or("no utime")?.parse()?;
+    let stime: f64 = fields.get(12).ok_or("no stime")?.parse()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or(0);
+    Ok(Usage {
+        cpu_seconds: (utime + stime) / clock_ticks(),
+        rss_bytes: rss_kb * 1024,
+    })
+}
+
+/// A file in the temporary directory, removed when dropped.
+mod tempfile_path {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn write(prefix: &str, extension: &str, contents: &str) -> std::io::Result<TempPath> {
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let sequence = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!(
+                "{prefix}-{}-{sequence}.{extension}",
+                std::process::id()
+            ));
+            std::fs::write(&path, contents)?;
+            Ok(TempPath(path))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}

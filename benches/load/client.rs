@@ -1,0 +1,202 @@
+//! A minimal MQTT 3.1.1 client for load generation, on Petrel's own codec:
+//! connect, subscribe, publish at QoS 0 or 1 with a window, count what
+//! arrives. It writes in batches and decodes in place, so that one load
+//! tool process can drive a broker hard from one core.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use petrel::protocol::{
+    self, Ack, Connect, ConnectProperties, Packet, PacketId, ProtocolVersion, QoS, Subscribe,
+    SubscribeProperties, SubscriptionOptions, TopicFilter,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+
+const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
+
+/// An error the load tool reports and stops on.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn protocol_error(what: impl Into<String>) -> Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into()).into()
+}
+
+/// A connected client, split into its two halves.
+pub struct Client {
+    pub reader: Reader,
+    pub writer: Writer,
+}
+
+/// The receiving half: decodes packets from a read buffer.
+pub struct Reader {
+    stream: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+/// The sending half: encodes packets into a buffer, written in one go.
+pub struct Writer {
+    stream: OwnedWriteHalf,
+    buf: BytesMut,
+}
+
+impl Client {
+    /// Connects (from `local` if given, to spread source addresses) and
+    /// completes the CONNECT handshake.
+    pub async fn connect(
+        broker: SocketAddr,
+        local: Option<IpAddr>,
+        client_id: &str,
+        keep_alive: u16,
+    ) -> Result<Client, Error> {
+        let socket = if broker.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = local {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        let stream: TcpStream = socket.connect(broker).await?;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        let mut client = Client {
+            reader: Reader {
+                stream: read,
+                buf: BytesMut::with_capacity(64 * 1024),
+            },
+            writer: Writer {
+                stream: write,
+                buf: BytesMut::with_capacity(64 * 1024),
+            },
+        };
+        let connect = Connect {
+            protocol: VERSION,
+            clean_start: true,
+            keep_alive,
+            client_id: client_id.to_owned(),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties::default(),
+        };
+        client.writer.push(&Packet::Connect(Box::new(connect)))?;
+        client.writer.flush().await?;
+        match client.reader.next().await? {
+            Packet::ConnAck(connack) if !connack.reason_code.is_error() => Ok(client),
+            other => Err(protocol_error(format!("expected CONNACK, got {other:?}"))),
+        }
+    }
+
+    /// Subscribes to one filter and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<(), Error> {
+        let subscribe = Subscribe {
+            packet_id: packet_id(1),
+            filters: vec![(
+                TopicFilter::new(filter).map_err(|e| protocol_error(e.to_string()))?,
+                SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+            properties: SubscribeProperties::default(),
+        };
+        self.writer.push(&Packet::Subscribe(subscribe))?;
+        self.writer.flush().await?;
+        loop {
+            match self.reader.next().await? {
+                Packet::SubAck(suback) if suback.reason_codes.iter().all(|c| !c.is_error()) => {
+                    return Ok(())
+                }
+                Packet::SubAck(suback) => {
+                    return Err(protocol_error(format!("subscription refused: {suback:?}")))
+                }
+                // Retained messages or anything else before the SUBACK.
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A non-zero packet id for `index` (1..=65535, wrapping).
+pub fn packet_id(index: u64) -> PacketId {
+    PacketId::new((index % 65_535) as u16 + 1).unwrap_or_else(|| unreachable!())
+}
+
+impl Writer {
+    /// The batch, for encoders that write into it directly.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Encodes a packet into the batch.
+    pub fn push(&mut self, packet: &Packet) -> Result<(), Error> {
+        protocol::encode(packet, VERSION, &mut self.buf).map_err(|e| protocol_error(e.to_string()))
+    }
+
+    /// Writes the batch.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.stream.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends DISCONNECT and closes.
+    pub async fn disconnect(mut self) {
+        if self.push(&Packet::Disconnect(Default::default())).is_ok() {
+            let _ = self.flush().await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Acknowledges a QoS 1 PUBLISH.
+    pub fn puback(&mut self, packet_id: PacketId) -> Result<(), Error> {
+        self.push(&Packet::PubAck(Ack::new(packet_id)))
+    }
+}
+
+impl Reader {
+    /// The bytes read and not yet consumed.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// The next packet, reading as needed.
+    pub async fn next(&mut self) -> Result<Packet, Error> {
+        loop {
+            if let Some(packet) = self.try_next()? {
+                return Ok(packet);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(protocol_error("connection closed by the broker"));
+            }
+        }
+    }
+
+    /// The next packet already buffered, if any.
+    pub fn try_next(&mut self) -> Result<Option<Packet>, Error> {
+        protocol::decode(&mut self.buf, usize::MAX, VERSION)
+            .map_err(|e| protocol_error(e.to_string()))
+    }
+
+    /// Reads more bytes; false when the broker closed the connection.
+    pub async fn fill(&mut self) -> io::Result<bool> {
+        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+            self.buf.reserve(64 * 1024);
+        }
+        Ok(self.stream.read_buf(&mut self.buf).await? > 0)
+    }
+
+    /// Like [`Reader::fill`], giving up after `timeout`.
+    pub async fn fill_within(&mut self, timeout: Duration) -> io::Result<Option<bool>> {
+        match tokio::time::timeout(timeout, self.fill()).await {
+            Ok(result) => result.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+}

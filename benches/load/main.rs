@@ -1,0 +1,188 @@
+//! Petrel's load tool: drives an MQTT broker with one of five scenarios and
+//! reports throughput, latency, loss, connection cost, and the broker's CPU
+//! time and memory read from /proc. `--compare` runs the same scenario
+//! against Petrel and Mosquitto, alternating, and prints medians with the
+//! ratio Petrel / Mosquitto.
+//!
+//! ```sh
+//! cargo bench --bench load -- fan-in --qos 0 --publishers 8 --duration 10
+//! cargo bench --bench load -- fan-out --subscribers 1000 --compare --rounds 3
+//! cargo bench --bench load -- connections --connections 19000 --compare
+//! ```
+//!
+//! See docs/performance.md for the scenarios, their flags and results.
+
+mod broker;
+mod client;
+mod report;
+mod scenarios;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use broker::{Broker, Kind};
+use client::Error;
+use report::Report;
+
+/// Load generator for MQTT brokers.
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Broker to start and measure.
+    #[arg(long, value_enum, default_value = "petrel", global = true)]
+    broker: Kind,
+    /// Measure an already running broker at this address instead (no CPU or
+    /// memory figures).
+    #[arg(long, global = true)]
+    addr: Option<SocketAddr>,
+    /// Run against Petrel and Mosquitto alternately and compare medians.
+    #[arg(long, global = true)]
+    compare: bool,
+    /// Rounds per broker with --compare.
+    #[arg(long, default_value_t = 3, global = true)]
+    rounds: usize,
+    /// Seconds of traffic per run.
+    #[arg(long, default_value_t = 10.0, global = true)]
+    duration: f64,
+    /// Print only the JSON lines.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true, global = true)]
+    bench: bool,
+}
+
+/// The scenarios and their parameters.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Scenario {
+    /// P publishers to bench/<i>, one subscriber on bench/#.
+    FanIn {
+        #[arg(long, default_value_t = 8)]
+        publishers: usize,
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        /// Outstanding QoS 1 messages per publisher.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Total messages per second across publishers; 0 = as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
+    /// One publisher, N subscribers on one topic.
+    FanOut {
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Messages per second published; 0 = as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
+    /// N pairs, each publisher to its own subscriber's topic, each pair with
+    /// a window of messages in flight.
+    P2p {
+        #[arg(long, default_value_t = 1000)]
+        pairs: usize,
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Messages in flight per pair (sent, not yet received).
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+    },
+    /// A fixed total rate across P publishers; latency percentiles.
+    Latency {
+        #[arg(long, default_value_t = 8)]
+        publishers: usize,
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Total messages per second.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+    },
+    /// C idle clients with keep-alive 60 and one subscription each.
+    Connections {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) to spread the
+        /// connections over.
+        #[arg(long, default_value_t = 8)]
+        sources: u8,
+        /// Connections being set up at once.
+        #[arg(long, default_value_t = 256)]
+        parallel: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    raise_file_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("load: cannot start the runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(error) = runtime.block_on(run(cli)) {
+        eprintln!("load: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let duration = Duration::from_secs_f64(cli.duration);
+    if let Some(addr) = cli.addr {
+        let report = scenarios::run(&cli.scenario, addr, None, duration).await?;
+        report.print(cli.json);
+        return Ok(());
+    }
+    if !cli.compare {
+        let broker = Broker::start(cli.broker)?;
+        let report = scenarios::run(&cli.scenario, broker.addr, Some(&broker), duration).await?;
+        report.print(cli.json);
+        return Ok(());
+    }
+    let mut reports: Vec<Report> = Vec::new();
+    for round in 0..cli.rounds {
+        // A B, then B A: neither broker always goes first.
+        let order = if round % 2 == 0 {
+            [Kind::Petrel, Kind::Mosquitto]
+        } else {
+            [Kind::Mosquitto, Kind::Petrel]
+        };
+        for kind in order {
+            let broker = Broker::start(kind)?;
+            let report =
+                scenarios::run(&cli.scenario, broker.addr, Some(&broker), duration).await?;
+            report.print(cli.json);
+            reports.push(report);
+            drop(broker);
+        }
+    }
+    report::print_comparison(&reports, cli.json);
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one, for the tool and the
+/// brokers it starts (which inherit it).
+fn raise_file_limit() {
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+}

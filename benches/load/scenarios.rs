@@ -1,0 +1,816 @@
+//! The five scenarios. Publishers encode PUBLISH packets straight into
+//! their write buffers with a send timestamp in the first 8 payload bytes;
+//! subscribers scan what arrives without allocating, count it and record
+//! the latency.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use hdrhistogram::Histogram;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::broker::{Broker, Usage};
+use crate::client::{packet_id, Client, Error, Reader};
+use crate::report::Report;
+use crate::Scenario;
+use petrel::protocol::{Packet, QoS};
+
+/// How long a subscriber waits for stragglers once publishing stopped.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+/// Messages encoded before each write when publishing unpaced.
+const BATCH: usize = 64;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_nanos() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+fn qos_of(value: u8) -> Result<QoS, Error> {
+    match value {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        _ => Err("--qos must be 0 or 1".into()),
+    }
+}
+
+/// Runs one scenario once.
+pub async fn run(
+    scenario: &Scenario,
+    addr: SocketAddr,
+    broker: Option<&Broker>,
+    duration: Duration,
+) -> Result<Report, Error> {
+    let _ = epoch();
+    match scenario.clone() {
+        Scenario::FanIn {
+            publishers,
+            qos,
+            window,
+            payload,
+            rate,
+        } => {
+            let mut report = fan_in(
+                addr,
+                broker,
+                publishers,
+                qos_of(qos)?,
+                window,
+                payload,
+                rate,
+                duration,
+            )
+            .await?;
+            report.scenario = "fan-in".into();
+            Ok(report)
+        }
+        Scenario::Latency {
+            publishers,
+            qos,
+            payload,
+            rate,
+        } => {
+            let mut report = fan_in(
+                addr,
+                broker,
+                publishers,
+                qos_of(qos)?,
+                1024,
+                payload,
+                rate,
+                duration,
+            )
+            .await?;
+            report.scenario = "latency".into();
+            Ok(report)
+        }
+        Scenario::FanOut {
+            subscribers,
+            qos,
+            payload,
+            rate,
+        } => {
+            fan_out(
+                addr,
+                broker,
+                subscribers,
+                qos_of(qos)?,
+                payload,
+                rate,
+                duration,
+            )
+            .await
+        }
+        Scenario::P2p {
+            pairs,
+            qos,
+            payload,
+            window,
+        } => p2p(addr, broker, pairs, qos_of(qos)?, payload, window, duration).await,
+        Scenario::Connections {
+            connections,
+            sources,
+            parallel,
+        } => connections_scenario(addr, broker, connections, sources, parallel).await,
+    }
+}
+
+/// Writes one PUBLISH (3.1.1) with a timestamped payload of `size` bytes.
+fn push_publish(buf: &mut BytesMut, topic: &[u8], qos: QoS, id: u16, size: usize) {
+    let size = size.max(8);
+    let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let remaining = 2 + topic.len() + id_len + size;
+    buf.put_u8(0x30 | (qos as u8) << 1);
+    let mut length = remaining;
+    loop {
+        let mut byte = (length % 128) as u8;
+        length /= 128;
+        if length > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if length == 0 {
+            break;
+        }
+    }
+    buf.put_u16(topic.len() as u16);
+    buf.put_slice(topic);
+    if id_len > 0 {
+        buf.put_u16(id);
+    }
+    buf.put_u64(now_nanos());
+    buf.put_bytes(0, size - 8);
+}
+
+/// What a subscriber or publisher sees arrive.
+enum Incoming {
+    Publish {
+        packet_id: Option<u16>,
+        sent_nanos: u64,
+    },
+    PubAck,
+    Other,
+}
+
+/// Takes one whole packet off the front of `buf`, without allocating.
+fn take_packet(buf: &mut BytesMut) -> Option<Incoming> {
+    let first = *buf.first()?;
+    let mut remaining = 0usize;
+    let mut header = 1;
+    loop {
+        let byte = *buf.get(header)?;
+        remaining |= usize::from(byte & 0x7F) << (7 * (header - 1));
+        header += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if header > 4 {
+            return Some(Incoming::Other);
+        }
+    }
+    if buf.len() < header + remaining {
+        return None;
+    }
+    let body = &buf[header..header + remaining];
+    let incoming = match first >> 4 {
+        3 => {
+            let qos = (first >> 1) & 0b11;
+            let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            let mut at = 2 + topic_len;
+            let packet_id = if qos > 0 {
+                let id = u16::from_be_bytes([body[at], body[at + 1]]);
+                at += 2;
+                Some(id)
+            } else {
+                None
+            };
+            let sent_nanos = body.get(at..at + 8).map_or(0, |b| {
+                u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+            });
+            Incoming::Publish {
+                packet_id,
+                sent_nanos,
+            }
+        }
+        4 => Incoming::PubAck,
+        _ => Incoming::Other,
+    };
+    buf.advance(header + remaining);
+    Some(incoming)
+}
+
+/// A subscriber's tally.
+struct Tally {
+    received: u64,
+    latency: Histogram<u64>,
+    last: Option<Instant>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
+
+/// Receives until `done` says so (then until nothing arrives for
+/// [`DRAIN_IDLE`], or `expected` messages have come).
+async fn subscribe_loop(
+    mut client: Client,
+    done: Arc<AtomicBool>,
+    expected: Arc<AtomicU64>,
+    counter: Option<(Arc<AtomicU64>, Arc<Notify>)>,
+) -> Result<Tally, Error> {
+    let mut tally = Tally {
+        received: 0,
+        latency: histogram(),
+        last: None,
+    };
+    loop {
+        let stopping = done.load(Ordering::Acquire);
+        let target = expected.load(Ordering::Acquire);
+        if stopping && target > 0 && tally.received >= target {
+            break;
+        }
+        let wait = if stopping {
+            DRAIN_IDLE
+        } else {
+            Duration::from_millis(200)
+        };
+        match client.reader.fill_within(wait).await? {
+            Some(true) => {}
+            Some(false) => return Err("the broker closed a subscriber".into()),
+            None if stopping => break,
+            None => continue,
+        }
+        let mut got = 0;
+        while let Some(incoming) = take_reader_packet(&mut client.reader) {
+            if let Incoming::Publish {
+                packet_id,
+                sent_nanos,
+            } = incoming
+            {
+                got += 1;
+                let micros = now_nanos().saturating_sub(sent_nanos) / 1000;
+                let _ = tally.latency.record(micros.max(1));
+                if let Some(id) = packet_id.and_then(petrel::protocol::PacketId::new) {
+                    client.writer.puback(id)?;
+                }
+            }
+        }
+        if got > 0 {
+            tally.received += got;
+            tally.last = Some(Instant::now());
+            if let Some((received, notify)) = &counter {
+                received.fetch_add(got, Ordering::AcqRel);
+                notify.notify_one();
+            }
+        }
+        client.writer.flush().await?;
+    }
+    client.writer.disconnect().await;
+    Ok(tally)
+}
+
+fn take_reader_packet(reader: &mut Reader) -> Option<Incoming> {
+    take_packet(reader.buffer())
+}
+
+/// Publishes to `topic` until `deadline`: unpaced in batches, or at
+/// `rate` messages per second; QoS 1 keeps at most `window` unacknowledged.
+async fn publish_loop(
+    client: Client,
+    topic: String,
+    qos: QoS,
+    payload: usize,
+    rate: f64,
+    window: usize,
+    deadline: Instant,
+) -> Result<u64, Error> {
+    let Client { reader, mut writer } = client;
+    let acked = Arc::new(AtomicU64::new(0));
+    let notify = Arc::new(Notify::new());
+    let ack_task = (qos != QoS::AtMostOnce)
+        .then(|| tokio::spawn(count_acks(reader, Arc::clone(&acked), Arc::clone(&notify))));
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    let topic = topic.into_bytes();
+    while Instant::now() < deadline {
+        let mut room = if qos == QoS::AtMostOnce {
+            BATCH as u64
+        } else {
+            (window as u64).saturating_sub(sent - acked.load(Ordering::Acquire))
+        };
+        if rate > 0.0 {
+            let due = (started.elapsed().as_secs_f64() * rate) as u64;
+            room = room.min(due.saturating_sub(sent));
+        }
+        if room == 0 {
+            if rate > 0.0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            } else {
+                let _ = tokio::time::timeout(Duration::from_millis(100), notify.notified()).await;
+            }
+            continue;
+        }
+        for _ in 0..room {
+            push_publish(writer.buffer(), &topic, qos, packet_id(sent).get(), payload);
+            sent += 1;
+        }
+        writer.flush().await?;
+    }
+    if let Some(task) = ack_task {
+        // Wait for the last acknowledgements (bounded).
+        let wait_until = Instant::now() + Duration::from_secs(10);
+        while acked.load(Ordering::Acquire) < sent && Instant::now() < wait_until {
+            let _ = tokio::time::timeout(Duration::from_millis(100), notify.notified()).await;
+        }
+        task.abort();
+    }
+    writer.disconnect().await;
+    Ok(sent)
+}
+
+async fn count_acks(mut reader: Reader, acked: Arc<AtomicU64>, notify: Arc<Notify>) {
+    loop {
+        match reader.fill().await {
+            Ok(true) => {}
+            _ => return,
+        }
+        let mut got = 0;
+        while let Some(incoming) = take_reader_packet(&mut reader) {
+            if matches!(incoming, Incoming::PubAck) {
+                got += 1;
+            }
+        }
+        if got > 0 {
+            acked.fetch_add(got, Ordering::AcqRel);
+            notify.notify_one();
+        }
+    }
+}
+
+fn usage(broker: Option<&Broker>) -> Option<Usage> {
+    broker.and_then(|broker| broker.usage().ok())
+}
+
+fn report(
+    scenario: &str,
+    broker: Option<&Broker>,
+    parameters: Vec<(&'static str, String)>,
+) -> Report {
+    Report {
+        scenario: scenario.to_owned(),
+        broker: broker.map_or("external", |b| b.kind.name()).to_owned(),
+        parameters,
+        figures: Vec::new(),
+    }
+}
+
+/// What a traffic scenario measured.
+struct Traffic<'a> {
+    sent: u64,
+    received: u64,
+    started: Instant,
+    last: Option<Instant>,
+    before: Option<Usage>,
+    after: Option<Usage>,
+    latency: &'a Histogram<u64>,
+}
+
+fn add_traffic_figures(report: &mut Report, traffic: Traffic<'_>) {
+    let Traffic {
+        sent,
+        received,
+        started,
+        last,
+        before,
+        after,
+        latency,
+    } = traffic;
+    let seconds = last
+        .map_or(0.0, |last| (last - started).as_secs_f64())
+        .max(1e-9);
+    report.figures.push(("sent", sent as f64));
+    report.figures.push(("received", received as f64));
+    report
+        .figures
+        .push(("lost", sent.saturating_sub(received) as f64));
+    report
+        .figures
+        .push(("received_per_sec", received as f64 / seconds));
+    if let (Some(before), Some(after)) = (before, after) {
+        let cpu = (after.cpu_seconds - before.cpu_seconds).max(1e-9);
+        report.figures.push(("broker_cpu_seconds", cpu));
+        report
+            .figures
+            .push(("received_per_broker_cpu_sec", received as f64 / cpu));
+        report.figures.push(("broker_cpu_share", cpu / seconds));
+    }
+    if !latency.is_empty() {
+        report
+            .figures
+            .push(("latency_p50_us", latency.value_at_quantile(0.50) as f64));
+        report
+            .figures
+            .push(("latency_p99_us", latency.value_at_quantile(0.99) as f64));
+        report
+            .figures
+            .push(("latency_p999_us", latency.value_at_quantile(0.999) as f64));
+        report
+            .figures
+            .push(("latency_max_us", latency.max() as f64));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fan_in(
+    addr: SocketAddr,
+    broker: Option<&Broker>,
+    publishers: usize,
+    qos: QoS,
+    window: usize,
+    payload: usize,
+    rate: u64,
+    duration: Duration,
+) -> Result<Report, Error> {
+    let mut subscriber = Client::connect(addr, None, "load-fan-in-sub", 60).await?;
+    subscriber.subscribe("bench/#", qos).await?;
+    let mut clients = Vec::new();
+    for index in 0..publishers {
+        clients.push(Client::connect(addr, None, &format!("load-pub-{index}"), 60).await?);
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let expected = Arc::new(AtomicU64::new(0));
+    let before = usage(broker);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let sub_task = tokio::spawn(subscribe_loop(
+        subscriber,
+        Arc::clone(&done),
+        Arc::clone(&expected),
+        None,
+    ));
+    let per_publisher = rate as f64 / publishers.max(1) as f64;
+    let mut tasks = JoinSet::new();
+    for (index, client) in clients.into_iter().enumerate() {
+        tasks.spawn(publish_loop(
+            client,
+            format!("bench/{index}"),
+            qos,
+            payload,
+            per_publisher,
+            window,
+            deadline,
+        ));
+    }
+    let mut sent = 0;
+    while let Some(result) = tasks.join_next().await {
+        sent += result??;
+    }
+    expected.store(sent, Ordering::Release);
+    done.store(true, Ordering::Release);
+    let tally = sub_task.await??;
+    let after = usage(broker);
+    let mut report = report(
+        "fan-in",
+        broker,
+        vec![
+            ("publishers", publishers.to_string()),
+            ("qos", (qos as u8).to_string()),
+            ("window", window.to_string()),
+            ("payload", payload.to_string()),
+            ("rate", rate.to_string()),
+            ("duration_s", duration.as_secs_f64().to_string()),
+        ],
+    );
+    add_traffic_figures(
+        &mut report,
+        Traffic {
+            sent,
+            received: tally.received,
+            started,
+            last: tally.last,
+            before,
+            after,
+            latency: &tally.latency,
+        },
+    );
+    Ok(report)
+}
+
+async fn fan_out(
+    addr: SocketAddr,
+    broker: Option<&Broker>,
+    subscribers: usize,
+    qos: QoS,
+    payload: usize,
+    rate: u64,
+    duration: Duration,
+) -> Result<Report, Error> {
+    let done = Arc::new(AtomicBool::new(false));
+    let expected = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for index in 0..subscribers {
+        let mut client =
+            Client::connect(addr, None, &format!("load-fan-out-sub-{index}"), 60).await?;
+        client.subscribe("fan/out", qos).await?;
+        clients.push(client);
+    }
+    let publisher = Client::connect(addr, None, "load-fan-out-pub", 60).await?;
+    let before = usage(broker);
+    let started = Instant::now();
+    let mut subs = JoinSet::new();
+    for client in clients {
+        subs.spawn(subscribe_loop(
+            client,
+            Arc::clone(&done),
+            Arc::clone(&expected),
+            None,
+        ));
+    }
+    let sent = publish_loop(
+        publisher,
+        "fan/out".into(),
+        qos,
+        payload,
+        rate as f64,
+        1024,
+        started + duration,
+    )
+    .await?;
+    expected.store(sent, Ordering::Release);
+    done.store(true, Ordering::Release);
+    let mut received = 0;
+    let mut last = None;
+    let mut latency = histogram();
+    while let Some(result) = subs.join_next().await {
+        let tally = result??;
+        received += tally.received;
+        last = last.max(tally.last);
+        let _ = latency.add(&tally.latency);
+    }
+    let after = usage(broker);
+    let mut report = report(
+        "fan-out",
+        broker,
+        vec![
+            ("subscribers", subscribers.to_string()),
+            ("qos", (qos as u8).to_string()),
+            ("payload", payload.to_string()),
+            ("rate", rate.to_string()),
+            ("duration_s", duration.as_secs_f64().to_string()),
+        ],
+    );
+    add_traffic_figures(
+        &mut report,
+        Traffic {
+            sent: sent * subscribers as u64,
+            received,
+            started,
+            last,
+            before,
+            after,
+            latency: &latency,
+        },
+    );
+    report.figures.insert(0, ("published", sent as f64));
+    Ok(report)
+}
+
+async fn p2p(
+    addr: SocketAddr,
+    broker: Option<&Broker>,
+    pairs: usize,
+    qos: QoS,
+    payload: usize,
+    window: usize,
+    duration: Duration,
+) -> Result<Report, Error> {
+    let done = Arc::new(AtomicBool::new(false));
+    let mut subs = JoinSet::new();
+    let mut publishers = Vec::new();
+    let mut counters = Vec::new();
+    for index in 0..pairs {
+        let topic = format!("p2p/{index}");
+        let mut subscriber =
+            Client::connect(addr, None, &format!("load-p2p-sub-{index}"), 60).await?;
+        subscriber.subscribe(&topic, qos).await?;
+        let publisher = Client::connect(addr, None, &format!("load-p2p-pub-{index}"), 60).await?;
+        let received = Arc::new(AtomicU64::new(0));
+        let notify = Arc::new(Notify::new());
+        counters.push((subscriber, Arc::clone(&received), Arc::clone(&notify)));
+        publishers.push((publisher, topic, received, notify));
+    }
+    let expected: Vec<Arc<AtomicU64>> = (0..pairs).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let before = usage(broker);
+    let started = Instant::now();
+    let deadline = started + duration;
+    for ((subscriber, received, notify), expected) in counters.into_iter().zip(&expected) {
+        subs.spawn(subscribe_loop(
+            subscriber,
+            Arc::clone(&done),
+            Arc::clone(expected),
+            Some((received, notify)),
+        ));
+    }
+    let mut pubs = JoinSet::new();
+    for (client, topic, received, notify) in publishers {
+        pubs.spawn(pair_publisher(
+            client, topic, qos, payload, window, deadline, received, notify,
+        ));
+    }
+    let mut sent = 0;
+    let mut index = 0;
+    while let Some(result) = pubs.join_next().await {
+        let count = result??;
+        sent += count;
+        index += 1;
+    }
+    debug_assert_eq!(index, pairs);
+    // Each subscriber stops once idle; the totals decide loss.
+    done.store(true, Ordering::Release);
+    let mut received = 0;
+    let mut last = None;
+    let mut latency = histogram();
+    while let Some(result) = subs.join_next().await {
+        let tally = result??;
+        received += tally.received;
+        last = last.max(tally.last);
+        let _ = latency.add(&tally.latency);
+    }
+    let after = usage(broker);
+    let mut report = report(
+        "p2p",
+        broker,
+        vec![
+            ("pairs", pairs.to_string()),
+            ("qos", (qos as u8).to_string()),
+            ("payload", payload.to_string()),
+            ("window", window.to_string()),
+            ("duration_s", duration.as_secs_f64().to_string()),
+        ],
+    );
+    add_traffic_figures(
+        &mut report,
+        Traffic {
+            sent,
+            received,
+            started,
+            last,
+            before,
+            after,
+            latency: &latency,
+        },
+    );
+    Ok(report)
+}
+
+/// One p2p publisher: keeps at most `window` messages sent but not yet
+/// received by its subscriber.
+#[allow(clippy::too_many_arguments)]
+async fn pair_publisher(
+    client: Client,
+    topic: String,
+    qos: QoS,
+    payload: usize,
+    window: usize,
+    deadline: Instant,
+    received: Arc<AtomicU64>,
+    notify: Arc<Notify>,
+) -> Result<u64, Error> {
+    let Client { reader, mut writer } = client;
+    // QoS 1 acknowledgements to the publisher are read and dropped.
+    let drain = tokio::spawn(count_acks(
+        reader,
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(Notify::new()),
+    ));
+    let topic = topic.into_bytes();
+    let mut sent: u64 = 0;
+    while Instant::now() < deadline {
+        let room = (window as u64).saturating_sub(sent - received.load(Ordering::Acquire));
+        if room == 0 {
+            let _ = tokio::time::timeout(Duration::from_millis(100), notify.notified()).await;
+            continue;
+        }
+        for _ in 0..room {
+            push_publish(writer.buffer(), &topic, qos, packet_id(sent).get(), payload);
+            sent += 1;
+        }
+        writer.flush().await?;
+    }
+    drain.abort();
+    writer.disconnect().await;
+    Ok(sent)
+}
+
+async fn connections_scenario(
+    addr: SocketAddr,
+    broker: Option<&Broker>,
+    connections: usize,
+    sources: u8,
+    parallel: usize,
+) -> Result<Report, Error> {
+    let before = usage(broker);
+    let started = Instant::now();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut tasks = JoinSet::new();
+    for index in 0..connections {
+        let permit = Arc::clone(&semaphore).acquire_owned().await?;
+        let source = IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            0,
+            2 + (index % sources.max(1) as usize) as u8,
+        ));
+        tasks.spawn(async move {
+            let result = async {
+                let mut client =
+                    Client::connect(addr, Some(source), &format!("load-idle-{index}"), 60).await?;
+                client
+                    .subscribe(&format!("idle/{index}"), QoS::AtMostOnce)
+                    .await?;
+                Ok::<Client, Error>(client)
+            }
+            .await;
+            drop(permit);
+            result
+        });
+    }
+    let mut clients = Vec::with_capacity(connections);
+    let mut failed = 0u64;
+    while let Some(result) = tasks.join_next().await {
+        match result? {
+            Ok(client) => clients.push(client),
+            Err(error) => {
+                if failed == 0 {
+                    eprintln!("a connection failed: {error}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+    // Let the broker settle, then read its memory with every client idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = usage(broker);
+    // Every connection must still be there: a PINGREQ round trip on each.
+    let mut held = 0u64;
+    let mut checks = JoinSet::new();
+    for mut client in clients {
+        checks.spawn(async move {
+            if client.writer.push(&Packet::PingReq).is_err() || client.writer.flush().await.is_err()
+            {
+                return (false, client);
+            }
+            let alive = matches!(
+                tokio::time::timeout(Duration::from_secs(10), client.reader.next()).await,
+                Ok(Ok(Packet::PingResp))
+            );
+            (alive, client)
+        });
+    }
+    let mut clients = Vec::new();
+    while let Some(result) = checks.join_next().await {
+        let (alive, client) = result?;
+        held += u64::from(alive);
+        clients.push(client);
+    }
+    let mut report = report(
+        "connections",
+        broker,
+        vec![
+            ("connections", connections.to_string()),
+            ("sources", sources.to_string()),
+            ("parallel", parallel.to_string()),
+        ],
+    );
+    report.figures.push(("connected", clients.len() as f64));
+    report.figures.push(("failed", failed as f64));
+    report.figures.push(("held", held as f64));
+    report
+        .figures
+        .push(("connects_per_sec", clients.len() as f64 / connect_seconds));
+    if let (Some(before), Some(after)) = (before, after) {
+        report
+            .figures
+            .push(("broker_rss_before_bytes", before.rss_bytes as f64));
+        report
+            .figures
+            .push(("broker_rss_after_bytes", after.rss_bytes as f64));
+        report.figures.push((
+            "rss_bytes_per_connection",
+            after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / clients.len().max(1) as f64,
+        ));
+        report
+            .figures
+            .push(("broker_cpu_seconds", after.cpu_seconds - before.cpu_seconds));
+    }
+    drop(clients);
+    Ok(report)
+}
