@@ -129,10 +129,15 @@ impl Inbox {
             drop(queue);
             return self.dropped();
         }
+        let was_empty = queue.items.is_empty();
         queue.items.push_back(delivery);
         queue.bytes += size;
         drop(queue);
-        self.ready.notify_one();
+        // The receiver only ever waits on an empty queue, so only the push
+        // that ends the emptiness needs to wake it.
+        if was_empty {
+            self.ready.notify_one();
+        }
         if self.dropping.load(Ordering::Relaxed) && self.dropping.swap(false, Ordering::Relaxed) {
             tracing::info!(client_id = %self.client_id, "queue has room again");
         }
@@ -173,6 +178,23 @@ impl InboxReceiver {
             queue.items = VecDeque::new();
         }
         Some(delivery)
+    }
+
+    /// Moves up to `max` waiting deliveries to the back of `into`, under
+    /// one lock.
+    pub fn drain_into(&mut self, into: &mut VecDeque<Delivery>, max: usize) -> usize {
+        let mut queue = self.inbox.lock();
+        let count = queue.items.len().min(max);
+        let mut bytes = 0;
+        for delivery in queue.items.drain(..count) {
+            bytes += delivery.message.payload.len();
+            into.push_back(delivery);
+        }
+        queue.bytes -= bytes;
+        if queue.items.is_empty() && queue.items.capacity() > KEEP_CAPACITY {
+            queue.items = VecDeque::new();
+        }
+        count
     }
 
     /// Deliveries waiting.

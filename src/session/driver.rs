@@ -131,6 +131,9 @@ where
     }
 }
 
+/// Deliveries taken from the inbox under one lock.
+const PULL_BATCH: usize = 64;
+
 /// Moves deliveries into the write buffer while the in-flight window and
 /// the write buffer have room: first those taken earlier (retained
 /// messages for a new subscription), then the inbox.
@@ -142,12 +145,16 @@ where
     while session.state.inflight.len() < shared.config.max_inflight
         && session.connection.unsent() < WRITE_HIGH_WATER
     {
-        let next = match session.state.pending.pop_front() {
-            Some(delivery) => delivery,
-            None => match session.receiver.try_recv() {
-                Some(delivery) => delivery,
-                None => return,
-            },
+        if session.state.pending.is_empty()
+            && session
+                .receiver
+                .drain_into(&mut session.state.pending, PULL_BATCH)
+                == 0
+        {
+            return;
+        }
+        let Some(next) = session.state.pending.pop_front() else {
+            return;
         };
         if !deliver(shared, session, next) {
             return;
