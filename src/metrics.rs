@@ -52,6 +52,9 @@ pub struct Metrics {
     pub messages_received: Counter,
     /// PUBLISH packets sent to clients.
     pub messages_sent: Counter,
+    /// Times a publisher's input was paused to let a subscriber that is
+    /// short of CPU catch up (flow control; see docs/performance.md).
+    pub publish_pauses: Counter,
     /// Deliveries dropped: a full queue, or QoS 0 for an offline session.
     pub messages_dropped: Counter,
     /// Retained messages not stored because `max_retained_messages` was hit.

@@ -276,6 +276,25 @@ async fn subscribe_loop(
     Ok(tally)
 }
 
+/// Runs `task` on a new thread with a runtime of its own; the result comes
+/// back through a channel.
+fn spawn_on_own_thread<F>(task: F) -> tokio::sync::oneshot::Receiver<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime {
+            let _ = sender.send(runtime.block_on(task));
+        }
+    });
+    receiver
+}
+
 fn take_reader_packet(reader: &mut Reader) -> Option<Incoming> {
     take_packet(reader.buffer())
 }
@@ -449,7 +468,9 @@ async fn fan_in(
     let before = usage(broker);
     let started = Instant::now();
     let deadline = started + duration;
-    let sub_task = tokio::spawn(subscribe_loop(
+    // The one subscriber gets a thread of its own, so that the tool's
+    // publishers cannot starve it: the tool must not be the bottleneck.
+    let sub_task = spawn_on_own_thread(subscribe_loop(
         subscriber,
         Arc::clone(&done),
         Arc::clone(&expected),
@@ -474,7 +495,9 @@ async fn fan_in(
     }
     expected.store(sent, Ordering::Release);
     done.store(true, Ordering::Release);
-    let tally = sub_task.await??;
+    let tally = sub_task
+        .await
+        .map_err(|_| "the subscriber thread ended")??;
     let after = usage(broker);
     let mut report = report(
         "fan-in",

@@ -18,6 +18,9 @@ use crate::protocol::QoS;
 pub enum Offer {
     /// Queued for the session.
     Queued,
+    /// Queued, and the queue is over half full while its client keeps
+    /// reading: the session is short of CPU (see [`Inbox::is_congested`]).
+    QueuedCongested,
     /// Dropped: the queue is at its message or byte bound.
     QueueFull,
     /// Dropped: QoS 0 for an offline session, which `queue_qos0` keeps out.
@@ -56,6 +59,12 @@ pub struct Inbox {
     /// Set while messages are being dropped, so the drop is logged once
     /// per episode rather than once per message.
     dropping: AtomicBool,
+    /// Set by the session while its client is not reading what it is sent:
+    /// then a full queue is the client's doing, and publishers are not held
+    /// back for it.
+    peer_blocked: AtomicBool,
+    /// Woken when a congested queue drains below half.
+    room: Notify,
 }
 
 /// The receiving side, owned by the session. Dropping it closes the inbox.
@@ -73,6 +82,10 @@ impl Drop for InboxReceiver {
     }
 }
 
+fn over_half(queue: &Queue, limits: &InboxLimits) -> bool {
+    queue.items.len() * 2 > limits.max_messages || queue.bytes * 2 > limits.max_bytes
+}
+
 /// A drained queue keeps at most this much capacity.
 const KEEP_CAPACITY: usize = 64;
 
@@ -86,6 +99,8 @@ impl Inbox {
             limits,
             online: AtomicBool::new(true),
             dropping: AtomicBool::new(false),
+            peer_blocked: AtomicBool::new(false),
+            room: Notify::new(),
         });
         let receiver = InboxReceiver {
             inbox: Arc::clone(&inbox),
@@ -112,6 +127,34 @@ impl Inbox {
         self.online.load(Ordering::Acquire)
     }
 
+    /// Records whether the session's client is keeping up with its socket.
+    pub fn set_peer_blocked(&self, blocked: bool) {
+        if self.peer_blocked.load(Ordering::Relaxed) != blocked {
+            self.peer_blocked.store(blocked, Ordering::Relaxed);
+        }
+    }
+
+    /// True when the queue is over half full while its client is online
+    /// and reading: the session is behind for lack of CPU, not because of
+    /// its client, and publishers should let it catch up.
+    pub fn is_congested(&self) -> bool {
+        if !self.is_online() || self.peer_blocked.load(Ordering::Relaxed) {
+            return false;
+        }
+        let queue = self.lock();
+        over_half(&queue, &self.limits)
+    }
+
+    /// Waits until the queue drains below half (or is no longer worth
+    /// waiting for), at most `limit`.
+    pub async fn wait_for_room(&self, limit: std::time::Duration) {
+        let room = self.room.notified();
+        if !self.is_congested() {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, room).await;
+    }
+
     /// Queues `delivery` unless a bound says no. Never waits.
     pub fn offer(&self, delivery: Delivery) -> Offer {
         if delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0 && !self.is_online() {
@@ -132,6 +175,7 @@ impl Inbox {
         let was_empty = queue.items.is_empty();
         queue.items.push_back(delivery);
         queue.bytes += size;
+        let congested = over_half(&queue, &self.limits);
         drop(queue);
         // The receiver only ever waits on an empty queue, so only the push
         // that ends the emptiness needs to wake it.
@@ -141,7 +185,11 @@ impl Inbox {
         if self.dropping.load(Ordering::Relaxed) && self.dropping.swap(false, Ordering::Relaxed) {
             tracing::info!(client_id = %self.client_id, "queue has room again");
         }
-        Offer::Queued
+        if congested && self.is_online() && !self.peer_blocked.load(Ordering::Relaxed) {
+            Offer::QueuedCongested
+        } else {
+            Offer::Queued
+        }
     }
 
     fn dropped(&self) -> Offer {
@@ -184,6 +232,7 @@ impl InboxReceiver {
     /// one lock.
     pub fn drain_into(&mut self, into: &mut VecDeque<Delivery>, max: usize) -> usize {
         let mut queue = self.inbox.lock();
+        let was_over_half = over_half(&queue, &self.inbox.limits);
         let count = queue.items.len().min(max);
         let mut bytes = 0;
         for delivery in queue.items.drain(..count) {
@@ -193,6 +242,11 @@ impl InboxReceiver {
         queue.bytes -= bytes;
         if queue.items.is_empty() && queue.items.capacity() > KEEP_CAPACITY {
             queue.items = VecDeque::new();
+        }
+        let below_half = !over_half(&queue, &self.inbox.limits);
+        drop(queue);
+        if was_over_half && below_half {
+            self.inbox.room.notify_waiters();
         }
         count
     }

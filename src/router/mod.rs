@@ -26,6 +26,15 @@ pub struct Subscriber {
     pub options: SubscriptionOptions,
 }
 
+/// What [`Router::publish`] did with a message.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Sessions it was queued for.
+    pub queued: usize,
+    /// A session whose queue is over half full while its client keeps up.
+    pub congested: Option<Arc<Inbox>>,
+}
+
 /// The shared router.
 #[derive(Debug)]
 pub struct Router {
@@ -48,8 +57,10 @@ impl Router {
     /// Routes a message: updates the retained store when RETAIN is set, then
     /// offers the message once to every session with a matching
     /// subscription, at the highest QoS any of its matching subscriptions
-    /// granted. Returns the number of sessions it was queued for.
-    pub fn publish(&self, message: Arc<Message>) -> usize {
+    /// granted. Never waits. Returns how many sessions it was queued for,
+    /// and a session that is falling behind for lack of CPU (see
+    /// [`Inbox::is_congested`]), for the publisher to let it catch up.
+    pub fn publish(&self, message: Arc<Message>) -> Routed {
         if message.retain {
             let outcome = write(&self.retained).apply(&message);
             if outcome == RetainOutcome::Full {
@@ -76,7 +87,7 @@ impl Router {
                 false
             }
         });
-        let mut queued = 0;
+        let mut routed = Routed::default();
         for (inbox, granted) in targets {
             let delivery = Delivery {
                 message: Arc::clone(&message),
@@ -84,12 +95,18 @@ impl Router {
                 retain: false,
             };
             match inbox.offer(delivery) {
-                Offer::Queued => queued += 1,
+                Offer::Queued => routed.queued += 1,
+                Offer::QueuedCongested => {
+                    routed.queued += 1;
+                    if routed.congested.is_none() {
+                        routed.congested = Some(inbox);
+                    }
+                }
                 Offer::QueueFull | Offer::OfflineQoS0 => self.metrics.messages_dropped.increment(),
                 Offer::Closed => {}
             }
         }
-        queued
+        routed
     }
 
     /// Adds or replaces a subscription; true if the client already had one

@@ -80,7 +80,9 @@ where
     }
     loop {
         pull_deliveries(shared, session);
-        let can_read = session.connection.unsent() < WRITE_HIGH_WATER;
+        let backed_up = session.connection.unsent() >= WRITE_HIGH_WATER;
+        session.inbox.set_peer_blocked(backed_up);
+        let can_read = !backed_up && session.congested.is_none();
         // Take from the inbox only while the window and the write buffer
         // have room: otherwise the inbox's bounds would stop applying.
         let window_open = session.state.inflight.len() < shared.config.max_inflight
@@ -122,12 +124,26 @@ where
                     }
                 }
             },
+            _ = wait_for_room(&session.congested), if session.congested.is_some() => {
+                session.congested = None;
+                shared.metrics.publish_pauses.increment();
+            }
             delivery = session.receiver.recv(), if window_open => {
                 if let Some(delivery) = delivery {
                     deliver(shared, session, delivery);
                 }
             }
         }
+    }
+}
+
+/// Longest pause of a publisher's input for one congested subscriber.
+const CONGESTION_PAUSE: Duration = Duration::from_millis(20);
+
+/// Waits (bounded) for a congested subscriber's queue to drain below half.
+async fn wait_for_room(congested: &Option<Arc<crate::router::inbox::Inbox>>) {
+    if let Some(inbox) = congested {
+        inbox.wait_for_room(CONGESTION_PAUSE).await;
     }
 }
 
@@ -358,7 +374,10 @@ where
             },
             publisher: Some(Arc::clone(&session.client_id)),
         });
-        shared.router.publish(message);
+        let routed = shared.router.publish(message);
+        if routed.congested.is_some() {
+            session.congested = routed.congested;
+        }
     }
     match (qos, packet_id) {
         (QoS::AtLeastOnce, Some(id)) => {

@@ -41,6 +41,9 @@ pub struct Session<R, W> {
     pub receiver: InboxReceiver,
     /// This connection's claim on the session.
     pub lease: Lease,
+    /// A subscriber's inbox this client's last PUBLISH found congested:
+    /// reading from this client pauses until it drains (bounded).
+    pub congested: Option<Arc<Inbox>>,
 }
 
 enum FirstPacket {
@@ -153,6 +156,7 @@ where
         inbox,
         receiver,
         lease,
+        congested: None,
     });
     // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (v3.1.1): session present tells the truth.
     let connack = ConnAck {
