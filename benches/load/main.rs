@@ -51,6 +51,10 @@ struct Cli {
     /// Print only the JSON lines.
     #[arg(long, global = true)]
     json: bool,
+    /// Fail (exit 1) unless messages flowed, and none was lost where none
+    /// may be (everything but unpaced QoS 0 fan-in); for CI smoke runs.
+    #[arg(long, global = true)]
+    check: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true, global = true)]
     bench: bool,
@@ -75,7 +79,9 @@ pub enum Scenario {
         #[arg(long, default_value_t = 0)]
         rate: u64,
     },
-    /// One publisher, N subscribers on one topic.
+    /// One publisher, N subscribers on one topic. Unpaced, the publisher
+    /// stays at most `window` messages ahead of the subscribers' average,
+    /// so the figure is what the broker sustains, not how fast it queues.
     FanOut {
         #[arg(long, default_value_t = 100)]
         subscribers: usize,
@@ -83,9 +89,12 @@ pub enum Scenario {
         qos: u8,
         #[arg(long, default_value_t = 64)]
         payload: usize,
-        /// Messages per second published; 0 = as fast as possible.
+        /// Messages per second published; 0 = closed loop with `window`.
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Messages the publisher may run ahead of the subscribers.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
     },
     /// N pairs, each publisher to its own subscriber's topic, each pair with
     /// a window of messages in flight.
@@ -150,13 +159,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if let Some(addr) = cli.addr {
         let report = scenarios::run(&cli.scenario, addr, None, duration).await?;
         report.print(cli.json);
-        return Ok(());
+        return check(&cli, &report);
     }
     if !cli.compare {
         let broker = Broker::start(cli.broker)?;
         let report = scenarios::run(&cli.scenario, broker.addr, Some(&broker), duration).await?;
         report.print(cli.json);
-        return Ok(());
+        return check(&cli, &report);
     }
     let mut reports: Vec<Report> = Vec::new();
     for round in 0..cli.rounds {
@@ -171,11 +180,45 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let report =
                 scenarios::run(&cli.scenario, broker.addr, Some(&broker), duration).await?;
             report.print(cli.json);
+            check(&cli, &report)?;
             reports.push(report);
             drop(broker);
         }
     }
     report::print_comparison(&reports, cli.json);
+    Ok(())
+}
+
+/// With `--check`: messages flowed, and none was lost where none may be.
+fn check(cli: &Cli, report: &Report) -> Result<(), Error> {
+    if !cli.check {
+        return Ok(());
+    }
+    let figure = |name: &str| report.figure(name).unwrap_or(0.0);
+    if let Scenario::Connections { connections, .. } = cli.scenario {
+        if figure("held") as usize != connections {
+            return Err(format!(
+                "check: {} of {connections} connections held",
+                figure("held")
+            )
+            .into());
+        }
+        return Ok(());
+    }
+    if figure("received") <= 0.0 {
+        return Err("check: no message was received".into());
+    }
+    let may_lose = matches!(
+        cli.scenario,
+        Scenario::FanIn {
+            qos: 0,
+            rate: 0,
+            ..
+        }
+    );
+    if !may_lose && figure("lost") > 0.0 {
+        return Err(format!("check: {} messages lost", figure("lost")).into());
+    }
     Ok(())
 }
 

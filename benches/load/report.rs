@@ -13,6 +13,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// The value of figure `name`, if the run reported it.
+    pub fn figure(&self, name: &str) -> Option<f64> {
+        self.figures
+            .iter()
+            .find(|(figure, _)| *figure == name)
+            .map(|(_, value)| *value)
+    }
+
     pub fn print(&self, json_only: bool) {
         let parameters: serde_json::Map<String, serde_json::Value> = self
             .parameters

@@ -96,14 +96,18 @@ pub async fn run(
             qos,
             payload,
             rate,
+            window,
         } => {
             fan_out(
                 addr,
                 broker,
-                subscribers,
-                qos_of(qos)?,
-                payload,
-                rate,
+                FanOut {
+                    subscribers,
+                    qos: qos_of(qos)?,
+                    payload,
+                    rate,
+                    window,
+                },
                 duration,
             )
             .await
@@ -526,15 +530,28 @@ async fn fan_in(
     Ok(report)
 }
 
-async fn fan_out(
-    addr: SocketAddr,
-    broker: Option<&Broker>,
+/// Parameters of the fan-out scenario.
+struct FanOut {
     subscribers: usize,
     qos: QoS,
     payload: usize,
     rate: u64,
+    window: usize,
+}
+
+async fn fan_out(
+    addr: SocketAddr,
+    broker: Option<&Broker>,
+    parameters: FanOut,
     duration: Duration,
 ) -> Result<Report, Error> {
+    let FanOut {
+        subscribers,
+        qos,
+        payload,
+        rate,
+        window,
+    } = parameters;
     let done = Arc::new(AtomicBool::new(false));
     let expected = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
@@ -547,25 +564,44 @@ async fn fan_out(
     let publisher = Client::connect(addr, None, "load-fan-out-pub", 60).await?;
     let before = usage(broker);
     let started = Instant::now();
+    let received_total = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Notify::new());
     let mut subs = JoinSet::new();
     for client in clients {
         subs.spawn(subscribe_loop(
             client,
             Arc::clone(&done),
             Arc::clone(&expected),
-            None,
+            Some((Arc::clone(&received_total), Arc::clone(&progress))),
         ));
     }
-    let sent = publish_loop(
-        publisher,
-        "fan/out".into(),
-        qos,
-        payload,
-        rate as f64,
-        1024,
-        started + duration,
-    )
-    .await?;
+    let sent = if rate > 0 {
+        publish_loop(
+            publisher,
+            "fan/out".into(),
+            qos,
+            payload,
+            rate as f64,
+            1024,
+            started + duration,
+        )
+        .await?
+    } else {
+        windowed_publisher(
+            publisher,
+            "fan/out".into(),
+            qos,
+            payload,
+            Window {
+                size: window,
+                received: received_total,
+                divisor: subscribers.max(1) as u64,
+                progress,
+            },
+            started + duration,
+        )
+        .await?
+    };
     expected.store(sent, Ordering::Release);
     done.store(true, Ordering::Release);
     let mut received = 0;
@@ -643,8 +679,14 @@ async fn p2p(
     }
     let mut pubs = JoinSet::new();
     for (client, topic, received, notify) in publishers {
-        pubs.spawn(pair_publisher(
-            client, topic, qos, payload, window, deadline, received, notify,
+        let window = Window {
+            size: window,
+            received,
+            divisor: 1,
+            progress: notify,
+        };
+        pubs.spawn(windowed_publisher(
+            client, topic, qos, payload, window, deadline,
         ));
     }
     let mut sent = 0;
@@ -693,19 +735,32 @@ async fn p2p(
     Ok(report)
 }
 
-/// One p2p publisher: keeps at most `window` messages sent but not yet
-/// received by its subscriber.
-#[allow(clippy::too_many_arguments)]
-async fn pair_publisher(
+/// How far a publisher may run ahead of its subscribers: `received /
+/// divisor` is how many of its messages each subscriber has had, on
+/// average, and `progress` is notified as that grows.
+struct Window {
+    size: usize,
+    received: Arc<AtomicU64>,
+    divisor: u64,
+    progress: Arc<Notify>,
+}
+
+/// A closed-loop publisher: keeps at most `window.size` messages sent but
+/// not yet received.
+async fn windowed_publisher(
     client: Client,
     topic: String,
     qos: QoS,
     payload: usize,
-    window: usize,
+    window: Window,
     deadline: Instant,
-    received: Arc<AtomicU64>,
-    notify: Arc<Notify>,
 ) -> Result<u64, Error> {
+    let Window {
+        size: window,
+        received,
+        divisor,
+        progress: notify,
+    } = window;
     let Client { reader, mut writer } = client;
     // QoS 1 acknowledgements to the publisher are read and dropped.
     let drain = tokio::spawn(count_acks(
@@ -716,7 +771,8 @@ async fn pair_publisher(
     let topic = topic.into_bytes();
     let mut sent: u64 = 0;
     while Instant::now() < deadline {
-        let room = (window as u64).saturating_sub(sent - received.load(Ordering::Acquire));
+        let delivered = received.load(Ordering::Acquire) / divisor;
+        let room = (window as u64).saturating_sub(sent.saturating_sub(delivered));
         if room == 0 {
             let _ = tokio::time::timeout(Duration::from_millis(100), notify.notified()).await;
             continue;

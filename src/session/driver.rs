@@ -193,7 +193,7 @@ where
             session.state.pending.push_front(delivery);
             return false;
         };
-        session.state.inflight.push_back(Inflight {
+        session.state.track(Inflight {
             packet_id,
             delivery: delivery.clone(),
             phase: Phase::Published,

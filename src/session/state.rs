@@ -4,7 +4,7 @@
 //! packet id to use. Separate from the socket: it survives disconnects of a
 //! persistent session.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,10 @@ pub struct SessionState {
     /// Deliveries taken for this session but not yet sent (retained
     /// messages for a new subscription wait here behind the SUBACK).
     pub pending: VecDeque<Delivery>,
+    /// The packet ids in `inflight`, for O(1) allocation; derived, so not
+    /// stored (see [`SessionState::rebuild_index`]).
+    #[serde(skip)]
+    ids_in_use: HashSet<u16>,
 }
 
 impl SessionState {
@@ -59,11 +63,22 @@ impl SessionState {
             let Some(candidate) = PacketId::new(self.next_packet_id) else {
                 continue;
             };
-            if !self.inflight.iter().any(|i| i.packet_id == candidate) {
+            if !self.ids_in_use.contains(&candidate.get()) {
                 return Some(candidate);
             }
         }
         None
+    }
+
+    /// Adds an outbound message to the in-flight list, in sending order.
+    pub fn track(&mut self, inflight: Inflight) {
+        self.ids_in_use.insert(inflight.packet_id.get());
+        self.inflight.push_back(inflight);
+    }
+
+    /// Recomputes the derived id index, after the state was loaded.
+    pub fn rebuild_index(&mut self) {
+        self.ids_in_use = self.inflight.iter().map(|i| i.packet_id.get()).collect();
     }
 
     /// The in-flight entry with `packet_id`.
@@ -79,6 +94,10 @@ impl SessionState {
             .inflight
             .iter()
             .position(|i| i.packet_id == packet_id && i.phase == phase && i.delivery.qos == qos)?;
+        self.ids_in_use.remove(&packet_id.get());
+        if self.ids_in_use.is_empty() && self.ids_in_use.capacity() > 64 {
+            self.ids_in_use = HashSet::new();
+        }
         self.inflight.remove(index)
     }
 }
