@@ -232,11 +232,10 @@ mod tests {
             queue_qos0: false,
         };
         let (inbox, receiver) = Inbox::new(Arc::clone(&id), limits);
+        let mut state = SessionState::default();
+        state.next_packet_id = 42;
         let parked = Parked {
-            state: SessionState {
-                next_packet_id: 42,
-                ..SessionState::default()
-            },
+            state,
             inbox,
             receiver,
         };
