@@ -217,6 +217,22 @@ struct Tally {
     last: Option<Instant>,
 }
 
+/// Sums the subscribers' tallies.
+async fn gather(mut subscribers: JoinSet<Result<Tally, Error>>) -> Result<Tally, Error> {
+    let mut total = Tally {
+        received: 0,
+        latency: histogram(),
+        last: None,
+    };
+    while let Some(result) = subscribers.join_next().await {
+        let tally = result??;
+        total.received += tally.received;
+        total.last = total.last.max(tally.last);
+        let _ = total.latency.add(&tally.latency);
+    }
+    Ok(total)
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!())
 }
@@ -604,15 +620,11 @@ async fn fan_out(
     };
     expected.store(sent, Ordering::Release);
     done.store(true, Ordering::Release);
-    let mut received = 0;
-    let mut last = None;
-    let mut latency = histogram();
-    while let Some(result) = subs.join_next().await {
-        let tally = result??;
-        received += tally.received;
-        last = last.max(tally.last);
-        let _ = latency.add(&tally.latency);
-    }
+    let Tally {
+        received,
+        latency,
+        last,
+    } = gather(subs).await?;
     let after = usage(broker);
     let mut report = report(
         "fan-out",
@@ -690,24 +702,16 @@ async fn p2p(
         ));
     }
     let mut sent = 0;
-    let mut index = 0;
     while let Some(result) = pubs.join_next().await {
-        let count = result??;
-        sent += count;
-        index += 1;
+        sent += result??;
     }
-    debug_assert_eq!(index, pairs);
     // Each subscriber stops once idle; the totals decide loss.
     done.store(true, Ordering::Release);
-    let mut received = 0;
-    let mut last = None;
-    let mut latency = histogram();
-    while let Some(result) = subs.join_next().await {
-        let tally = result??;
-        received += tally.received;
-        last = last.max(tally.last);
-        let _ = latency.add(&tally.latency);
-    }
+    let Tally {
+        received,
+        latency,
+        last,
+    } = gather(subs).await?;
     let after = usage(broker);
     let mut report = report(
         "p2p",
