@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::state::SessionState;
@@ -29,12 +30,12 @@ pub struct Parked {
 struct Active {
     generation: u64,
     kick: CancellationToken,
-    released: CancellationToken,
 }
 
 #[derive(Debug, Default)]
 struct SlotInner {
-    parked: Option<Parked>,
+    /// Boxed: most slots belong to a connected client and hold none.
+    parked: Option<Box<Parked>>,
     active: Option<Active>,
     /// Set when the slot is being removed from the map: an acquirer that
     /// finds it set starts over with a fresh slot.
@@ -46,11 +47,35 @@ struct Slot {
     /// Serialises CONNECT handovers for one client id.
     connect: tokio::sync::Mutex<()>,
     inner: Mutex<SlotInner>,
+    /// Woken when the active connection lets go of the session.
+    released: Notify,
 }
 
 impl Slot {
     fn inner(&self) -> MutexGuard<'_, SlotInner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Clears the active connection if it is still `generation`, and wakes
+    /// whoever waits to take the session over.
+    fn let_go(&self, generation: u64, parked: Option<Box<Parked>>) -> bool {
+        let mut inner = self.inner();
+        let owner = inner
+            .active
+            .as_ref()
+            .is_some_and(|active| active.generation == generation);
+        let mut removed = false;
+        if owner {
+            inner.active = None;
+            inner.parked = parked;
+            if inner.parked.is_none() {
+                inner.removed = true;
+                removed = true;
+            }
+        }
+        drop(inner);
+        self.released.notify_waiters();
+        removed
     }
 }
 
@@ -62,7 +87,7 @@ pub struct Lease {
     slot: Arc<Slot>,
     /// Cancelled when another connection takes the session over.
     pub kick: CancellationToken,
-    released: CancellationToken,
+    released: bool,
 }
 
 impl Drop for Lease {
@@ -70,19 +95,9 @@ impl Drop for Lease {
     /// panicked, or was cancelled) still frees the client id, so the next
     /// CONNECT for it does not wait forever. The session state is lost.
     fn drop(&mut self) {
-        if self.released.is_cancelled() {
-            return;
+        if !self.released {
+            self.slot.let_go(self.generation, None);
         }
-        let mut inner = self.slot.inner();
-        if inner
-            .active
-            .as_ref()
-            .is_some_and(|active| active.generation == self.generation)
-        {
-            inner.active = None;
-        }
-        drop(inner);
-        self.released.cancel();
     }
 }
 
@@ -113,16 +128,17 @@ impl SessionManager {
             let slot = Arc::clone(self.slots.entry(Arc::clone(client_id)).or_default().value());
             let _handover = slot.connect.lock().await;
             loop {
-                let active = slot
-                    .inner()
-                    .active
-                    .as_ref()
-                    .map(|a| (a.kick.clone(), a.released.clone()));
-                let Some((kick, released)) = active else {
+                // Listen before looking, so a release between the look and
+                // the wait is not missed.
+                let released = slot.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                let kick = slot.inner().active.as_ref().map(|a| a.kick.clone());
+                let Some(kick) = kick else {
                     break;
                 };
                 kick.cancel();
-                released.cancelled().await;
+                released.await;
             }
             let mut inner = slot.inner();
             if inner.removed {
@@ -133,20 +149,18 @@ impl SessionManager {
             }
             let generation = self.generation.fetch_add(1, Ordering::Relaxed);
             let kick = shutdown.child_token();
-            let released = CancellationToken::new();
             inner.active = Some(Active {
                 generation,
                 kick: kick.clone(),
-                released: released.clone(),
             });
-            let parked = inner.parked.take();
+            let parked = inner.parked.take().map(|parked| *parked);
             drop(inner);
             let lease = Lease {
                 client_id: Arc::clone(client_id),
                 generation,
                 slot: Arc::clone(&slot),
                 kick,
-                released,
+                released: false,
             };
             return (lease, parked);
         }
@@ -154,28 +168,13 @@ impl SessionManager {
 
     /// Ends a connection's claim: parks its session for the next connection
     /// (`Some`), or forgets it (`None`).
-    pub fn release(&self, lease: Lease, parked: Option<Parked>) {
-        let mut inner = lease.slot.inner();
-        let owner = inner
-            .active
-            .as_ref()
-            .is_some_and(|active| active.generation == lease.generation);
-        let mut remove = false;
-        if owner {
-            inner.active = None;
-            inner.parked = parked;
-            if inner.parked.is_none() {
-                inner.removed = true;
-                remove = true;
-            }
-        }
-        drop(inner);
-        if remove {
+    pub fn release(&self, mut lease: Lease, parked: Option<Parked>) {
+        lease.released = true;
+        if lease.slot.let_go(lease.generation, parked.map(Box::new)) {
             self.slots.remove_if(&lease.client_id, |_, current| {
                 Arc::ptr_eq(current, &lease.slot)
             });
         }
-        lease.released.cancel();
     }
 
     /// Client ids with a session (connected or parked).
