@@ -63,8 +63,6 @@ pub struct Inbox {
     /// then a full queue is the client's doing, and publishers are not held
     /// back for it.
     peer_blocked: AtomicBool,
-    /// Woken when a congested queue drains below half.
-    room: Notify,
 }
 
 /// The receiving side, owned by the session. Dropping it closes the inbox.
@@ -100,7 +98,6 @@ impl Inbox {
             online: AtomicBool::new(true),
             dropping: AtomicBool::new(false),
             peer_blocked: AtomicBool::new(false),
-            room: Notify::new(),
         });
         let receiver = InboxReceiver {
             inbox: Arc::clone(&inbox),
@@ -143,16 +140,6 @@ impl Inbox {
         }
         let queue = self.lock();
         over_half(&queue, &self.limits)
-    }
-
-    /// Waits until the queue drains below half (or is no longer worth
-    /// waiting for), at most `limit`.
-    pub async fn wait_for_room(&self, limit: std::time::Duration) {
-        let room = self.room.notified();
-        if !self.is_congested() {
-            return;
-        }
-        let _ = tokio::time::timeout(limit, room).await;
     }
 
     /// Queues `delivery` unless a bound says no. Never waits.
@@ -232,7 +219,6 @@ impl InboxReceiver {
     /// one lock.
     pub fn drain_into(&mut self, into: &mut VecDeque<Delivery>, max: usize) -> usize {
         let mut queue = self.inbox.lock();
-        let was_over_half = over_half(&queue, &self.inbox.limits);
         let count = queue.items.len().min(max);
         let mut bytes = 0;
         for delivery in queue.items.drain(..count) {
@@ -242,11 +228,6 @@ impl InboxReceiver {
         queue.bytes -= bytes;
         if queue.items.is_empty() && queue.items.capacity() > KEEP_CAPACITY {
             queue.items = VecDeque::new();
-        }
-        let below_half = !over_half(&queue, &self.inbox.limits);
-        drop(queue);
-        if was_over_half && below_half {
-            self.inbox.room.notify_waiters();
         }
         count
     }

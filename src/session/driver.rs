@@ -73,21 +73,40 @@ where
     let keep_alive = (session.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(session.keep_alive) * 1500));
     let mut last_heard = Instant::now();
-    let deadline = tokio::time::sleep_until(last_heard + keep_alive.unwrap_or_default());
-    tokio::pin!(deadline);
+    // One timer serves the keep-alive deadline and the flow-control checks.
+    // It is moved lazily: when it fires, it is set to what is due next.
+    let mut timer_at = last_heard + keep_alive.unwrap_or(CONGESTION_CHECK);
+    let timer = tokio::time::sleep_until(timer_at);
+    tokio::pin!(timer);
+    let mut paused_since: Option<Instant> = None;
     if let Err(exit) = process_input(shared, session) {
         return exit;
     }
     loop {
         pull_deliveries(shared, session);
+        if let Some(inbox) = &session.congested {
+            // Flow control: input stays paused while the subscriber is
+            // congested, for at most CONGESTION_PAUSE at a time.
+            let now = Instant::now();
+            let since = *paused_since.get_or_insert(now);
+            if !inbox.is_congested() || now - since >= CONGESTION_PAUSE {
+                session.congested = None;
+                paused_since = None;
+                shared.metrics.publish_pauses.increment();
+            } else if timer_at > now + CONGESTION_CHECK {
+                timer_at = now + CONGESTION_CHECK;
+                timer.as_mut().reset(timer_at);
+            }
+        }
+        let paused = session.congested.is_some();
         let backed_up = session.connection.unsent() >= WRITE_HIGH_WATER;
         session.inbox.set_peer_blocked(backed_up);
-        let can_read = !backed_up && session.congested.is_none();
+        let can_read = !backed_up && !paused;
         // Take from the inbox only while the window and the write buffer
         // have room: otherwise the inbox's bounds would stop applying.
         let window_open = session.state.inflight.len() < shared.config.max_inflight
             && session.state.pending.is_empty()
-            && can_read;
+            && !backed_up;
         tokio::select! {
             biased;
             _ = kick.cancelled() => {
@@ -97,14 +116,18 @@ where
                     Exit::TakenOver
                 };
             }
-            _ = &mut deadline, if keep_alive.is_some() => {
-                // The timer is reset lazily: only when it fires is it
-                // checked against the last time the client was heard.
-                let due = last_heard + keep_alive.unwrap_or_default();
-                if Instant::now() >= due {
-                    return Exit::KeepAlive;
+            _ = &mut timer, if keep_alive.is_some() || paused => {
+                let now = Instant::now();
+                if let Some(keep_alive) = keep_alive {
+                    let due = last_heard + keep_alive;
+                    if now >= due {
+                        return Exit::KeepAlive;
+                    }
+                    timer_at = due;
+                } else {
+                    timer_at = now + CONGESTION_CHECK;
                 }
-                deadline.as_mut().reset(due);
+                timer.as_mut().reset(timer_at);
             }
             event = session.connection.ready(can_read) => match event {
                 Err(error) => return Exit::Io(error),
@@ -124,10 +147,6 @@ where
                     }
                 }
             },
-            _ = wait_for_room(&session.congested), if session.congested.is_some() => {
-                session.congested = None;
-                shared.metrics.publish_pauses.increment();
-            }
             delivery = session.receiver.recv(), if window_open => {
                 if let Some(delivery) = delivery {
                     deliver(shared, session, delivery);
@@ -139,13 +158,8 @@ where
 
 /// Longest pause of a publisher's input for one congested subscriber.
 const CONGESTION_PAUSE: Duration = Duration::from_millis(20);
-
-/// Waits (bounded) for a congested subscriber's queue to drain below half.
-async fn wait_for_room(congested: &Option<Arc<crate::router::inbox::Inbox>>) {
-    if let Some(inbox) = congested {
-        inbox.wait_for_room(CONGESTION_PAUSE).await;
-    }
-}
+/// How often a paused publisher looks again at the congested subscriber.
+const CONGESTION_CHECK: Duration = Duration::from_millis(2);
 
 /// Deliveries taken from the inbox under one lock.
 const PULL_BATCH: usize = 64;
