@@ -15,16 +15,26 @@ pub struct TopicTree<S> {
 /// few, and a vector of one costs far less than a hash map of one.
 #[derive(Debug)]
 struct Node<S> {
-    children: HashMap<Box<str>, Node<S>>,
+    /// Boxed and absent in leaves: a node is an entry in its parent's
+    /// table, and most nodes have no children, so the box keeps every
+    /// entry 40 bytes smaller (measured with the connections benchmark).
+    #[allow(clippy::box_collection)]
+    children: Option<Box<HashMap<Box<str>, Node<S>>>>,
     subscribers: Vec<(std::sync::Arc<str>, S)>,
 }
 
 impl<S> Default for Node<S> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: None,
             subscribers: Vec::new(),
         }
+    }
+}
+
+impl<S> Node<S> {
+    fn child(&self, level: &str) -> Option<&Node<S>> {
+        self.children.as_ref()?.get(level)
     }
 }
 
@@ -63,7 +73,11 @@ impl<S> TopicTree<S> {
     ) -> Option<S> {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node
+                .children
+                .get_or_insert_with(Default::default)
+                .entry(level.into())
+                .or_default();
         }
         if let Some(slot) = node.subscribers.iter_mut().find(|(id, _)| *id == client) {
             return Some(std::mem::replace(&mut slot.1, subscriber));
@@ -97,12 +111,18 @@ impl<S> TopicTree<S> {
             }
             return true;
         };
-        let Some(child) = node.children.get_mut(*first) else {
+        let Some(children) = node.children.as_mut() else {
+            return false;
+        };
+        let Some(child) = children.get_mut(*first) else {
             return false;
         };
         let removed = Self::remove_at(child, rest, client);
-        if child.children.is_empty() && child.subscribers.is_empty() {
-            node.children.remove(*first);
+        if child.children.is_none() && child.subscribers.is_empty() {
+            children.remove(*first);
+            if children.is_empty() {
+                node.children = None;
+            }
         }
         removed
     }
@@ -126,7 +146,7 @@ impl<S> TopicTree<S> {
         if !skip_wildcards {
             // '#' matches the parent level and everything below it
             // ("sport/#" matches "sport") [MQTT-4.7.1-1].
-            if let Some(multi) = node.children.get("#") {
+            if let Some(multi) = node.child("#") {
                 for (client, subscriber) in &multi.subscribers {
                     visit(client, subscriber);
                 }
@@ -138,11 +158,11 @@ impl<S> TopicTree<S> {
             }
             return;
         };
-        if let Some(child) = node.children.get(*first) {
+        if let Some(child) = node.child(first) {
             Self::match_at(child, rest, false, visit);
         }
         if !skip_wildcards {
-            if let Some(single) = node.children.get("+") {
+            if let Some(single) = node.child("+") {
                 Self::match_at(single, rest, false, visit);
             }
         }
@@ -247,6 +267,6 @@ mod tests {
         assert!(tree.remove("a/#", "c1"));
         assert!(tree.remove("a/b", "c2"));
         assert!(tree.is_empty());
-        assert!(tree.root.children.is_empty(), "empty nodes are pruned");
+        assert!(tree.root.children.is_none(), "empty nodes are pruned");
     }
 }
