@@ -47,11 +47,8 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         metrics.connections_open.increment();
         let guard = OpenConnection(Arc::clone(metrics));
         let (reader, writer) = stream.into_split();
-        let task_shared = Arc::clone(&shared);
-        shared.tasks.spawn(async move {
-            let _guard = guard;
-            session::serve(task_shared, reader, writer, peer).await;
-        });
+        let connection = session::serve(Arc::clone(&shared), reader, writer, peer, guard);
+        shared.tasks.spawn(connection);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod handshake;
 pub mod manager;
 pub mod state;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -37,14 +38,26 @@ pub struct Shared {
     pub tasks: Tasks,
 }
 
-/// Serves one client connection from its first byte to its close.
-pub async fn serve<R, W>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr)
+/// Serves one client connection from its first byte to its close, then
+/// drops `guard`. The span is made before the future, so the future does
+/// not carry the peer address along, and the caller spawns this future
+/// itself rather than wrapping it (a wrapper would hold it twice): every
+/// byte of it is paid per idle connection.
+pub fn serve<R, W, G>(
+    shared: Arc<Shared>,
+    reader: R,
+    writer: W,
+    peer: SocketAddr,
+    guard: G,
+) -> impl Future<Output = ()> + Send
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
+    G: Send,
 {
     let span = tracing::info_span!("connection", %peer, client_id = tracing::field::Empty);
     async move {
+        let _guard = guard;
         let connection = Connection::new(
             reader,
             writer,
@@ -59,7 +72,6 @@ where
         }
     }
     .instrument(span)
-    .await
 }
 
 #[cfg(test)]
@@ -85,7 +97,7 @@ mod tests {
             .unwrap();
         let (reader, writer) = stream.into_split();
         let peer = "127.0.0.1:1".parse().unwrap();
-        let task = super::serve(shared, reader, writer, peer);
+        let task = super::serve(shared, reader, writer, peer, ());
         let task_bytes = std::mem::size_of_val(&task);
         assert!(
             task_bytes <= 1024,
