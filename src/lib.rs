@@ -10,8 +10,8 @@
 //! message out into the bounded inboxes of the subscribed sessions. Each
 //! session task drains its inbox, encodes with [`protocol::encode`] into its
 //! write buffer and flushes once per batch. The payload of a message is one
-//! shared `Bytes` from the moment it is decoded to the moment the last
-//! subscriber's socket has it.
+//! shared `Bytes` from the moment it is decoded until it is copied into each
+//! subscriber's write buffer; no subscriber gets a copy of the message.
 //!
 //! # A PUBLISH, end to end
 //!
@@ -24,6 +24,10 @@
 //!    trie once under a read lock, and `try_send`s a shared message into
 //!    each subscriber's inbox.
 //! 4. The publisher gets its PUBACK or PUBREC once the router has returned.
+//!    Routing never waits; if a subscriber's queue is over half full while
+//!    its client keeps up, the publisher's input pauses briefly so the
+//!    subscriber can catch up (a client that does not read is never waited
+//!    for: messages for it are dropped at its queue bound, and counted).
 //!
 //! # Embedding
 //!
