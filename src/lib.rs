@@ -118,6 +118,10 @@ impl Broker {
     /// end, at most `shutdown_timeout`. Returns false if some did not.
     pub async fn shutdown(self) -> bool {
         let timeout = self.shared.config.shutdown_timeout();
+        // Cancel first (no new session starts), then interrupt the sessions
+        // that run; one that attaches later sees the cancelled token.
+        self.shared.tasks.shutdown();
+        self.shared.sessions.interrupt_all();
         self.shared.tasks.shutdown_and_wait(timeout).await
     }
 }

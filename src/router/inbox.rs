@@ -5,7 +5,7 @@
 //! that client drains it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
@@ -27,6 +27,16 @@ pub enum Offer {
     OfflineQoS0,
     /// Dropped: the session is gone.
     Closed,
+}
+
+/// Why a session must stop, delivered through its inbox so that one
+/// wake-up source serves deliveries, takeover and shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// Another connection takes the session over.
+    TakenOver = 1,
+    /// The broker is shutting down.
+    ShuttingDown = 2,
 }
 
 /// Bounds of one inbox.
@@ -59,6 +69,8 @@ pub struct Inbox {
     /// Set while messages are being dropped, so the drop is logged once
     /// per episode rather than once per message.
     dropping: AtomicBool,
+    /// An [`Interrupt`] for the session (0: none).
+    interrupt: AtomicU8,
     /// Set by the session while its client is not reading what it is sent:
     /// then a full queue is the client's doing, and publishers are not held
     /// back for it.
@@ -98,6 +110,7 @@ impl Inbox {
             online: AtomicBool::new(true),
             dropping: AtomicBool::new(false),
             peer_blocked: AtomicBool::new(false),
+            interrupt: AtomicU8::new(0),
         });
         let receiver = InboxReceiver {
             inbox: Arc::clone(&inbox),
@@ -122,6 +135,28 @@ impl Inbox {
     /// Whether the session is connected.
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Acquire)
+    }
+
+    /// Tells the session to stop, and wakes it.
+    pub fn interrupt(&self, reason: Interrupt) {
+        let _ =
+            self.interrupt
+                .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+        self.ready.notify_one();
+    }
+
+    /// The interrupt pending for the session, if any.
+    pub fn interruption(&self) -> Option<Interrupt> {
+        match self.interrupt.load(Ordering::Acquire) {
+            1 => Some(Interrupt::TakenOver),
+            2 => Some(Interrupt::ShuttingDown),
+            _ => None,
+        }
+    }
+
+    /// Clears a past interrupt, for the next connection of the session.
+    pub fn clear_interrupt(&self) {
+        self.interrupt.store(0, Ordering::Release);
     }
 
     /// Records whether the session's client is keeping up with its socket.
@@ -191,17 +226,11 @@ impl Inbox {
 }
 
 impl InboxReceiver {
-    /// The next delivery, waiting for one. Cancel-safe: a delivery is only
-    /// taken out of the queue in the poll that returns it.
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        loop {
-            if let Some(delivery) = self.try_recv() {
-                return Some(delivery);
-            }
-            // A notification sent after the check above is kept as a permit,
-            // so this cannot miss a delivery.
-            self.inbox.ready.notified().await;
-        }
+    /// Waits until the queue stops being empty or the session is
+    /// interrupted. A wake-up that happens while nobody waits is kept, so
+    /// checking the queue, then waiting here, misses nothing.
+    pub async fn changed(&self) {
+        self.inbox.ready.notified().await;
     }
 
     /// The next delivery if one is queued.

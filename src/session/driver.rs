@@ -20,6 +20,7 @@ use crate::protocol::{
     Ack, DecodeError, Packet, PacketId, Publish, PublishProperties, PublishRef, QoS, ReasonCode,
     SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::router::inbox::Interrupt;
 use crate::router::message::{Delivery, Message};
 
 /// Why a session loop ended.
@@ -67,8 +68,6 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    // Cancelled on takeover, and (as a child of it) on shutdown.
-    let kick = session.lease.kick.clone();
     // [MQTT-3.1.2-24] (v3.1.1): one and a half times the keep-alive.
     let keep_alive = (session.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(session.keep_alive) * 1500));
@@ -83,6 +82,12 @@ where
         return exit;
     }
     loop {
+        // Takeover and shutdown arrive through the inbox, like deliveries.
+        match session.inbox.interruption() {
+            Some(Interrupt::TakenOver) => return Exit::TakenOver,
+            Some(Interrupt::ShuttingDown) => return Exit::Shutdown,
+            None => {}
+        }
         pull_deliveries(shared, session);
         if let Some(inbox) = &session.congested {
             // Flow control: input stays paused while the subscriber is
@@ -102,20 +107,8 @@ where
         let backed_up = session.connection.unsent() >= WRITE_HIGH_WATER;
         session.inbox.set_peer_blocked(backed_up);
         let can_read = !backed_up && !paused;
-        // Take from the inbox only while the window and the write buffer
-        // have room: otherwise the inbox's bounds would stop applying.
-        let window_open = session.state.inflight.len() < shared.config.max_inflight
-            && session.state.pending.is_empty()
-            && !backed_up;
         tokio::select! {
             biased;
-            _ = kick.cancelled() => {
-                return if shared.tasks.token().is_cancelled() {
-                    Exit::Shutdown
-                } else {
-                    Exit::TakenOver
-                };
-            }
             _ = &mut timer, if keep_alive.is_some() || paused => {
                 let now = Instant::now();
                 if let Some(keep_alive) = keep_alive {
@@ -147,11 +140,8 @@ where
                     }
                 }
             },
-            delivery = session.receiver.recv(), if window_open => {
-                if let Some(delivery) = delivery {
-                    deliver(shared, session, delivery);
-                }
-            }
+            // Deliveries (pulled at the top of the loop), takeover, shutdown.
+            _ = session.receiver.changed() => {}
         }
     }
 }

@@ -120,7 +120,7 @@ where
     tracing::Span::current().record("client_id", &*client_id);
     let claim = tokio::select! {
         _ = token.cancelled() => return None,
-        claim = shared.sessions.acquire(&client_id, &token) => claim,
+        claim = shared.sessions.acquire(&client_id) => claim,
     };
     let (lease, parked) = claim;
     let limits = InboxLimits {
@@ -144,6 +144,9 @@ where
         }
     };
     inbox.set_online(true);
+    shared
+        .sessions
+        .attach(&lease, &inbox, shared.tasks.token().is_cancelled());
     // Boxed: the session lives as long as the connection, and its futures
     // then hold a pointer rather than a copy each.
     let mut session = Box::new(Session {

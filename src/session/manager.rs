@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::state::SessionState;
-use crate::router::inbox::{Inbox, InboxReceiver};
+use crate::router::inbox::{Inbox, InboxReceiver, Interrupt};
 
 /// A session whose client is not connected.
 #[derive(Debug)]
@@ -29,7 +28,11 @@ pub struct Parked {
 #[derive(Debug)]
 struct Active {
     generation: u64,
-    kick: CancellationToken,
+    /// The connection's inbox, once its handshake chose one: a takeover or
+    /// shutdown interrupts the connection through it.
+    inbox: Option<Arc<Inbox>>,
+    /// Taken over before it attached its inbox.
+    kicked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -85,8 +88,6 @@ pub struct Lease {
     client_id: Arc<str>,
     generation: u64,
     slot: Arc<Slot>,
-    /// Cancelled when another connection takes the session over.
-    pub kick: CancellationToken,
     released: bool,
 }
 
@@ -114,16 +115,10 @@ impl SessionManager {
         SessionManager::default()
     }
 
-    /// Claims `client_id`'s session for a new connection: kicks the
+    /// Claims `client_id`'s session for a new connection: interrupts the
     /// connection that holds it, if any, waits for it to hand back, and
-    /// returns the parked session, if there is one. The lease's `kick` is a
-    /// child of `shutdown`, so one token tells the connection to stop for
-    /// either reason.
-    pub async fn acquire(
-        &self,
-        client_id: &Arc<str>,
-        shutdown: &CancellationToken,
-    ) -> (Lease, Option<Parked>) {
+    /// returns the parked session, if there is one.
+    pub async fn acquire(&self, client_id: &Arc<str>) -> (Lease, Option<Parked>) {
         loop {
             let slot = Arc::clone(self.slots.entry(Arc::clone(client_id)).or_default().value());
             let _handover = slot.connect.lock().await;
@@ -133,11 +128,16 @@ impl SessionManager {
                 let released = slot.released.notified();
                 tokio::pin!(released);
                 released.as_mut().enable();
-                let kick = slot.inner().active.as_ref().map(|a| a.kick.clone());
-                let Some(kick) = kick else {
-                    break;
-                };
-                kick.cancel();
+                {
+                    let mut inner = slot.inner();
+                    let Some(active) = inner.active.as_mut() else {
+                        break;
+                    };
+                    match &active.inbox {
+                        Some(inbox) => inbox.interrupt(Interrupt::TakenOver),
+                        None => active.kicked = true,
+                    }
+                }
                 released.await;
             }
             let mut inner = slot.inner();
@@ -148,10 +148,10 @@ impl SessionManager {
                 continue;
             }
             let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-            let kick = shutdown.child_token();
             inner.active = Some(Active {
                 generation,
-                kick: kick.clone(),
+                inbox: None,
+                kicked: false,
             });
             let parked = inner.parked.take().map(|parked| *parked);
             drop(inner);
@@ -159,10 +159,40 @@ impl SessionManager {
                 client_id: Arc::clone(client_id),
                 generation,
                 slot: Arc::clone(&slot),
-                kick,
                 released: false,
             };
             return (lease, parked);
+        }
+    }
+
+    /// Records the inbox of the connection holding `lease`, through which it
+    /// is interrupted; applies a takeover that came before, and the
+    /// shutdown if it has begun.
+    pub fn attach(&self, lease: &Lease, inbox: &Arc<Inbox>, shutting_down: bool) {
+        inbox.clear_interrupt();
+        let mut inner = lease.slot.inner();
+        if let Some(active) = inner
+            .active
+            .as_mut()
+            .filter(|active| active.generation == lease.generation)
+        {
+            active.inbox = Some(Arc::clone(inbox));
+            if active.kicked {
+                inbox.interrupt(Interrupt::TakenOver);
+            }
+        }
+        drop(inner);
+        if shutting_down {
+            inbox.interrupt(Interrupt::ShuttingDown);
+        }
+    }
+
+    /// Interrupts every connected session: the broker is shutting down.
+    pub fn interrupt_all(&self) {
+        for slot in self.slots.iter() {
+            if let Some(inbox) = slot.inner().active.as_ref().and_then(|a| a.inbox.as_ref()) {
+                inbox.interrupt(Interrupt::ShuttingDown);
+            }
         }
     }
 
@@ -199,50 +229,92 @@ mod tests {
     async fn dropped_lease_frees_the_client_id() {
         let manager = SessionManager::new();
         let id: Arc<str> = Arc::from("device");
-        let (lease, parked) = manager.acquire(&id, &CancellationToken::new()).await;
+        let (lease, parked) = manager.acquire(&id).await;
         assert!(parked.is_none());
         drop(lease);
-        let again = tokio::time::timeout(
-            Duration::from_secs(5),
-            manager.acquire(&id, &CancellationToken::new()),
-        )
-        .await;
+        let again = tokio::time::timeout(Duration::from_secs(5), manager.acquire(&id)).await;
         assert!(again.is_ok(), "acquire waited for a lease that was dropped");
     }
 
-    // A second acquire kicks the first lease and waits for its release.
+    // A second acquire interrupts the holder through its inbox, waits for
+    // its release, and takes over what it parked.
     #[tokio::test]
-    async fn acquire_kicks_the_holder_and_takes_its_parked_state() {
+    async fn acquire_interrupts_the_holder_and_takes_its_parked_state() {
         let manager = Arc::new(SessionManager::new());
         let id: Arc<str> = Arc::from("device");
-        let (first, _) = manager.acquire(&id, &CancellationToken::new()).await;
-        let kicked = first.kick.clone();
-        let second = {
-            let manager = Arc::clone(&manager);
-            let id = Arc::clone(&id);
-            tokio::spawn(async move { manager.acquire(&id, &CancellationToken::new()).await })
-        };
-        tokio::time::timeout(Duration::from_secs(5), kicked.cancelled())
-            .await
-            .expect("the holder is kicked");
+        let (first, _) = manager.acquire(&id).await;
         let limits = crate::router::inbox::InboxLimits {
             max_messages: 1,
             max_bytes: 1,
             queue_qos0: false,
         };
         let (inbox, receiver) = Inbox::new(Arc::clone(&id), limits);
+        manager.attach(&first, &inbox, false);
+        assert_eq!(inbox.interruption(), None);
+        let second = {
+            let manager = Arc::clone(&manager);
+            let id = Arc::clone(&id);
+            tokio::spawn(async move { manager.acquire(&id).await })
+        };
+        tokio::time::timeout(Duration::from_secs(5), receiver.changed())
+            .await
+            .expect("the holder is woken");
+        assert_eq!(inbox.interruption(), Some(Interrupt::TakenOver));
         let mut state = SessionState::default();
         state.next_packet_id = 42;
         let parked = Parked {
             state,
-            inbox,
+            inbox: Arc::clone(&inbox),
             receiver,
         };
         manager.release(first, Some(parked));
-        let (_lease, parked) = tokio::time::timeout(Duration::from_secs(5), second)
+        let (second, parked) = tokio::time::timeout(Duration::from_secs(5), second)
             .await
             .expect("the second acquire completes")
             .expect("task");
-        assert_eq!(parked.map(|p| p.state.next_packet_id), Some(42));
+        let parked = parked.expect("the parked session is handed over");
+        assert_eq!(parked.state.next_packet_id, 42);
+        // The next connection starts uninterrupted.
+        manager.attach(&second, &parked.inbox, false);
+        assert_eq!(parked.inbox.interruption(), None);
+    }
+
+    // A takeover that comes before the holder attached its inbox is applied
+    // when it attaches.
+    #[tokio::test]
+    async fn takeover_before_attach_is_applied_on_attach() {
+        let manager = Arc::new(SessionManager::new());
+        let id: Arc<str> = Arc::from("device");
+        let (first, _) = manager.acquire(&id).await;
+        let second = {
+            let manager = Arc::clone(&manager);
+            let id = Arc::clone(&id);
+            tokio::spawn(async move { manager.acquire(&id).await })
+        };
+        let limits = crate::router::inbox::InboxLimits {
+            max_messages: 1,
+            max_bytes: 1,
+            queue_qos0: false,
+        };
+        let (inbox, _receiver) = Inbox::new(Arc::clone(&id), limits);
+        // Wait until the second acquire has marked the holder.
+        loop {
+            let kicked = first
+                .slot
+                .inner()
+                .active
+                .as_ref()
+                .is_some_and(|active| active.kicked);
+            if kicked {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        manager.attach(&first, &inbox, false);
+        assert_eq!(inbox.interruption(), Some(Interrupt::TakenOver));
+        manager.release(first, None);
+        let _ = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the second acquire completes");
     }
 }
