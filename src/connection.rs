@@ -4,11 +4,15 @@
 //! lives in the struct, so [`Connection::ready`] is cancel-safe inside a
 //! `select!`.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::io::poll_read_buf;
 
 use crate::metrics::Metrics;
 use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion, PublishRef};
@@ -33,6 +37,46 @@ pub enum IoEvent {
     Wrote(usize),
 }
 
+/// The future of [`Connection::ready`].
+#[derive(Debug)]
+pub struct Ready<'a, R, W> {
+    connection: &'a mut Connection<R, W>,
+    read: bool,
+}
+
+impl<R, W> Future for Ready<'_, R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    type Output = io::Result<IoEvent>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let connection = &mut *this.connection;
+        // Alternate which side goes first, so that a client that never stops
+        // sending cannot starve what is written to it, nor the reverse.
+        connection.write_first = !connection.write_first;
+        let write = !connection.write_buf.is_empty();
+        if connection.write_first && write {
+            if let Poll::Ready(event) = connection.poll_write_some(cx) {
+                return Poll::Ready(event);
+            }
+        }
+        if this.read {
+            if let Poll::Ready(event) = connection.poll_read_some(cx) {
+                return Poll::Ready(event);
+            }
+        }
+        if !connection.write_first && write {
+            if let Poll::Ready(event) = connection.poll_write_some(cx) {
+                return Poll::Ready(event);
+            }
+        }
+        Poll::Pending
+    }
+}
+
 /// A framed client connection.
 #[derive(Debug)]
 pub struct Connection<R, W> {
@@ -44,6 +88,8 @@ pub struct Connection<R, W> {
     /// halves while they do not, so a busy connection reads in large
     /// chunks and an idle one waits on a small buffer.
     read_chunk: usize,
+    /// Which side [`Ready`] polls first this time.
+    write_first: bool,
     /// The protocol level, fixed by CONNECT.
     pub version: ProtocolVersion,
     max_packet_size: usize,
@@ -63,6 +109,7 @@ where
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
             read_chunk: MIN_READ_CHUNK,
+            write_first: false,
             version: ProtocolVersion::V3_1_1,
             max_packet_size,
             metrics,
@@ -103,49 +150,49 @@ where
     }
 
     /// Waits until bytes arrive (when `read` is true) or some buffered bytes
-    /// could be written, whichever comes first. Never returns if there is
-    /// nothing to do; cancel-safe.
-    pub async fn ready(&mut self, read: bool) -> io::Result<IoEvent> {
-        let Connection {
-            reader,
-            writer,
-            read_buf,
-            write_buf,
-            read_chunk,
-            metrics,
-            ..
-        } = self;
-        if read && read_buf.capacity() - read_buf.len() < *read_chunk {
-            read_buf.reserve(*read_chunk);
+    /// could be written, whichever comes first. Never completes if there is
+    /// nothing to do; cancel-safe. A hand-written future rather than an
+    /// `async fn` with `select!`: it is part of every connection's task, and
+    /// this one is 16 bytes.
+    pub fn ready(&mut self, read: bool) -> Ready<'_, R, W> {
+        if read && self.read_buf.capacity() - self.read_buf.len() < self.read_chunk {
+            self.read_buf.reserve(self.read_chunk);
         }
-        let room = read_buf.capacity() - read_buf.len();
-        tokio::select! {
-            result = reader.read_buf(read_buf), if read => {
-                let n = result?;
-                metrics.bytes_received.add(n as u64);
-                *read_chunk = if n >= room {
-                    (*read_chunk * 2).min(MAX_READ_CHUNK)
-                } else if n < room / 4 {
-                    (*read_chunk / 2).max(MIN_READ_CHUNK)
-                } else {
-                    *read_chunk
-                };
-                Ok(IoEvent::Read(n))
-            }
-            result = writer.write(write_buf), if !write_buf.is_empty() => {
-                let n = result?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                write_buf.advance(n);
-                if write_buf.is_empty() && write_buf.capacity() > KEEP_WRITE_CAPACITY {
-                    *write_buf = BytesMut::new();
-                }
-                metrics.bytes_sent.add(n as u64);
-                Ok(IoEvent::Wrote(n))
-            }
-            else => std::future::pending().await,
+        Ready {
+            connection: self,
+            read,
         }
+    }
+
+    fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<IoEvent>> {
+        let room = self.read_buf.capacity() - self.read_buf.len();
+        let n = ready!(poll_read_buf(
+            Pin::new(&mut self.reader),
+            cx,
+            &mut self.read_buf
+        ))?;
+        self.metrics.bytes_received.add(n as u64);
+        self.read_chunk = if n >= room {
+            (self.read_chunk * 2).min(MAX_READ_CHUNK)
+        } else if n < room / 4 {
+            (self.read_chunk / 2).max(MIN_READ_CHUNK)
+        } else {
+            self.read_chunk
+        };
+        Poll::Ready(Ok(IoEvent::Read(n)))
+    }
+
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<IoEvent>> {
+        let n = ready!(Pin::new(&mut self.writer).poll_write(cx, &self.write_buf))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        self.write_buf.advance(n);
+        if self.write_buf.is_empty() && self.write_buf.capacity() > KEEP_WRITE_CAPACITY {
+            self.write_buf = BytesMut::new();
+        }
+        self.metrics.bytes_sent.add(n as u64);
+        Poll::Ready(Ok(IoEvent::Wrote(n)))
     }
 
     /// Reads more bytes into the read buffer; 0 means the peer closed.
