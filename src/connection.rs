@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use crate::metrics::Metrics;
@@ -155,7 +155,10 @@ where
     /// `async fn` with `select!`: it is part of every connection's task, and
     /// this one is 16 bytes.
     pub fn ready(&mut self, read: bool) -> Ready<'_, R, W> {
-        if read && self.read_buf.capacity() - self.read_buf.len() < self.read_chunk {
+        if read
+            && !self.reads_idle()
+            && self.read_buf.capacity() - self.read_buf.len() < self.read_chunk
+        {
             self.read_buf.reserve(self.read_chunk);
         }
         Ready {
@@ -164,13 +167,31 @@ where
         }
     }
 
+    /// True for a connection with nothing half-read and small reads: it
+    /// waits for input with no read buffer at all.
+    fn reads_idle(&self) -> bool {
+        self.read_buf.is_empty() && self.read_chunk <= MIN_READ_CHUNK
+    }
+
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<IoEvent>> {
-        let room = self.read_buf.capacity() - self.read_buf.len();
-        let n = ready!(poll_read_buf(
-            Pin::new(&mut self.reader),
-            cx,
-            &mut self.read_buf
-        ))?;
+        let (n, room) = if self.reads_idle() {
+            // Read into the stack and copy what came: an idle connection
+            // holds no buffer while it waits, and pays for one only when
+            // bytes arrive.
+            let mut chunk = [0u8; MIN_READ_CHUNK];
+            let mut into = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut self.reader).poll_read(cx, &mut into))?;
+            self.read_buf.extend_from_slice(into.filled());
+            (into.filled().len(), MIN_READ_CHUNK)
+        } else {
+            let room = self.read_buf.capacity() - self.read_buf.len();
+            let n = ready!(poll_read_buf(
+                Pin::new(&mut self.reader),
+                cx,
+                &mut self.read_buf
+            ))?;
+            (n, room)
+        };
         self.metrics.bytes_received.add(n as u64);
         self.read_chunk = if n >= room {
             (self.read_chunk * 2).min(MAX_READ_CHUNK)
