@@ -15,6 +15,14 @@ async fn persistent(addr: std::net::SocketAddr, client_id: &str) -> (RawClient, 
     (client, connack.session_present)
 }
 
+/// A persistent session "device" subscribed to "t" at `qos`, then
+/// disconnected: what arrives on "t" from now on is queued for it.
+async fn subscribed_then_offline(addr: std::net::SocketAddr, qos: QoS) {
+    let (mut subscriber, _) = persistent(addr, "device").await;
+    subscriber.subscribe(1, &[("t", qos)]).await;
+    subscriber.disconnect().await;
+}
+
 // [MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.2.2-2] [MQTT-3.2.2-3] [MQTT-3.1.3-2]
 // [MQTT-4.1.0-1] [MQTT-4.5.0-1] (v3.1.1): a persistent session keeps its
 // subscriptions and queues QoS 1/2 messages while offline; session present
@@ -73,9 +81,7 @@ async fn queue_qos0_keeps_qos0_for_offline_sessions() {
             ..test_config()
         };
         let broker = TestBroker::with_config(config).await;
-        let (mut subscriber, _) = persistent(broker.addr, "device").await;
-        subscriber.subscribe(1, &[("t", QoS::AtMostOnce)]).await;
-        subscriber.disconnect().await;
+        subscribed_then_offline(broker.addr, QoS::AtMostOnce).await;
         let mut publisher = RawClient::connect(broker.addr, "app").await;
         publisher
             .publish("t", b"kept", QoS::AtMostOnce, false, 0)
@@ -95,9 +101,7 @@ async fn queue_qos0_keeps_qos0_for_offline_sessions() {
 async fn clean_session_discards_the_previous_session() {
     timed(async {
         let broker = TestBroker::start().await;
-        let (mut subscriber, _) = persistent(broker.addr, "device").await;
-        subscriber.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
-        subscriber.disconnect().await;
+        subscribed_then_offline(broker.addr, QoS::AtLeastOnce).await;
         let mut publisher = RawClient::connect(broker.addr, "app").await;
         publisher
             .publish("t", b"queued", QoS::AtLeastOnce, false, 1)
@@ -226,9 +230,7 @@ async fn offline_queue_is_bounded_by_message_count() {
             ..test_config()
         };
         let broker = TestBroker::with_config(config).await;
-        let (mut subscriber, _) = persistent(broker.addr, "device").await;
-        subscriber.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
-        subscriber.disconnect().await;
+        subscribed_then_offline(broker.addr, QoS::AtLeastOnce).await;
         let mut publisher = RawClient::connect(broker.addr, "app").await;
         for index in 0..10u16 {
             publisher
@@ -262,9 +264,7 @@ async fn offline_queue_is_bounded_by_bytes() {
             ..test_config()
         };
         let broker = TestBroker::with_config(config).await;
-        let (mut subscriber, _) = persistent(broker.addr, "device").await;
-        subscriber.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
-        subscriber.disconnect().await;
+        subscribed_then_offline(broker.addr, QoS::AtLeastOnce).await;
         let mut publisher = RawClient::connect(broker.addr, "app").await;
         for index in 0..5u16 {
             publisher
