@@ -37,6 +37,46 @@ pub const DEFAULT_SYS_INTERVAL_SECS: u64 = 10;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 5;
 /// Default log level.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default cap on the session expiry interval a client may ask for, in
+/// seconds: none (0xFFFFFFFF, a session that never expires).
+pub const DEFAULT_MAX_SESSION_EXPIRY_INTERVAL: u32 = u32::MAX;
+/// Default Receive Maximum announced to MQTT 5 clients: inbound QoS 2
+/// messages a client may have unacknowledged (PUBREL not yet received).
+pub const DEFAULT_RECEIVE_MAXIMUM: u16 = 1024;
+/// Default Topic Alias Maximum announced to MQTT 5 clients.
+pub const DEFAULT_TOPIC_ALIAS_MAXIMUM: u16 = 64;
+/// Default prefix of the Response Information sent to MQTT 5 clients that
+/// ask for it; the client id is appended.
+pub const DEFAULT_RESPONSE_INFORMATION: &str = "response/";
+
+/// How one member of a shared subscription group is chosen for a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedStrategy {
+    /// Each member in turn.
+    #[default]
+    RoundRobin,
+    /// A member picked at random.
+    Random,
+    /// The same member while it stays connected.
+    Sticky,
+}
+
+/// Sends MQTT 5 clients to another server (CONNACK or DISCONNECT reason
+/// codes 0x9C / 0x9D with a Server Reference).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// The server to use instead, e.g. `"broker2.example.com:1883"`.
+    pub server_reference: String,
+    /// 0x9D Server moved (true) or 0x9C Use another server (false).
+    #[serde(default)]
+    pub permanent: bool,
+    /// Refuse new connections with the redirect (true), or only send it to
+    /// connected clients when the broker shuts down (false).
+    #[serde(default)]
+    pub on_connect: bool,
+}
 
 /// One TCP listener.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -89,6 +129,40 @@ pub struct Config {
     pub log_level: String,
     /// Sets TCP_NODELAY on client sockets.
     pub tcp_nodelay: bool,
+    /// Longest session expiry interval granted, in seconds; 4294967295
+    /// means sessions that never expire may be kept.
+    pub max_session_expiry_interval: u32,
+    /// Longest keep-alive accepted, in seconds; a longer one (or 0) is
+    /// replaced by this, told to MQTT 5 clients as Server Keep Alive.
+    /// 65535 leaves every client's choice alone.
+    pub max_keep_alive: u16,
+    /// Receive Maximum announced to MQTT 5 clients.
+    pub receive_maximum: u16,
+    /// Topic Alias Maximum announced to MQTT 5 clients (0: none).
+    pub topic_alias_maximum: u16,
+    /// Whether the broker gives topics aliases when sending to MQTT 5
+    /// clients that announced a Topic Alias Maximum.
+    pub server_topic_alias: bool,
+    /// Highest QoS served (0, 1 or 2).
+    pub max_qos: u8,
+    /// Whether retained messages are served.
+    pub retain_available: bool,
+    /// Whether wildcard subscriptions are allowed.
+    pub wildcard_subscriptions: bool,
+    /// Whether MQTT 5 subscription identifiers are allowed.
+    pub subscription_identifiers: bool,
+    /// Whether `$share/{group}/{filter}` subscriptions are allowed.
+    pub shared_subscriptions: bool,
+    /// How a shared subscription group's member is chosen.
+    pub shared_subscription_strategy: SharedStrategy,
+    /// Whether a payload marked as UTF-8 (Payload Format Indicator 1) is
+    /// checked, and refused when it is not.
+    pub validate_utf8_payload: bool,
+    /// Prefix of the Response Information given to MQTT 5 clients that
+    /// ask for it (the client id is appended); empty: none is given.
+    pub response_information: String,
+    /// Send MQTT 5 clients to another server.
+    pub redirect: Option<RedirectConfig>,
 }
 
 impl Default for Config {
@@ -111,6 +185,20 @@ impl Default for Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             tcp_nodelay: true,
+            max_session_expiry_interval: DEFAULT_MAX_SESSION_EXPIRY_INTERVAL,
+            max_keep_alive: u16::MAX,
+            receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+            topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
+            server_topic_alias: true,
+            max_qos: 2,
+            retain_available: true,
+            wildcard_subscriptions: true,
+            subscription_identifiers: true,
+            shared_subscriptions: true,
+            shared_subscription_strategy: SharedStrategy::RoundRobin,
+            validate_utf8_payload: true,
+            response_information: DEFAULT_RESPONSE_INFORMATION.to_owned(),
+            redirect: None,
         }
     }
 }
@@ -200,6 +288,8 @@ impl Config {
             ("max_inflight", self.max_inflight),
             ("max_topic_levels", self.max_topic_levels),
             ("max_topic_length", self.max_topic_length),
+            ("receive_maximum", usize::from(self.receive_maximum)),
+            ("max_keep_alive", usize::from(self.max_keep_alive)),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -220,6 +310,9 @@ impl Config {
                     crate::protocol::PROTOCOL_MAX_PACKET_SIZE
                 ),
             ));
+        }
+        if self.max_qos > 2 {
+            return Err(ConfigError::key("max_qos", "must be 0, 1 or 2"));
         }
         if self.connect_timeout == 0 {
             return Err(ConfigError::key(
@@ -262,6 +355,12 @@ impl Config {
             )),
             None => Ok(()),
         }
+    }
+
+    /// `max_qos` as a QoS.
+    pub fn max_qos(&self) -> crate::protocol::QoS {
+        crate::protocol::QoS::from_u8(self.max_qos.min(2))
+            .unwrap_or(crate::protocol::QoS::ExactlyOnce)
     }
 
     /// `connect_timeout` as a duration.

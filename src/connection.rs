@@ -92,6 +92,8 @@ pub struct Connection<R, W> {
     write_first: bool,
     /// The protocol level, fixed by CONNECT.
     pub version: ProtocolVersion,
+    /// The largest packet the peer accepts (MQTT 5 Maximum Packet Size).
+    pub max_outgoing_packet: u32,
     max_packet_size: usize,
     metrics: Arc<Metrics>,
 }
@@ -111,6 +113,7 @@ where
             read_chunk: MIN_READ_CHUNK,
             write_first: false,
             version: ProtocolVersion::V3_1_1,
+            max_outgoing_packet: u32::MAX,
             max_packet_size,
             metrics,
         }
@@ -135,13 +138,31 @@ where
 
     /// Encodes `packet` into the write buffer; it is sent by a later
     /// [`Connection::ready`] or [`Connection::flush`].
+    /// A packet over the peer's Maximum Packet Size is not sent
+    /// [MQTT-3.1.2-24] (v5.0).
     pub fn send(&mut self, packet: &Packet) -> Result<(), EncodeError> {
-        protocol::encode(packet, self.version, &mut self.write_buf)
+        let before = self.write_buf.len();
+        protocol::encode(packet, self.version, &mut self.write_buf)?;
+        self.check_size(before)
     }
 
-    /// Encodes a PUBLISH from borrowed parts into the write buffer.
+    /// Encodes a PUBLISH from borrowed parts into the write buffer, unless
+    /// it is over the peer's Maximum Packet Size [MQTT-3.1.2-24] (v5.0).
     pub fn send_publish(&mut self, publish: &PublishRef<'_>) -> Result<(), EncodeError> {
-        publish.encode(self.version, &mut self.write_buf)
+        let before = self.write_buf.len();
+        publish.encode(self.version, &mut self.write_buf)?;
+        self.check_size(before)
+    }
+
+    /// Takes back what was encoded after `before` if it is too large.
+    fn check_size(&mut self, before: usize) -> Result<(), EncodeError> {
+        let size = self.write_buf.len() - before;
+        let maximum = self.max_outgoing_packet as usize;
+        if size > maximum {
+            self.write_buf.truncate(before);
+            return Err(EncodeError::OverPeerMaximum { size, maximum });
+        }
+        Ok(())
     }
 
     /// Bytes encoded but not yet written.

@@ -45,6 +45,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod housekeeping;
 pub mod metrics;
 pub mod protocol;
 pub mod router;
@@ -83,6 +84,7 @@ impl Broker {
             router: Arc::new(Router::new(
                 config.max_retained_messages,
                 config.max_retained_bytes,
+                config.shared_subscription_strategy,
                 Arc::clone(&metrics),
             )),
             config: Arc::new(config),
@@ -97,7 +99,7 @@ impl Broker {
                 .tasks
                 .spawn(server::accept_loop(Arc::clone(&shared), listener));
         }
-        shared.tasks.spawn(sys::run(Arc::clone(&shared)));
+        shared.tasks.spawn(housekeeping::run(Arc::clone(&shared)));
         Ok(Broker {
             shared,
             local_addrs,

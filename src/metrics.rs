@@ -61,6 +61,16 @@ pub struct Metrics {
     pub retained_dropped: Counter,
     /// Wills published.
     pub wills_published: Counter,
+    /// Wills not published because the client reconnected within the
+    /// Will Delay Interval.
+    pub wills_cancelled: Counter,
+    /// Sessions removed because their Session Expiry Interval passed.
+    pub sessions_expired: Counter,
+    /// Messages dropped unsent because their Message Expiry Interval passed.
+    pub messages_expired: Counter,
+    /// Messages dropped for one client because they exceed the Maximum
+    /// Packet Size it announced.
+    pub messages_too_large: Counter,
     /// Bytes read from client sockets.
     pub bytes_received: Counter,
     /// Bytes written to client sockets.

@@ -7,28 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::time::Instant;
 
 use crate::protocol::{PublishProperties, QoS, TopicName};
 use crate::router::message::Message;
 use crate::session::Shared;
-
-/// Publishes `$SYS` until shutdown.
-pub async fn run(shared: Arc<Shared>) {
-    let interval = shared.config.sys_interval;
-    if interval == 0 {
-        return;
-    }
-    let started = Instant::now();
-    let token = shared.tasks.token().clone();
-    let mut ticker = tokio::time::interval(Duration::from_secs(interval));
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = ticker.tick() => publish_all(&shared, started.elapsed()),
-        }
-    }
-}
 
 /// The topics and values published each interval.
 pub fn snapshot(shared: &Shared, uptime: Duration) -> Vec<(&'static str, String)> {
@@ -81,18 +63,19 @@ pub fn snapshot(shared: &Shared, uptime: Duration) -> Vec<(&'static str, String)
     ]
 }
 
-fn publish_all(shared: &Shared, uptime: Duration) {
+/// Publishes every `$SYS` topic once (called by the housekeeping task).
+pub fn publish_all(shared: &Shared, uptime: Duration) {
     for (topic, value) in snapshot(shared, uptime) {
         let Ok(topic) = TopicName::new(topic) else {
             continue;
         };
-        shared.router.publish(Arc::new(Message {
+        shared.router.publish(Arc::new(Message::new(
             topic,
-            payload: Bytes::from(value),
-            qos: QoS::AtMostOnce,
-            retain: true,
-            properties: PublishProperties::default(),
-            publisher: None,
-        }));
+            Bytes::from(value),
+            QoS::AtMostOnce,
+            true,
+            PublishProperties::default(),
+            None,
+        )));
     }
 }

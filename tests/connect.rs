@@ -108,20 +108,6 @@ async fn unsupported_protocol_level_gets_return_code_1() {
             other => panic!("expected CONNACK, got {other:?}"),
         }
         client.expect_closed().await;
-        // Level 5: answered the same way, in 3.1.1 form (20 02 00 01).
-        let mut client = RawClient::open(broker.addr).await;
-        client
-            .send_bytes(&[
-                0x10, 0x0D, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x00, 0x00,
-                0x00,
-            ])
-            .await;
-        let mut reply = [0u8; 4];
-        tokio::io::AsyncReadExt::read_exact(&mut client.stream, &mut reply)
-            .await
-            .unwrap();
-        assert_eq!(reply, [0x20, 0x02, 0x00, 0x01]);
-        client.expect_closed().await;
     })
     .await;
 }

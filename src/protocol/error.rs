@@ -200,6 +200,14 @@ pub enum EncodeError {
     /// A variable byte integer over 268,435,455.
     #[error("{0} does not fit in a variable byte integer")]
     VariableByteIntegerTooLarge(u32),
+    /// A packet larger than the Maximum Packet Size the peer announced.
+    #[error("[MQTT-3.1.2-24] packet of {size} bytes is over the peer's Maximum Packet Size of {maximum}")]
+    OverPeerMaximum {
+        /// The packet's size.
+        size: usize,
+        /// The peer's maximum.
+        maximum: usize,
+    },
     /// A packet whose remaining length does not fit the fixed header.
     #[error("packet with {0} bytes of content is over the protocol's maximum")]
     PacketTooLarge(usize),

@@ -36,8 +36,8 @@ pub use error::{DecodeError, EncodeError, PropertyContext};
 pub use primitives::{FIELD_LENGTH_MAX, VARIABLE_BYTE_INTEGER_MAX};
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PropertyId, PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties,
-    WillProperties, ALL_PROPERTIES,
+    OutgoingPublishProperties, PropertyId, PublishProperties, SubscribeProperties,
+    UnsubscribeProperties, UserProperties, WillProperties, ALL_PROPERTIES,
 };
 pub use publish::{Publish, PublishRef};
 pub use reason::{ReasonCode, ALL_REASON_CODES};
@@ -265,6 +265,49 @@ impl Packet {
             Packet::PingResp => PacketType::PingResp,
             Packet::Disconnect(_) => PacketType::Disconnect,
             Packet::Auth(_) => PacketType::Auth,
+        }
+    }
+
+    /// Removes the Reason String and User Properties, which a sender must
+    /// leave out rather than exceed the receiver's Maximum Packet Size
+    /// ([MQTT-3.4.2-2] (v5.0) and the like for every packet but PUBLISH,
+    /// CONNECT and CONNACK's other properties). True if there were any.
+    pub fn strip_diagnostics(&mut self) -> bool {
+        fn strip(reason: &mut Option<String>, user: &mut UserProperties) -> bool {
+            let had = reason.is_some() || !user.is_empty();
+            *reason = None;
+            user.clear();
+            had
+        }
+        match self {
+            Packet::ConnAck(connack) => strip(
+                &mut connack.properties.reason_string,
+                &mut connack.properties.user_properties,
+            ),
+            Packet::PubAck(ack)
+            | Packet::PubRec(ack)
+            | Packet::PubRel(ack)
+            | Packet::PubComp(ack) => strip(
+                &mut ack.properties.reason_string,
+                &mut ack.properties.user_properties,
+            ),
+            Packet::SubAck(suback) => strip(
+                &mut suback.properties.reason_string,
+                &mut suback.properties.user_properties,
+            ),
+            Packet::UnsubAck(unsuback) => strip(
+                &mut unsuback.properties.reason_string,
+                &mut unsuback.properties.user_properties,
+            ),
+            Packet::Disconnect(disconnect) => strip(
+                &mut disconnect.properties.reason_string,
+                &mut disconnect.properties.user_properties,
+            ),
+            Packet::Auth(auth) => strip(
+                &mut auth.properties.reason_string,
+                &mut auth.properties.user_properties,
+            ),
+            _ => false,
         }
     }
 

@@ -722,21 +722,65 @@ impl PropertySet for PublishProperties {
     }
 
     fn write_each(&self, sink: &mut impl Sink) -> Result<(), EncodeError> {
+        OutgoingPublishProperties::from(self).write_each(sink)
+    }
+}
+
+/// A PUBLISH's properties as sent to one subscriber: the message's own,
+/// with the parts that differ per delivery (the remaining expiry, the
+/// topic alias, the matching subscription identifiers) given separately,
+/// so one stored message is never copied per subscriber.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingPublishProperties<'a> {
+    /// The message's properties; its expiry, alias and identifiers are
+    /// ignored in favour of the fields below.
+    pub base: &'a PublishProperties,
+    /// Message Expiry Interval to send (the remaining lifetime).
+    pub message_expiry_interval: Option<u32>,
+    /// Topic Alias to send.
+    pub topic_alias: Option<NonZeroU16>,
+    /// Subscription Identifiers to send.
+    pub subscription_identifiers: &'a [NonZeroU32],
+}
+
+impl<'a> From<&'a PublishProperties> for OutgoingPublishProperties<'a> {
+    fn from(base: &'a PublishProperties) -> Self {
+        OutgoingPublishProperties {
+            base,
+            message_expiry_interval: base.message_expiry_interval,
+            topic_alias: base.topic_alias,
+            subscription_identifiers: &base.subscription_identifiers,
+        }
+    }
+}
+
+impl OutgoingPublishProperties<'_> {
+    /// Writes every property that is set.
+    pub(super) fn write_each(&self, sink: &mut impl Sink) -> Result<(), EncodeError> {
         use PropertyId::*;
-        put_flag(sink, PayloadFormatIndicator, self.payload_format_indicator);
+        let base = self.base;
+        put_flag(sink, PayloadFormatIndicator, base.payload_format_indicator);
         put_u32_property(sink, MessageExpiryInterval, self.message_expiry_interval);
-        put_string_property(sink, ContentType, self.content_type.as_deref())?;
+        put_string_property(sink, ContentType, base.content_type.as_deref())?;
         put_string_property(
             sink,
             ResponseTopic,
-            self.response_topic.as_ref().map(TopicName::as_str),
+            base.response_topic.as_ref().map(TopicName::as_str),
         )?;
-        put_binary_property(sink, CorrelationData, self.correlation_data.as_ref())?;
-        for identifier in &self.subscription_identifiers {
+        put_binary_property(sink, CorrelationData, base.correlation_data.as_ref())?;
+        for identifier in self.subscription_identifiers {
             put_subscription_identifier(sink, *identifier)?;
         }
         put_u16_property(sink, TopicAlias, self.topic_alias.map(NonZeroU16::get));
-        put_user_properties(sink, &self.user_properties)
+        put_user_properties(sink, &base.user_properties)
+    }
+
+    /// Writes the property length, then the properties.
+    pub(super) fn encode(&self, sink: &mut impl Sink) -> Result<(), EncodeError> {
+        let mut counter = Counter::default();
+        self.write_each(&mut counter)?;
+        put_length(sink, counter.0)?;
+        self.write_each(sink)
     }
 }
 

@@ -4,7 +4,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::PropertyContext;
 use super::primitives::{put_length, put_string, Counter, Reader, Sink};
-use super::properties::{decode_properties, encode_properties, PublishProperties};
+use super::properties::{decode_properties, OutgoingPublishProperties, PublishProperties};
 use super::{DecodeError, EncodeError, PacketId, PacketType, ProtocolVersion, QoS, TopicName};
 
 /// A PUBLISH packet: an application message.
@@ -47,7 +47,7 @@ pub struct PublishRef<'a> {
     /// Payload.
     pub payload: &'a [u8],
     /// MQTT 5 properties (left out for 3.x).
-    pub properties: &'a PublishProperties,
+    pub properties: OutgoingPublishProperties<'a>,
 }
 
 impl PublishRef<'_> {
@@ -71,10 +71,19 @@ impl PublishRef<'_> {
             packet_id.write(sink);
         }
         if version.is_v5() {
-            encode_properties(self.properties, sink)?;
+            self.properties.encode(sink)?;
         }
         sink.put_slice(self.payload);
         Ok(())
+    }
+
+    /// The size of the encoded packet, fixed header included.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        let mut counter = Counter::default();
+        self.write(version, &mut counter)?;
+        let mut header = Counter::default();
+        put_length(&mut header, counter.0)?;
+        Ok(1 + header.0 + counter.0)
     }
 
     /// Encodes the PUBLISH for a peer speaking `version`, appending to `buf`.
@@ -100,7 +109,7 @@ impl Publish {
             topic: &self.topic,
             packet_id: self.packet_id,
             payload: &self.payload,
-            properties: &self.properties,
+            properties: OutgoingPublishProperties::from(&self.properties),
         }
     }
 

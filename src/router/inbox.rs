@@ -214,6 +214,16 @@ impl Inbox {
         }
     }
 
+    /// Whether a delivery offered now would be queued with room to spare:
+    /// the queue is below its bounds and the client is reading.
+    pub fn has_room(&self) -> bool {
+        if self.peer_blocked.load(Ordering::Relaxed) {
+            return false;
+        }
+        let queue = self.lock();
+        !queue.closed && !over_half(&queue, &self.limits)
+    }
+
     fn dropped(&self) -> Offer {
         if !self.dropping.swap(true, Ordering::Relaxed) {
             tracing::warn!(

@@ -1,7 +1,9 @@
 //! The application message as the router carries it: decoded once, shared
 //! by every subscriber through an `Arc`, payload a shared `Bytes`.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -19,11 +21,61 @@ pub struct Message {
     pub qos: QoS,
     /// The RETAIN flag it was published with.
     pub retain: bool,
-    /// MQTT 5 properties, forwarded unchanged.
+    /// MQTT 5 properties, forwarded unchanged (but for the expiry, which
+    /// is sent as what remains of it).
     pub properties: PublishProperties,
     /// The client that published it (none for wills of expired sessions or
     /// `$SYS` messages).
     pub publisher: Option<Arc<str>>,
+    /// When the broker received it: the Message Expiry Interval counts
+    /// from here.
+    #[serde(skip, default = "Instant::now")]
+    pub received_at: Instant,
+}
+
+/// The message's Message Expiry Interval has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired;
+
+impl Message {
+    /// A message received now.
+    pub fn new(
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: PublishProperties,
+        publisher: Option<Arc<str>>,
+    ) -> Message {
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            publisher,
+            received_at: Instant::now(),
+        }
+    }
+
+    /// The Message Expiry Interval to send at `now`: what is left of the
+    /// one it was published with [MQTT-3.3.2-6] (v5.0), none if it had
+    /// none, or `Expired` once it has run out [MQTT-3.3.2-5] (v5.0).
+    pub fn remaining_expiry(&self, now: Instant) -> Result<Option<u32>, Expired> {
+        let Some(interval) = self.properties.message_expiry_interval else {
+            return Ok(None);
+        };
+        let elapsed = now.saturating_duration_since(self.received_at).as_secs();
+        match u64::from(interval).checked_sub(elapsed) {
+            Some(remaining) if remaining > 0 => Ok(Some(remaining as u32)),
+            _ => Err(Expired),
+        }
+    }
+
+    /// Whether the message has expired by `now`.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.remaining_expiry(now).is_err()
+    }
 }
 
 /// One message for one subscriber, as queued in its inbox.
@@ -34,6 +86,69 @@ pub struct Delivery {
     /// min(published QoS, granted QoS).
     pub qos: QoS,
     /// The RETAIN flag to deliver with: set for retained messages sent on
-    /// subscribe, clear in ordinary fan-out [MQTT-3.3.1-9] (v3.1.1).
+    /// subscribe, clear in ordinary fan-out [MQTT-3.3.1-9] (v3.1.1) unless
+    /// a matching subscription asked for Retain As Published.
     pub retain: bool,
+    /// The identifiers of the client's subscriptions that matched
+    /// [MQTT-3.3.4-3] (v5.0); empty (and unallocated) for most.
+    pub subscription_identifiers: Vec<NonZeroU32>,
+    /// The shared subscription (`$share/{group}/{filter}`) it was given to
+    /// this client through, so it can go to another member if this one
+    /// leaves without acknowledging it.
+    pub shared: Option<Arc<str>>,
+}
+
+impl Delivery {
+    /// A delivery of `message` at `qos`, with no subscription specifics.
+    pub fn new(message: Arc<Message>, qos: QoS, retain: bool) -> Delivery {
+        Delivery {
+            message,
+            qos,
+            retain,
+            subscription_identifiers: Vec::new(),
+            shared: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn expiry_counts_down_from_reception() {
+        let mut properties = PublishProperties::default();
+        properties.message_expiry_interval = Some(10);
+        let message = Message::new(
+            TopicName::new("a").unwrap(),
+            Bytes::new(),
+            QoS::AtMostOnce,
+            false,
+            properties,
+            None,
+        );
+        let start = message.received_at;
+        assert_eq!(message.remaining_expiry(start), Ok(Some(10)));
+        assert_eq!(
+            message.remaining_expiry(start + Duration::from_millis(3500)),
+            Ok(Some(7))
+        );
+        assert_eq!(
+            message.remaining_expiry(start + Duration::from_secs(10)),
+            Err(Expired)
+        );
+        let plain = Message::new(
+            TopicName::new("a").unwrap(),
+            Bytes::new(),
+            QoS::AtMostOnce,
+            false,
+            PublishProperties::default(),
+            None,
+        );
+        assert_eq!(
+            plain.remaining_expiry(start + Duration::from_secs(1 << 40)),
+            Ok(None)
+        );
+    }
 }

@@ -1,38 +1,77 @@
 //! The router: shared by every session, synchronous (nothing here awaits).
 //! It holds the subscription trie and the retained messages, and fans a
-//! PUBLISH out into the inboxes of the matching sessions. It knows sessions
-//! only by their inboxes.
+//! PUBLISH out into the inboxes of the matching sessions, one member of
+//! each matching shared group included. It knows sessions only by their
+//! inboxes.
 
 pub mod inbox;
 pub mod message;
 pub mod retain;
+pub mod shared;
 pub mod topic_tree;
 
+use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 
+use crate::config::SharedStrategy;
 use crate::metrics::Metrics;
 use crate::protocol::{QoS, SubscriptionOptions};
 use inbox::{Inbox, Offer};
 use message::{Delivery, Message};
 use retain::{RetainOutcome, RetainStore};
-use topic_tree::TopicTree;
+use topic_tree::{Match, TopicTree};
 
 /// One subscription as the trie holds it.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
     /// Where matching messages go.
     pub inbox: Arc<Inbox>,
-    /// The options the client subscribed with (QoS granted).
+    /// The options the client subscribed with (QoS granted, No Local,
+    /// Retain As Published).
     pub options: SubscriptionOptions,
+    /// The Subscription Identifier it was made with, if any.
+    pub identifier: Option<NonZeroU32>,
+    /// For a shared subscription, its full filter (`$share/{group}/...`).
+    pub shared: Option<Arc<str>>,
 }
 
 /// What [`Router::publish`] did with a message.
 #[derive(Debug, Default)]
 pub struct Routed {
+    /// Sessions with a matching subscription (after No Local).
+    pub matched: usize,
     /// Sessions it was queued for.
     pub queued: usize,
     /// A session whose queue is over half full while its client keeps up.
     pub congested: Option<Arc<Inbox>>,
+}
+
+/// One session a message goes to, before subscriptions of the same
+/// session are merged.
+struct Target {
+    inbox: Arc<Inbox>,
+    qos: QoS,
+    retain_as_published: bool,
+    identifier: Option<NonZeroU32>,
+    shared: Option<Arc<str>>,
+}
+
+impl Target {
+    fn new(subscriber: &Subscriber) -> Target {
+        Target {
+            inbox: Arc::clone(&subscriber.inbox),
+            qos: subscriber.options.qos,
+            retain_as_published: subscriber.options.retain_as_published,
+            identifier: subscriber.identifier,
+            shared: subscriber.shared.clone(),
+        }
+    }
+
+    /// Targets with the same key are one delivery: the same session, not
+    /// through a shared group (each group delivers its own copy).
+    fn key(&self) -> (usize, bool) {
+        (Arc::as_ptr(&self.inbox) as usize, self.shared.is_some())
+    }
 }
 
 /// The shared router.
@@ -40,16 +79,24 @@ pub struct Routed {
 pub struct Router {
     tree: RwLock<TopicTree<Subscriber>>,
     retained: RwLock<RetainStore>,
+    strategy: SharedStrategy,
     metrics: Arc<Metrics>,
 }
 
 impl Router {
     /// An empty router keeping at most `max_retained` retained messages of
-    /// at most `max_retained_bytes` payload bytes in all.
-    pub fn new(max_retained: usize, max_retained_bytes: usize, metrics: Arc<Metrics>) -> Self {
+    /// at most `max_retained_bytes` payload bytes in all, choosing shared
+    /// group members by `strategy`.
+    pub fn new(
+        max_retained: usize,
+        max_retained_bytes: usize,
+        strategy: SharedStrategy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Router {
             tree: RwLock::new(TopicTree::new()),
             retained: RwLock::new(RetainStore::new(max_retained, max_retained_bytes)),
+            strategy,
             metrics,
         }
     }
@@ -57,9 +104,11 @@ impl Router {
     /// Routes a message: updates the retained store when RETAIN is set, then
     /// offers the message once to every session with a matching
     /// subscription, at the highest QoS any of its matching subscriptions
-    /// granted. Never waits. Returns how many sessions it was queued for,
-    /// and a session that is falling behind for lack of CPU (see
-    /// [`Inbox::is_congested`]), for the publisher to let it catch up.
+    /// granted, with every matching subscription identifier; and to one
+    /// member of every matching shared group. Never waits. Returns how many
+    /// sessions matched and were queued for, and a session that is falling
+    /// behind for lack of CPU (see [`Inbox::is_congested`]), for the
+    /// publisher to let it catch up.
     pub fn publish(&self, message: Arc<Message>) -> Routed {
         if message.retain {
             let outcome = write(&self.retained).apply(&message);
@@ -71,69 +120,115 @@ impl Router {
                 );
             }
         }
-        let mut targets: Vec<(Arc<Inbox>, QoS)> = Vec::new();
-        read(&self.tree).for_each_match(message.topic.as_str(), |_, subscriber| {
-            targets.push((Arc::clone(&subscriber.inbox), subscriber.options.qos));
-        });
-        // One copy per session, at the highest granted QoS
-        // [MQTT-3.3.5-1] (v3.1.1).
-        targets.sort_unstable_by_key(|(inbox, qos)| (Arc::as_ptr(inbox) as usize, *qos));
-        targets.dedup_by(|later, earlier| {
-            // Sorted by QoS within one inbox: keep the last (highest).
-            if Arc::ptr_eq(&later.0, &earlier.0) {
-                earlier.1 = earlier.1.max(later.1);
-                true
-            } else {
-                false
+        let publisher = message.publisher.as_deref();
+        let mut targets: Vec<Target> = Vec::new();
+        read(&self.tree).for_each_match(message.topic.as_str(), |found| match found {
+            Match::One(client, subscriber) => {
+                // [MQTT-3.8.3-3] (v5.0): No Local keeps a client's own
+                // messages from it.
+                if !(subscriber.options.no_local && publisher == Some(&**client)) {
+                    targets.push(Target::new(subscriber));
+                }
+            }
+            Match::Group(group) => {
+                if let Some(subscriber) = shared::choose(group, self.strategy, None) {
+                    targets.push(Target::new(subscriber));
+                }
             }
         });
+        targets.sort_unstable_by_key(Target::key);
         let mut routed = Routed::default();
-        for (inbox, granted) in targets {
+        for same in targets.chunk_by(|a, b| a.key() == b.key()) {
+            routed.matched += 1;
+            // One copy per session, at the highest granted QoS
+            // [MQTT-3.3.5-1] (v3.1.1), with every matching identifier
+            // [MQTT-3.3.4-3] (v5.0).
+            let granted = same.iter().map(|t| t.qos).max().unwrap_or(QoS::AtMostOnce);
             let delivery = Delivery {
                 message: Arc::clone(&message),
                 qos: message.qos.min(granted),
-                retain: false,
+                // [MQTT-3.3.1-12] [MQTT-3.3.1-13] (v5.0).
+                retain: message.retain && same.iter().any(|t| t.retain_as_published),
+                subscription_identifiers: same.iter().filter_map(|t| t.identifier).collect(),
+                shared: same[0].shared.clone(),
             };
-            match inbox.offer(delivery) {
-                Offer::Queued => routed.queued += 1,
-                Offer::QueuedCongested => {
-                    routed.queued += 1;
-                    if routed.congested.is_none() {
-                        routed.congested = Some(inbox);
-                    }
-                }
-                Offer::QueueFull | Offer::OfflineQoS0 => self.metrics.messages_dropped.increment(),
-                Offer::Closed => {}
-            }
+            self.offer(&same[0].inbox, delivery, &mut routed);
         }
         routed
     }
 
+    fn offer(&self, inbox: &Arc<Inbox>, delivery: Delivery, routed: &mut Routed) {
+        match inbox.offer(delivery) {
+            Offer::Queued => routed.queued += 1,
+            Offer::QueuedCongested => {
+                routed.queued += 1;
+                if routed.congested.is_none() {
+                    routed.congested = Some(Arc::clone(inbox));
+                }
+            }
+            Offer::QueueFull | Offer::OfflineQoS0 => self.metrics.messages_dropped.increment(),
+            Offer::Closed => {}
+        }
+    }
+
+    /// Gives a shared subscription's delivery that `client_id` left without
+    /// acknowledging to another member of its group; false if there is
+    /// none (or the group is gone).
+    pub fn redeliver_shared(&self, delivery: Delivery, client_id: &str) -> bool {
+        let Some(full) = delivery.shared.as_deref() else {
+            return false;
+        };
+        let Some((group, filter)) = shared::parse(full).ok().flatten() else {
+            return false;
+        };
+        let tree = read(&self.tree);
+        let Some(found) = tree.group(group, filter) else {
+            return false;
+        };
+        let Some(subscriber) = shared::choose(found, self.strategy, Some(client_id)) else {
+            return false;
+        };
+        let inbox = Arc::clone(&subscriber.inbox);
+        drop(tree);
+        let mut routed = Routed::default();
+        self.offer(&inbox, delivery, &mut routed);
+        routed.queued > 0
+    }
+
     /// Adds or replaces a subscription; true if the client already had one
-    /// to this filter.
-    pub fn subscribe(
-        &self,
-        filter: &str,
-        inbox: &Arc<Inbox>,
-        options: SubscriptionOptions,
-    ) -> bool {
-        let subscriber = Subscriber {
-            inbox: Arc::clone(inbox),
-            options,
+    /// to this filter. A `$share/{group}/{filter}` filter joins the group.
+    pub fn subscribe(&self, filter: &str, mut subscriber: Subscriber) -> bool {
+        let client = Arc::clone(subscriber.inbox.client_id());
+        let (group, inner) = match shared::parse(filter) {
+            Ok(Some((group, inner))) => {
+                subscriber.shared = Some(Arc::from(filter));
+                (Some(group), inner)
+            }
+            _ => (None, filter),
         };
         write(&self.tree)
-            .insert(filter, Arc::clone(inbox.client_id()), subscriber)
+            .insert(group, inner, client, subscriber)
             .is_some()
     }
 
-    /// Removes a subscription; true if it existed.
+    /// Removes a subscription (or a membership of a shared group); true if
+    /// it existed.
     pub fn unsubscribe(&self, filter: &str, client_id: &str) -> bool {
-        write(&self.tree).remove(filter, client_id)
+        let (group, inner) = match shared::parse(filter) {
+            Ok(Some((group, inner))) => (Some(group), inner),
+            _ => (None, filter),
+        };
+        write(&self.tree).remove(group, inner, client_id)
     }
 
     /// Retained messages matching `filter`, for a new subscription.
     pub fn retained_matching(&self, filter: &str) -> Vec<Arc<Message>> {
         read(&self.retained).matching(filter)
+    }
+
+    /// Drops retained messages whose expiry has passed.
+    pub fn remove_expired_retained(&self, now: std::time::Instant) -> usize {
+        write(&self.retained).remove_expired(now)
     }
 
     /// Retained messages held.

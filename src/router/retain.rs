@@ -26,6 +26,9 @@ pub struct RetainStore {
     max: usize,
     max_bytes: usize,
     bytes: usize,
+    /// Messages held that carry a Message Expiry Interval (an upper
+    /// bound: replacements are not subtracted until the next sweep).
+    expiring: usize,
 }
 
 impl RetainStore {
@@ -37,6 +40,7 @@ impl RetainStore {
             max,
             max_bytes,
             bytes: 0,
+            expiring: 0,
         }
     }
 
@@ -69,21 +73,52 @@ impl RetainStore {
             payload: bytes::Bytes::copy_from_slice(&message.payload),
             ..Message::clone(message)
         });
+        self.expiring += usize::from(stored.properties.message_expiry_interval.is_some());
         self.messages.insert(topic.to_owned(), stored);
         self.bytes = bytes;
         RetainOutcome::Stored
     }
 
-    /// The retained messages whose topic `filter` matches.
+    /// The retained messages whose topic `filter` matches, leaving out
+    /// those whose Message Expiry Interval has passed [MQTT-3.3.2-5] (v5.0).
     pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
+        let now = std::time::Instant::now();
         if !filter.contains(['+', '#']) {
-            return self.messages.get(filter).cloned().into_iter().collect();
+            return self
+                .messages
+                .get(filter)
+                .filter(|message| !message.is_expired(now))
+                .cloned()
+                .into_iter()
+                .collect();
         }
         self.messages
             .iter()
-            .filter(|(topic, _)| filter_matches(filter, topic))
+            .filter(|(topic, message)| filter_matches(filter, topic) && !message.is_expired(now))
             .map(|(_, message)| Arc::clone(message))
             .collect()
+    }
+
+    /// Removes the messages whose Message Expiry Interval has passed;
+    /// returns how many.
+    pub fn remove_expired(&mut self, now: std::time::Instant) -> usize {
+        if self.expiring == 0 {
+            return 0;
+        }
+        let before = self.messages.len();
+        let mut freed = 0;
+        let mut expiring = 0;
+        self.messages.retain(|_, message| {
+            if message.is_expired(now) {
+                freed += message.payload.len();
+                return false;
+            }
+            expiring += usize::from(message.properties.message_expiry_interval.is_some());
+            true
+        });
+        self.bytes -= freed;
+        self.expiring = expiring;
+        before - self.messages.len()
     }
 
     /// Messages held.

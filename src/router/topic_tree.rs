@@ -1,8 +1,12 @@
 //! The subscription trie (section 4.7): one node per topic level, `+` and
 //! `#` as ordinary children, each node holding the subscribers whose filter
-//! ends there. Matching walks the levels of a topic once.
+//! ends there, and the shared subscription groups (`$share/{group}/...`,
+//! section 4.8.2) whose filter ends there. Matching walks the levels of a
+//! topic once.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 /// A trie of topic filters to subscribers of type `S`, keyed by client id.
 #[derive(Debug)]
@@ -20,7 +24,33 @@ struct Node<S> {
     /// entry 40 bytes smaller (measured with the connections benchmark).
     #[allow(clippy::box_collection)]
     children: Option<Box<HashMap<Box<str>, Node<S>>>>,
-    subscribers: Vec<(std::sync::Arc<str>, S)>,
+    subscribers: Vec<(Arc<str>, S)>,
+    /// Shared subscription groups whose filter ends here; boxed and absent
+    /// in almost every node.
+    #[allow(clippy::box_collection)]
+    groups: Option<Box<Vec<Group<S>>>>,
+}
+
+/// A shared subscription group on one filter: each message goes to one
+/// member.
+#[derive(Debug)]
+pub struct Group<S> {
+    /// The group's name (`{group}` in `$share/{group}/{filter}`).
+    pub name: Box<str>,
+    /// The members, by client id.
+    pub members: Vec<(Arc<str>, S)>,
+    /// Where the choice of member continues (round robin) or stays
+    /// (sticky).
+    pub cursor: AtomicUsize,
+}
+
+/// One match of a topic: a subscriber, or a shared group to pick from.
+#[derive(Debug)]
+pub enum Match<'a, S> {
+    /// A subscriber whose filter matches.
+    One(&'a Arc<str>, &'a S),
+    /// A shared group whose filter matches.
+    Group(&'a Group<S>),
 }
 
 impl<S> Default for Node<S> {
@@ -28,6 +58,7 @@ impl<S> Default for Node<S> {
         Node {
             children: None,
             subscribers: Vec::new(),
+            groups: None,
         }
     }
 }
@@ -36,6 +67,48 @@ impl<S> Node<S> {
     fn child(&self, level: &str) -> Option<&Node<S>> {
         self.children.as_ref()?.get(level)
     }
+
+    /// Removes `client` from this node's subscribers or from `group`.
+    fn remove_here(&mut self, group: Option<&str>, client: &str) -> bool {
+        let Some(name) = group else {
+            return remove_member(&mut self.subscribers, client);
+        };
+        let Some(groups) = self.groups.as_mut() else {
+            return false;
+        };
+        let Some(index) = groups.iter().position(|g| &*g.name == name) else {
+            return false;
+        };
+        let removed = remove_member(&mut groups[index].members, client);
+        if groups[index].members.is_empty() {
+            groups.swap_remove(index);
+            if groups.is_empty() {
+                self.groups = None;
+            }
+        }
+        removed
+    }
+
+    fn visit_all<'a>(&'a self, visit: &mut impl FnMut(Match<'a, S>)) {
+        for (client, subscriber) in &self.subscribers {
+            visit(Match::One(client, subscriber));
+        }
+        for group in self.groups.iter().flat_map(|groups| groups.iter()) {
+            visit(Match::Group(group));
+        }
+    }
+}
+
+fn remove_member<S>(members: &mut Vec<(Arc<str>, S)>, client: &str) -> bool {
+    let Some(index) = members.iter().position(|(id, _)| &**id == client) else {
+        return false;
+    };
+    // Order is kept: a shared group's round robin walks it.
+    members.remove(index);
+    if members.is_empty() {
+        *members = Vec::new();
+    }
+    true
 }
 
 impl<S> Default for TopicTree<S> {
@@ -63,12 +136,14 @@ impl<S> TopicTree<S> {
         self.subscriptions == 0
     }
 
-    /// Adds or replaces `client`'s subscription to `filter`. Returns the
-    /// subscriber it replaced, if any.
+    /// Adds or replaces `client`'s subscription to `filter`, as a member
+    /// of shared group `group` if one is given. Returns the subscriber it
+    /// replaced, if any.
     pub fn insert(
         &mut self,
+        group: Option<&str>,
         filter: &str,
-        client: std::sync::Arc<str>,
+        client: Arc<str>,
         subscriber: S,
     ) -> Option<S> {
         let mut node = &mut self.root;
@@ -79,20 +154,39 @@ impl<S> TopicTree<S> {
                 .entry(level.into())
                 .or_default();
         }
-        if let Some(slot) = node.subscribers.iter_mut().find(|(id, _)| *id == client) {
+        let members = match group {
+            None => &mut node.subscribers,
+            Some(name) => {
+                let groups = node.groups.get_or_insert_with(Default::default);
+                let index = match groups.iter().position(|g| &*g.name == name) {
+                    Some(index) => index,
+                    None => {
+                        groups.push(Group {
+                            name: name.into(),
+                            members: Vec::new(),
+                            cursor: AtomicUsize::new(0),
+                        });
+                        groups.len() - 1
+                    }
+                };
+                &mut groups[index].members
+            }
+        };
+        if let Some(slot) = members.iter_mut().find(|(id, _)| *id == client) {
             return Some(std::mem::replace(&mut slot.1, subscriber));
         }
         // Grow one at a time: most nodes keep a single subscriber.
-        node.subscribers.reserve_exact(1);
-        node.subscribers.push((client, subscriber));
+        members.reserve_exact(1);
+        members.push((client, subscriber));
         self.subscriptions += 1;
         None
     }
 
-    /// Removes `client`'s subscription to `filter`; true if it existed.
-    pub fn remove(&mut self, filter: &str, client: &str) -> bool {
+    /// Removes `client`'s subscription to `filter` (in shared group
+    /// `group`, if given); true if it existed.
+    pub fn remove(&mut self, group: Option<&str>, filter: &str, client: &str) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
-        let removed = Self::remove_at(&mut self.root, &levels, client);
+        let removed = Self::remove_at(&mut self.root, &levels, group, client);
         if removed {
             self.subscriptions -= 1;
         }
@@ -100,16 +194,9 @@ impl<S> TopicTree<S> {
     }
 
     /// Removes the subscriber and prunes nodes left empty.
-    fn remove_at(node: &mut Node<S>, levels: &[&str], client: &str) -> bool {
+    fn remove_at(node: &mut Node<S>, levels: &[&str], group: Option<&str>, client: &str) -> bool {
         let Some((first, rest)) = levels.split_first() else {
-            let Some(index) = node.subscribers.iter().position(|(id, _)| &**id == client) else {
-                return false;
-            };
-            node.subscribers.swap_remove(index);
-            if node.subscribers.is_empty() {
-                node.subscribers = Vec::new();
-            }
-            return true;
+            return node.remove_here(group, client);
         };
         let Some(children) = node.children.as_mut() else {
             return false;
@@ -117,8 +204,8 @@ impl<S> TopicTree<S> {
         let Some(child) = children.get_mut(*first) else {
             return false;
         };
-        let removed = Self::remove_at(child, rest, client);
-        if child.children.is_none() && child.subscribers.is_empty() {
+        let removed = Self::remove_at(child, rest, group, client);
+        if child.children.is_none() && child.subscribers.is_empty() && child.groups.is_none() {
             children.remove(*first);
             if children.is_empty() {
                 node.children = None;
@@ -127,9 +214,19 @@ impl<S> TopicTree<S> {
         removed
     }
 
-    /// Calls `visit` for every subscription whose filter matches `topic`
-    /// (a client with several matching filters is visited once per filter).
-    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&std::sync::Arc<str>, &S)) {
+    /// The shared group `name` on exactly `filter`.
+    pub fn group(&self, name: &str, filter: &str) -> Option<&Group<S>> {
+        let mut node = &self.root;
+        for level in filter.split('/') {
+            node = node.child(level)?;
+        }
+        node.groups.as_ref()?.iter().find(|g| &*g.name == name)
+    }
+
+    /// Calls `visit` for every subscription and shared group whose filter
+    /// matches `topic` (a client with several matching filters is visited
+    /// once per filter).
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut visit: impl FnMut(Match<'a, S>)) {
         let levels: Vec<&str> = topic.split('/').collect();
         // [MQTT-4.7.2-1]: a filter starting with a wildcard does not match a
         // topic starting with '$'.
@@ -137,25 +234,21 @@ impl<S> TopicTree<S> {
         Self::match_at(&self.root, &levels, system, &mut visit);
     }
 
-    fn match_at(
-        node: &Node<S>,
+    fn match_at<'a>(
+        node: &'a Node<S>,
         levels: &[&str],
         skip_wildcards: bool,
-        visit: &mut impl FnMut(&std::sync::Arc<str>, &S),
+        visit: &mut impl FnMut(Match<'a, S>),
     ) {
         if !skip_wildcards {
             // '#' matches the parent level and everything below it
             // ("sport/#" matches "sport") [MQTT-4.7.1-1].
             if let Some(multi) = node.child("#") {
-                for (client, subscriber) in &multi.subscribers {
-                    visit(client, subscriber);
-                }
+                multi.visit_all(visit);
             }
         }
         let Some((first, rest)) = levels.split_first() else {
-            for (client, subscriber) in &node.subscribers {
-                visit(client, subscriber);
-            }
+            node.visit_all(visit);
             return;
         };
         if let Some(child) = node.child(first) {
@@ -194,7 +287,10 @@ mod tests {
 
     fn matches(tree: &TopicTree<u32>, topic: &str) -> Vec<u32> {
         let mut found = Vec::new();
-        tree.for_each_match(topic, |_, value| found.push(*value));
+        tree.for_each_match(topic, |found_match| match found_match {
+            Match::One(_, value) => found.push(*value),
+            Match::Group(group) => found.extend(group.members.iter().map(|(_, v)| *v)),
+        });
         found.sort();
         found
     }
@@ -237,7 +333,7 @@ mod tests {
         assert!(!CASES.is_empty());
         for (filter, topic, expected) in CASES {
             let mut tree = TopicTree::new();
-            tree.insert(filter, Arc::from("c"), 1u32);
+            tree.insert(None, filter, Arc::from("c"), 1u32);
             assert_eq!(
                 !matches(&tree, topic).is_empty(),
                 *expected,
@@ -254,18 +350,51 @@ mod tests {
     #[test]
     fn insert_replace_remove_and_prune() {
         let mut tree = TopicTree::new();
-        assert_eq!(tree.insert("a/+", Arc::from("c1"), 1), None);
-        assert_eq!(tree.insert("a/#", Arc::from("c1"), 2), None);
-        assert_eq!(tree.insert("a/b", Arc::from("c2"), 3), None);
-        assert_eq!(tree.insert("a/b", Arc::from("c2"), 4), Some(3));
+        assert_eq!(tree.insert(None, "a/+", Arc::from("c1"), 1), None);
+        assert_eq!(tree.insert(None, "a/#", Arc::from("c1"), 2), None);
+        assert_eq!(tree.insert(None, "a/b", Arc::from("c2"), 3), None);
+        assert_eq!(tree.insert(None, "a/b", Arc::from("c2"), 4), Some(3));
         assert_eq!(tree.len(), 3);
         assert_eq!(matches(&tree, "a/b"), vec![1, 2, 4]);
-        assert!(tree.remove("a/+", "c1"));
-        assert!(!tree.remove("a/+", "c1"));
-        assert!(!tree.remove("x/y", "c1"));
+        assert!(tree.remove(None, "a/+", "c1"));
+        assert!(!tree.remove(None, "a/+", "c1"));
+        assert!(!tree.remove(None, "x/y", "c1"));
         assert_eq!(matches(&tree, "a/b"), vec![2, 4]);
-        assert!(tree.remove("a/#", "c1"));
-        assert!(tree.remove("a/b", "c2"));
+        assert!(tree.remove(None, "a/#", "c1"));
+        assert!(tree.remove(None, "a/b", "c2"));
+        assert!(tree.is_empty());
+        assert!(tree.root.children.is_none(), "empty nodes are pruned");
+    }
+
+    // Shared groups sit beside plain subscribers on the same filter, keep
+    // their members in order, and are pruned with their last member.
+    #[test]
+    fn shared_groups_are_matched_and_pruned() {
+        let mut tree = TopicTree::new();
+        tree.insert(Some("g"), "a/+", Arc::from("c1"), 1u32);
+        tree.insert(Some("g"), "a/+", Arc::from("c2"), 2);
+        tree.insert(Some("h"), "a/+", Arc::from("c1"), 3);
+        tree.insert(None, "a/+", Arc::from("c1"), 4);
+        assert_eq!(tree.len(), 4);
+        let mut groups = Vec::new();
+        let mut plain = Vec::new();
+        tree.for_each_match("a/b", |found| match found {
+            Match::One(_, value) => plain.push(*value),
+            Match::Group(group) => groups.push((
+                group.name.to_string(),
+                group.members.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+            )),
+        });
+        assert_eq!(plain, vec![4]);
+        assert_eq!(
+            groups,
+            vec![("g".to_owned(), vec![1, 2]), ("h".to_owned(), vec![3])]
+        );
+        assert!(!tree.remove(Some("g"), "a/+", "c3"));
+        assert!(tree.remove(Some("g"), "a/+", "c1"));
+        assert!(tree.remove(Some("g"), "a/+", "c2"));
+        assert!(tree.remove(Some("h"), "a/+", "c1"));
+        assert!(tree.remove(None, "a/+", "c1"));
         assert!(tree.is_empty());
         assert!(tree.root.children.is_none(), "empty nodes are pruned");
     }

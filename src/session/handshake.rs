@@ -1,8 +1,9 @@
 //! The CONNECT handshake: the first packet must be a CONNECT and must come
-//! within `connect_timeout`; the client id is checked or assigned; the
-//! session is claimed (taking it over from another connection if needed);
-//! CONNACK tells the truth about the session; unacknowledged messages are
-//! re-sent first.
+//! within `connect_timeout`; the client id is checked or assigned; what
+//! the client announced and what the broker grants are settled
+//! ([`super::negotiate`]); the session is claimed (taking it over from
+//! another connection if needed); CONNACK tells the truth about the session
+//! and the broker; unacknowledged messages are re-sent first.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,40 +12,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::manager::Lease;
+use super::negotiate::Negotiated;
 use super::state::SessionState;
-use super::Shared;
+use super::{send_or_log, Session, Shared};
 use crate::connection::Connection;
 use crate::protocol::{
-    ConnAck, Connect, DecodeError, LastWill, Packet, PacketType, ProtocolVersion, ReasonCode,
+    ConnAck, ConnAckProperties, Connect, DecodeError, Packet, PacketType, ReasonCode,
 };
-use crate::router::inbox::{Inbox, InboxLimits, InboxReceiver};
-
-/// A connected client's session, handed from the handshake to the driver.
-#[derive(Debug)]
-pub struct Session<R, W> {
-    /// The framed connection.
-    pub connection: Connection<R, W>,
-    /// The client id (assigned by the broker if the client sent none).
-    pub client_id: Arc<str>,
-    /// Clean session: the state is dropped when the connection ends.
-    pub clean_session: bool,
-    /// Keep alive in seconds; 0 turns it off.
-    pub keep_alive: u16,
-    /// The will, published if the connection ends without DISCONNECT.
-    pub will: Option<Box<LastWill>>,
-    /// The session state.
-    pub state: SessionState,
-    /// The session's inbox (as the router sees it).
-    pub inbox: Arc<Inbox>,
-    /// The inbox's receiving end.
-    pub receiver: InboxReceiver,
-    /// This connection's claim on the session.
-    pub lease: Lease,
-    /// A subscriber's inbox this client's last PUBLISH found congested:
-    /// reading from this client pauses until it drains (bounded).
-    pub congested: Option<Arc<Inbox>>,
-}
+use crate::router::inbox::{Inbox, InboxLimits};
 
 enum FirstPacket {
     Packet(Packet),
@@ -95,7 +70,12 @@ where
                 DecodeError::UnsupportedProtocolLevel(_) | DecodeError::UnknownProtocolName
             ) {
                 // [MQTT-3.1.2-2] (v3.1.1): CONNACK 0x01, then close.
-                refuse(&mut connection, ReasonCode::UnsupportedProtocolVersion).await;
+                refuse(
+                    &mut connection,
+                    ReasonCode::UnsupportedProtocolVersion,
+                    ConnAckProperties::default(),
+                )
+                .await;
             }
             return None;
         }
@@ -116,8 +96,17 @@ where
         }
     };
     check_connect(shared, &mut connection, &connect).await?;
-    let client_id = client_id(shared, &mut connection, &connect).await?;
+    let (client_id, assigned) = client_id(shared, &mut connection, &connect).await?;
     tracing::Span::current().record("client_id", &*client_id);
+    let negotiated = match Negotiated::new(&shared.config, &connect, assigned, &client_id) {
+        Ok(negotiated) => negotiated,
+        Err((reason_code, rule)) => {
+            shared.metrics.protocol_errors.increment();
+            tracing::info!(rule, "CONNECT refused");
+            refuse(&mut connection, reason_code, ConnAckProperties::default()).await;
+            return None;
+        }
+    };
     let claim = tokio::select! {
         _ = token.cancelled() => return None,
         claim = shared.sessions.acquire(&client_id) => claim,
@@ -128,11 +117,18 @@ where
         max_bytes: shared.config.max_queued_bytes,
         queue_qos0: shared.config.queue_qos0,
     };
+    if let Some(parked) = parked.as_ref().filter(|parked| parked.will.is_some()) {
+        // [MQTT-3.1.3-9] (v5.0): back before the Will Delay Interval
+        // passed, so the will is not sent.
+        shared.metrics.wills_cancelled.increment();
+        tracing::debug!(will_at = ?parked.will_at, "reconnected within the will delay: will cancelled");
+    }
     let (state, inbox, receiver, session_present) = match parked {
-        // [MQTT-3.1.2-4] (v3.1.1): resume the session.
+        // [MQTT-3.1.2-4] (v3.1.1) [MQTT-3.1.2-5] (v5.0): resume the session.
         Some(parked) if !connect.clean_start => (parked.state, parked.inbox, parked.receiver, true),
         other => {
-            // [MQTT-3.1.2-6] (v3.1.1): clean session discards what was there.
+            // [MQTT-3.1.2-6] (v3.1.1) [MQTT-3.1.2-4] (v5.0): clean start
+            // discards what was there.
             if let Some(old) = other {
                 shared.metrics.clients_disconnected.decrement();
                 for filter in old.state.subscriptions.keys() {
@@ -149,34 +145,39 @@ where
         .attach(&lease, &inbox, shared.tasks.token().is_cancelled());
     // Boxed: the session lives as long as the connection, and its futures
     // then hold a pointer rather than a copy each.
+    connection.max_outgoing_packet = negotiated.max_outgoing_packet;
     let mut session = Box::new(Session {
         connection,
         client_id,
-        clean_session: connect.clean_start,
-        keep_alive: connect.keep_alive,
+        keep_alive: negotiated.keep_alive,
+        session_expiry: negotiated.session_expiry,
         will: connect.will.clone().map(Box::new),
         state,
         inbox,
         receiver,
         lease,
         congested: None,
+        limits: negotiated.limits,
+        aliases: None,
     });
-    // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (v3.1.1): session present tells the truth.
+    // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (v3.1.1) [MQTT-3.2.2-2] (v5.0):
+    // session present tells the truth.
     let connack = ConnAck {
         session_present,
         reason_code: ReasonCode::Success,
-        ..ConnAck::default()
+        properties: negotiated.connack,
     };
-    send_or_log(&mut session.connection, &Packet::ConnAck(connack));
-    super::driver::resend_inflight(&mut session);
+    session.send(Packet::ConnAck(connack));
+    super::outbound::resend_inflight(shared, &mut session);
     shared.metrics.clients_connected.increment();
     if session_present {
         shared.metrics.clients_disconnected.decrement();
     }
     tracing::info!(
         protocol = ?connect.protocol,
-        clean_session = connect.clean_start,
-        keep_alive = connect.keep_alive,
+        clean_start = connect.clean_start,
+        keep_alive = session.keep_alive,
+        session_expiry = session.session_expiry,
         session_present,
         "client connected"
     );
@@ -209,8 +210,9 @@ where
     }
 }
 
-/// Checks what the codec cannot: the protocol level this build serves,
-/// the will topic's bounds, whether anonymous clients may connect.
+/// Checks what the codec cannot: the will topic's bounds, whether the
+/// broker sends clients elsewhere, whether anonymous clients may connect,
+/// the authentication method.
 async fn check_connect<R, W>(
     shared: &Shared,
     connection: &mut Connection<R, W>,
@@ -220,52 +222,88 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    if connect.protocol == ProtocolVersion::V5 {
-        // MQTT 5 is not served yet: answered as a 3.1.1 server answers a
-        // level it does not support [MQTT-3.1.2-2] (v3.1.1).
-        tracing::info!("MQTT 5 CONNECT refused: this build serves MQTT 3.1 and 3.1.1");
-        refuse(connection, ReasonCode::UnsupportedProtocolVersion).await;
-        return None;
-    }
     connection.version = connect.protocol;
+    let v5 = connect.protocol.is_v5();
     if let Some(will) = &connect.will {
-        if let Err(reason) = super::driver::check_topic(&shared.config, will.topic.as_str()) {
+        if let Err(reason) = super::inbound::check_topic(&shared.config, will.topic.as_str()) {
             shared.metrics.protocol_errors.increment();
-            tracing::warn!(topic = %will.topic, reason, "will topic refused; closing");
+            tracing::warn!(topic = %will.topic, reason, "will topic refused");
+            refuse(
+                connection,
+                ReasonCode::TopicNameInvalid,
+                ConnAckProperties::default(),
+            )
+            .await;
             return None;
         }
+    }
+    if let Some(redirect) = shared.config.redirect.as_ref().filter(|r| r.on_connect) {
+        tracing::info!(server_reference = %redirect.server_reference, "redirecting the client");
+        let mut properties = ConnAckProperties::default();
+        let reason_code = if !v5 {
+            ReasonCode::ServerUnavailable
+        } else if redirect.permanent {
+            ReasonCode::ServerMoved
+        } else {
+            ReasonCode::UseAnotherServer
+        };
+        properties.server_reference = Some(redirect.server_reference.clone());
+        refuse(connection, reason_code, properties).await;
+        return None;
     }
     if shared.config.allow_anonymous == Some(false) {
         // No authentication is configured, so nobody is authorised.
         tracing::info!("anonymous clients are not allowed; refusing");
-        refuse(connection, ReasonCode::NotAuthorized).await;
+        refuse(
+            connection,
+            ReasonCode::NotAuthorized,
+            ConnAckProperties::default(),
+        )
+        .await;
+        return None;
+    }
+    if let Some(method) = &connect.properties.authentication_method {
+        // [MQTT-4.12.0-1] (v5.0): a method this broker does not know.
+        tracing::info!(%method, "unknown authentication method; refusing");
+        refuse(
+            connection,
+            ReasonCode::BadAuthenticationMethod,
+            ConnAckProperties::default(),
+        )
+        .await;
         return None;
     }
     Some(())
 }
 
-/// The client id to use: the client's, or a new unique one for an empty id
-/// with clean session [MQTT-3.1.3-6] (v3.1.1); an empty id without clean
-/// session is refused with CONNACK 0x02 [MQTT-3.1.3-8] (v3.1.1).
+/// The client id to use, and whether the broker assigned it: the
+/// client's, or a new unique one for an empty id [MQTT-3.1.3-6] (v3.1.1)
+/// [MQTT-3.1.3-6] (v5.0). At 3.1.1 an empty id needs clean session, or it
+/// is refused with CONNACK 0x02 [MQTT-3.1.3-8] (v3.1.1).
 async fn client_id<R, W>(
     shared: &Shared,
     connection: &mut Connection<R, W>,
     connect: &Connect,
-) -> Option<Arc<str>>
+) -> Option<(Arc<str>, bool)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     if !connect.client_id.is_empty() {
-        return Some(Arc::from(connect.client_id.as_str()));
+        return Some((Arc::from(connect.client_id.as_str()), false));
     }
-    if !connect.clean_start {
+    if !connect.clean_start && !connect.protocol.is_v5() {
         shared.metrics.protocol_errors.increment();
         tracing::info!("[MQTT-3.1.3-8] empty client id without clean session; refusing");
-        refuse(connection, ReasonCode::ClientIdentifierNotValid).await;
+        refuse(
+            connection,
+            ReasonCode::ClientIdentifierNotValid,
+            ConnAckProperties::default(),
+        )
+        .await;
         return None;
     }
-    Some(Arc::from(assign_client_id()))
+    Some((Arc::from(assign_client_id()), true))
 }
 
 /// A client id unique within this broker's lifetime and, through the start
@@ -282,32 +320,21 @@ fn assign_client_id() -> String {
     format!("petrel-{start:x}-{sequence}")
 }
 
-/// Sends a refusing CONNACK and closes.
-async fn refuse<R, W>(connection: &mut Connection<R, W>, reason_code: ReasonCode)
-where
+/// Sends a refusing CONNACK (at 3.x the nearest return code, without the
+/// properties) and closes [MQTT-3.2.2-7] (v5.0).
+async fn refuse<R, W>(
+    connection: &mut Connection<R, W>,
+    reason_code: ReasonCode,
+    properties: ConnAckProperties,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let connack = ConnAck {
         session_present: false,
         reason_code,
-        ..ConnAck::default()
+        properties,
     };
-    if connection.version.is_v5() {
-        connection.version = ProtocolVersion::V3_1_1;
-    }
-    send_or_log(connection, &Packet::ConnAck(connack));
+    send_or_log(connection, Packet::ConnAck(connack));
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), connection.close()).await;
-}
-
-/// Encodes a packet; a packet Petrel builds itself always encodes, so a
-/// failure is a bug worth a log line, not a reason to stop.
-pub(super) fn send_or_log<R, W>(connection: &mut Connection<R, W>, packet: &Packet)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    if let Err(error) = connection.send(packet) {
-        tracing::error!(%error, packet = ?packet.packet_type(), "could not encode packet");
-    }
 }

@@ -5,13 +5,17 @@
 //! CONNECTs for one id are served one after the other, so exactly one ends
 //! up connected.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::state::SessionState;
+use crate::protocol::LastWill;
 use crate::router::inbox::{Inbox, InboxReceiver, Interrupt};
 
 /// A session whose client is not connected.
@@ -23,6 +27,24 @@ pub struct Parked {
     pub inbox: Arc<Inbox>,
     /// The inbox's receiving end, holding what was queued meanwhile.
     pub receiver: InboxReceiver,
+    /// When the session expires (never if none).
+    pub expires_at: Option<Instant>,
+    /// A will waiting for its Will Delay Interval.
+    pub will: Option<Box<LastWill>>,
+    /// When that will is due.
+    pub will_at: Option<Instant>,
+}
+
+/// What came due in a parked session (see [`SessionManager::take_due`]).
+#[derive(Debug)]
+pub struct Due {
+    /// The session's client id.
+    pub client_id: Arc<str>,
+    /// Its will, to publish now.
+    pub will: Option<Box<LastWill>>,
+    /// The session itself, if it has expired: it is already gone from the
+    /// table; its subscriptions are for the caller to remove.
+    pub expired: Option<Parked>,
 }
 
 #[derive(Debug)]
@@ -107,6 +129,12 @@ impl Drop for Lease {
 pub struct SessionManager {
     slots: DashMap<Arc<str>, Arc<Slot>>,
     generation: AtomicU64,
+    /// When parked sessions have something due (a delayed will, their
+    /// expiry), earliest first. Entries are hints: the slot is checked
+    /// when one comes due, so a session resumed meanwhile is left alone.
+    deadlines: Mutex<BinaryHeap<Reverse<(Instant, Arc<str>)>>>,
+    /// Woken when a deadline is added.
+    deadline_added: Notify,
 }
 
 impl SessionManager {
@@ -199,12 +227,98 @@ impl SessionManager {
     /// Ends a connection's claim: parks its session for the next connection
     /// (`Some`), or forgets it (`None`).
     pub fn release(&self, mut lease: Lease, parked: Option<Parked>) {
+        if let Some(parked) = &parked {
+            let due = [parked.will_at, parked.expires_at];
+            let mut deadlines = self.deadlines();
+            for at in due.into_iter().flatten() {
+                deadlines.push(Reverse((at, Arc::clone(&lease.client_id))));
+            }
+            drop(deadlines);
+            if parked.will_at.is_some() || parked.expires_at.is_some() {
+                self.deadline_added.notify_one();
+            }
+        }
         lease.released = true;
         if lease.slot.let_go(lease.generation, parked.map(Box::new)) {
             self.slots.remove_if(&lease.client_id, |_, current| {
                 Arc::ptr_eq(current, &lease.slot)
             });
         }
+    }
+
+    fn deadlines(&self) -> MutexGuard<'_, BinaryHeap<Reverse<(Instant, Arc<str>)>>> {
+        self.deadlines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The earliest deadline of a parked session, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines().peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Waits until a deadline is added.
+    pub async fn deadline_added(&self) {
+        self.deadline_added.notified().await;
+    }
+
+    /// Takes what has come due by `now` in parked sessions: wills whose
+    /// delay has passed, and sessions that have expired (removed from the
+    /// table here). A session that is connected again is skipped.
+    pub fn take_due(&self, now: Instant) -> Vec<Due> {
+        let mut due_ids = Vec::new();
+        {
+            let mut deadlines = self.deadlines();
+            while deadlines.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+                if let Some(Reverse((_, client_id))) = deadlines.pop() {
+                    due_ids.push(client_id);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for client_id in due_ids {
+            let Some(slot) = self
+                .slots
+                .get(&client_id)
+                .map(|slot| Arc::clone(slot.value()))
+            else {
+                continue;
+            };
+            let mut inner = slot.inner();
+            if inner.active.is_some() {
+                continue;
+            }
+            let Some(parked) = inner.parked.as_mut() else {
+                continue;
+            };
+            let expired = parked.expires_at.is_some_and(|at| at <= now);
+            let will_due = expired || parked.will_at.is_some_and(|at| at <= now);
+            let will = if will_due {
+                parked.will_at = None;
+                parked.will.take()
+            } else {
+                None
+            };
+            let expired = if expired {
+                inner.removed = true;
+                inner.parked.take().map(|parked| *parked)
+            } else {
+                None
+            };
+            drop(inner);
+            if expired.is_some() {
+                self.slots
+                    .remove_if(&client_id, |_, current| Arc::ptr_eq(current, &slot));
+            }
+            if will.is_some() || expired.is_some() {
+                found.push(Due {
+                    client_id,
+                    will,
+                    expired,
+                });
+            }
+        }
+        found
     }
 
     /// Client ids with a session (connected or parked).
@@ -266,6 +380,9 @@ mod tests {
             state,
             inbox: Arc::clone(&inbox),
             receiver,
+            expires_at: None,
+            will: None,
+            will_at: None,
         };
         manager.release(first, Some(parked));
         let (second, parked) = tokio::time::timeout(Duration::from_secs(5), second)

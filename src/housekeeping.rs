@@ -1,0 +1,52 @@
+//! The broker's one housekeeping task: delayed wills and session expiry
+//! when they come due, expired retained messages, and `$SYS` every
+//! `sys_interval`. It sleeps until the next of these.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::session::Shared;
+
+/// How often expired retained messages are swept.
+const RETAINED_SWEEP: Duration = Duration::from_secs(1);
+
+/// Runs until shutdown.
+pub async fn run(shared: Arc<Shared>) {
+    let started = Instant::now();
+    let token = shared.tasks.token().clone();
+    let sys_interval =
+        (shared.config.sys_interval > 0).then(|| Duration::from_secs(shared.config.sys_interval));
+    let mut next_sys = sys_interval.map(|_| started);
+    let mut next_sweep = started + RETAINED_SWEEP;
+    loop {
+        let now = Instant::now();
+        crate::session::expiry::run_due(&shared, now);
+        if now >= next_sweep {
+            let removed = shared.router.remove_expired_retained(now.into_std());
+            if removed > 0 {
+                shared.metrics.messages_expired.add(removed as u64);
+            }
+            next_sweep = now + RETAINED_SWEEP;
+        }
+        if let (Some(at), Some(interval)) = (next_sys, sys_interval) {
+            if now >= at {
+                crate::sys::publish_all(&shared, started.elapsed());
+                next_sys = Some(now + interval);
+            }
+        }
+        let mut wake = next_sweep;
+        for at in [next_sys, shared.sessions.next_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            wake = wake.min(at);
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = shared.sessions.deadline_added() => {}
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! When a connection ends: the log line, a DISCONNECT with the reason for
+//! an MQTT 5 client, the will (now, or after its delay), shared
+//! subscription messages handed to other members, and the session parked
+//! until it expires or dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::driver::Exit;
+use super::inbound::is_broker_topic;
+use super::manager::Parked;
+use super::state::Phase;
+use super::{Session, Shared};
+use crate::protocol::{
+    Disconnect, DisconnectProperties, LastWill, Packet, PublishProperties, QoS, ReasonCode,
+};
+use crate::router::message::Message;
+
+/// After the loop: log, tell an MQTT 5 client why, publish or schedule
+/// the will, close, park or drop the session.
+pub async fn finish<R, W>(shared: &Shared, mut session: Box<Session<R, W>>, exit: Exit)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    log_exit(shared, &session, &exit);
+    if session.connection.version.is_v5() {
+        if let Some(reason_code) = exit.disconnect_reason() {
+            session.send(Packet::Disconnect(server_disconnect(
+                shared,
+                &exit,
+                reason_code,
+            )));
+        }
+    }
+    let now = Instant::now();
+    let mut delayed_will = None;
+    if exit.publishes_will() {
+        if let Some(will) = session.will.take() {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            // The will waits for its delay unless the session ends first
+            // [MQTT-3.1.2-8] (v5.0): at once without a session to outlive
+            // the connection, or when the broker stops.
+            if delay == 0 || session.session_expiry == 0 || matches!(exit, Exit::Shutdown) {
+                publish_will(shared, will, &session.client_id);
+            } else {
+                let wait = delay.min(session.session_expiry);
+                delayed_will = Some((will, now + Duration::from_secs(u64::from(wait))));
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), session.connection.close()).await;
+    shared.metrics.clients_connected.decrement();
+    session.inbox.set_online(false);
+    hand_over_shared(shared, &mut session);
+    let parked = if session.session_expiry == 0 {
+        // [MQTT-3.1.2-6] (v3.1.1): a clean session ends with its connection.
+        for filter in session.state.subscriptions.keys() {
+            shared
+                .router
+                .unsubscribe(filter.as_str(), &session.client_id);
+        }
+        None
+    } else {
+        shared.metrics.clients_disconnected.increment();
+        let expires_at = (session.session_expiry != u32::MAX)
+            .then(|| now + Duration::from_secs(u64::from(session.session_expiry)));
+        let (will, will_at) = delayed_will.unzip();
+        Some(Parked {
+            state: session.state,
+            inbox: session.inbox,
+            receiver: session.receiver,
+            expires_at,
+            will,
+            will_at,
+        })
+    };
+    shared.sessions.release(session.lease, parked);
+}
+
+fn log_exit<R, W>(shared: &Shared, session: &Session<R, W>, exit: &Exit) {
+    let metrics = &shared.metrics;
+    match exit {
+        Exit::Disconnect => tracing::info!("client disconnected"),
+        Exit::DisconnectWithWill => {
+            tracing::info!("client disconnected asking for its will (0x04)");
+        }
+        Exit::Closed => tracing::info!("client closed the connection without DISCONNECT"),
+        Exit::Io(error) => tracing::info!(%error, "connection lost"),
+        Exit::KeepAlive => {
+            metrics.keep_alive_timeouts.increment();
+            tracing::info!(
+                keep_alive = session.keep_alive,
+                "[MQTT-3.1.2-24] nothing received within 1.5 x keep alive; closing"
+            );
+        }
+        Exit::Malformed(error) => {
+            metrics.protocol_errors.increment();
+            tracing::warn!(%error, "malformed packet; closing");
+        }
+        Exit::Violation(reason_code, rule) => {
+            metrics.protocol_errors.increment();
+            tracing::warn!(?reason_code, rule, "protocol violation; closing");
+        }
+        Exit::TakenOver => {
+            metrics.takeovers.increment();
+            tracing::info!("[MQTT-3.1.4-2] session taken over by a new connection");
+        }
+        Exit::Shutdown => tracing::info!("closing: server shutting down"),
+    }
+}
+
+/// The DISCONNECT the broker sends: the reason code, a Reason String
+/// naming the rule broken, and on shutdown the redirect if one is
+/// configured (0x9C / 0x9D with a Server Reference).
+fn server_disconnect(shared: &Shared, exit: &Exit, mut reason_code: ReasonCode) -> Disconnect {
+    let mut properties = DisconnectProperties::default();
+    match exit {
+        Exit::Violation(_, rule) => properties.reason_string = Some((*rule).to_owned()),
+        Exit::Malformed(error) => properties.reason_string = Some(error.to_string()),
+        Exit::Shutdown => {
+            if let Some(redirect) = &shared.config.redirect {
+                reason_code = if redirect.permanent {
+                    ReasonCode::ServerMoved
+                } else {
+                    ReasonCode::UseAnotherServer
+                };
+                properties.server_reference = Some(redirect.server_reference.clone());
+            }
+        }
+        _ => {}
+    }
+    Disconnect {
+        reason_code,
+        properties,
+    }
+}
+
+/// Publishes a will, with its properties as the message's [MQTT-3.1.3-10]
+/// (v5.0); never to the broker's own `$SYS` tree.
+pub fn publish_will(shared: &Shared, will: Box<LastWill>, client_id: &Arc<str>) {
+    if is_broker_topic(will.topic.as_str()) {
+        return;
+    }
+    let LastWill {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
+    } = *will;
+    shared.metrics.wills_published.increment();
+    shared.router.publish(Arc::new(Message::new(
+        topic,
+        payload,
+        qos,
+        retain && shared.config.retain_available,
+        PublishProperties {
+            payload_format_indicator: properties.payload_format_indicator,
+            message_expiry_interval: properties.message_expiry_interval,
+            content_type: properties.content_type,
+            response_topic: properties.response_topic,
+            correlation_data: properties.correlation_data,
+            user_properties: properties.user_properties,
+            ..PublishProperties::default()
+        },
+        Some(Arc::clone(client_id)),
+    )));
+}
+
+/// Messages this client got through a shared subscription and will not
+/// receive now go to another member of the group: those not yet sent, and
+/// QoS 1 ones sent but not acknowledged. A QoS 2 one already sent stays
+/// with this session [MQTT-4.8.2-4] [MQTT-4.8.2-5] (v5.0).
+fn hand_over_shared<R, W>(shared: &Shared, session: &mut Session<R, W>) {
+    let has_shared = session
+        .state
+        .subscriptions
+        .keys()
+        .any(|filter| filter.as_str().starts_with("$share/"));
+    if !has_shared
+        && session
+            .state
+            .inflight
+            .iter()
+            .all(|i| i.delivery.shared.is_none())
+    {
+        return;
+    }
+    let client_id = &session.client_id;
+    session
+        .receiver
+        .drain_into(&mut session.state.pending, usize::MAX);
+    let pending = std::mem::take(&mut session.state.pending);
+    for delivery in pending {
+        if delivery.shared.is_none() || !shared.router.redeliver_shared(delivery.clone(), client_id)
+        {
+            session.state.pending.push_back(delivery);
+        }
+    }
+    let handed: Vec<_> = session
+        .state
+        .inflight
+        .iter()
+        .filter(|inflight| {
+            inflight.delivery.shared.is_some()
+                && inflight.delivery.qos == QoS::AtLeastOnce
+                && inflight.phase == Phase::Published
+        })
+        .map(|inflight| (inflight.packet_id, inflight.delivery.clone()))
+        .collect();
+    for (packet_id, delivery) in handed {
+        if shared.router.redeliver_shared(delivery, client_id) {
+            session
+                .state
+                .complete(packet_id, QoS::AtLeastOnce, Phase::Published);
+        }
+    }
+}

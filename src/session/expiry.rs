@@ -1,0 +1,28 @@
+//! What happens to a parked session with time: its delayed will is
+//! published when the Will Delay Interval passes [MQTT-3.1.2-8] (v5.0),
+//! and the session is removed when its Session Expiry Interval passes
+//! (3.1.2.11.2), with the will if it is still waiting. Run by the
+//! broker's housekeeping task.
+
+use tokio::time::Instant;
+
+use super::close::publish_will;
+use super::Shared;
+
+/// Publishes the wills and removes the sessions that are due at `now`.
+pub fn run_due(shared: &Shared, now: Instant) {
+    for due in shared.sessions.take_due(now) {
+        if let Some(will) = due.will {
+            tracing::info!(client_id = %due.client_id, "will delay passed: publishing the will");
+            publish_will(shared, will, &due.client_id);
+        }
+        if let Some(parked) = due.expired {
+            for filter in parked.state.subscriptions.keys() {
+                shared.router.unsubscribe(filter.as_str(), &due.client_id);
+            }
+            shared.metrics.sessions_expired.increment();
+            shared.metrics.clients_disconnected.decrement();
+            tracing::info!(client_id = %due.client_id, "session expired: removed");
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! What the client sends once connected: PUBLISH (topic aliases, limits,
+//! QoS 1/2 receiving side), the acknowledgements of what it was sent,
+//! SUBSCRIBE and UNSUBSCRIBE with their options and reason codes, and
+//! DISCONNECT.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::driver::Exit;
+use super::state::Phase;
+use super::{Session, Shared};
+use crate::config::Config;
+use crate::protocol::{
+    Ack, Disconnect, Packet, Publish, PublishProperties, QoS, ReasonCode, RetainHandling, SubAck,
+    Subscribe, SubscriptionOptions, TopicFilter, UnsubAck, Unsubscribe,
+};
+use crate::router::message::{Delivery, Message};
+use crate::router::{shared as shared_groups, Subscriber};
+
+/// The broker's own `$SYS` tree, which clients may not publish to (a
+/// PUBLISH there is acknowledged and dropped, a will there is not sent).
+pub fn is_broker_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+/// Checks a topic name or filter against the configured bounds.
+pub fn check_topic(config: &Config, topic: &str) -> Result<(), &'static str> {
+    if topic.len() > config.max_topic_length {
+        return Err("topic longer than max_topic_length");
+    }
+    if topic.split('/').count() > config.max_topic_levels {
+        return Err("topic has more levels than max_topic_levels");
+    }
+    Ok(())
+}
+
+/// Handles one packet from the client.
+pub fn handle<R, W>(
+    shared: &Shared,
+    session: &mut Session<R, W>,
+    packet: Packet,
+) -> Result<(), Exit>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let v5 = session.connection.version.is_v5();
+    match packet {
+        Packet::Publish(publish) => handle_publish(shared, session, publish)?,
+        Packet::PubAck(ack) => {
+            session
+                .state
+                .complete(ack.packet_id, QoS::AtLeastOnce, Phase::Published);
+        }
+        Packet::PubRec(ack) => {
+            let known = session
+                .state
+                .inflight_mut(ack.packet_id)
+                .filter(|inflight| inflight.delivery.qos == QoS::ExactlyOnce);
+            match known {
+                // [MQTT-4.3.3-1] (v3.1.1): PUBREC is answered with PUBREL.
+                Some(inflight) if !ack.reason_code.is_error() => {
+                    inflight.phase = Phase::Released;
+                    session.send(Packet::PubRel(Ack::new(ack.packet_id)));
+                }
+                // 4.3.3 (v5.0): a PUBREC with an error code ends the flow.
+                Some(_) => {
+                    session
+                        .state
+                        .complete(ack.packet_id, QoS::ExactlyOnce, Phase::Published);
+                }
+                None => session.send(Packet::PubRel(ack_with(
+                    v5,
+                    ack.packet_id,
+                    ReasonCode::PacketIdentifierNotFound,
+                ))),
+            }
+        }
+        Packet::PubComp(ack) => {
+            session
+                .state
+                .complete(ack.packet_id, QoS::ExactlyOnce, Phase::Released);
+        }
+        Packet::PubRel(ack) => {
+            // [MQTT-4.3.3-2] (v3.1.1): release the id, answer PUBCOMP.
+            let known = session.state.awaiting_pubrel.remove(&ack.packet_id.get());
+            let reason_code = if known {
+                ReasonCode::Success
+            } else {
+                ReasonCode::PacketIdentifierNotFound
+            };
+            session.send(Packet::PubComp(ack_with(v5, ack.packet_id, reason_code)));
+        }
+        Packet::Subscribe(subscribe) => handle_subscribe(shared, session, subscribe)?,
+        Packet::Unsubscribe(unsubscribe) => handle_unsubscribe(shared, session, unsubscribe),
+        Packet::PingReq => session.send(Packet::PingResp),
+        Packet::Disconnect(disconnect) => {
+            return Err(handle_disconnect(shared, session, disconnect))
+        }
+        Packet::Connect(_) => {
+            return Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                "[MQTT-3.1.0-2] a second CONNECT on one connection",
+            ))
+        }
+        Packet::Auth(_) => {
+            return Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                "[MQTT-4.12.0-7] AUTH from a client that did not use enhanced authentication",
+            ))
+        }
+        Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+            return Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                "a packet only a server may send",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An acknowledgement: with `reason_code` at 5.0; at 3.x, which has no
+/// codes, a plain one.
+fn ack_with(v5: bool, packet_id: crate::protocol::PacketId, reason_code: ReasonCode) -> Ack {
+    let mut ack = Ack::new(packet_id);
+    if v5 {
+        ack.reason_code = reason_code;
+    }
+    ack
+}
+
+fn handle_publish<R, W>(
+    shared: &Shared,
+    session: &mut Session<R, W>,
+    publish: Publish,
+) -> Result<(), Exit>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let config = &shared.config;
+    shared.metrics.messages_received.increment();
+    let v5 = session.connection.version.is_v5();
+    let Publish {
+        qos,
+        retain,
+        packet_id,
+        payload,
+        properties,
+        topic,
+        ..
+    } = publish;
+    let topic = if v5 {
+        session
+            .aliases
+            .get_or_insert_with(Default::default)
+            .resolve(topic, properties.topic_alias, config.topic_alias_maximum)
+            .map_err(|error| Exit::Violation(error.reason_code, error.rule))?
+    } else {
+        topic
+    };
+    check_topic(config, topic.as_str())
+        .map_err(|rule| Exit::Violation(ReasonCode::TopicNameInvalid, rule))?;
+    if v5 && qos > config.max_qos() {
+        return Err(Exit::Violation(
+            ReasonCode::QoSNotSupported,
+            "[MQTT-3.2.2-11] PUBLISH above the Maximum QoS in CONNACK",
+        ));
+    }
+    if v5 && retain && !config.retain_available {
+        return Err(Exit::Violation(
+            ReasonCode::RetainNotSupported,
+            "[MQTT-3.2.2-14] RETAIN set when CONNACK said Retain Available 0",
+        ));
+    }
+    // A QoS 2 PUBLISH whose id awaits PUBREL is a re-send: acknowledged,
+    // not delivered again [MQTT-4.3.3-2] (v3.1.1).
+    let duplicate = qos == QoS::ExactlyOnce
+        && packet_id.is_some_and(|id| session.state.awaiting_pubrel.contains(&id.get()));
+    if v5
+        && qos == QoS::ExactlyOnce
+        && !duplicate
+        && session.state.awaiting_pubrel.len() >= usize::from(config.receive_maximum)
+    {
+        return Err(Exit::Violation(
+            ReasonCode::ReceiveMaximumExceeded,
+            "[MQTT-3.3.4-9] more unacknowledged QoS 2 PUBLISH than the Receive Maximum",
+        ));
+    }
+    let mut reason_code = ReasonCode::Success;
+    if v5
+        && config.validate_utf8_payload
+        && properties.payload_format_indicator == Some(true)
+        && std::str::from_utf8(&payload).is_err()
+    {
+        // 3.3.2.3.2 (v5.0): a payload said to be UTF-8 that is not.
+        reason_code = ReasonCode::PayloadFormatInvalid;
+        shared.metrics.protocol_errors.increment();
+        tracing::info!(%topic, "payload marked UTF-8 is not UTF-8: refused");
+    } else if !duplicate && !is_broker_topic(topic.as_str()) {
+        let message = Arc::new(Message::new(
+            topic,
+            payload,
+            qos,
+            retain && config.retain_available,
+            PublishProperties {
+                topic_alias: None,
+                subscription_identifiers: Vec::new(),
+                ..properties
+            },
+            Some(Arc::clone(&session.client_id)),
+        ));
+        let routed = shared.router.publish(message);
+        if routed.congested.is_some() {
+            session.congested = routed.congested;
+        }
+        if routed.matched == 0 {
+            reason_code = ReasonCode::NoMatchingSubscribers;
+        }
+    }
+    match (qos, packet_id) {
+        (QoS::AtLeastOnce, Some(id)) => {
+            session.send(Packet::PubAck(ack_with(v5, id, reason_code)));
+        }
+        (QoS::ExactlyOnce, Some(id)) => {
+            if !reason_code.is_error() {
+                session.state.awaiting_pubrel.insert(id.get());
+            }
+            session.send(Packet::PubRec(ack_with(v5, id, reason_code)));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What one filter of a SUBSCRIBE gets: a refusal code, or the options
+/// granted.
+fn admit(
+    config: &Config,
+    filter: &TopicFilter,
+    options: SubscriptionOptions,
+    has_identifier: bool,
+) -> Result<SubscriptionOptions, Result<ReasonCode, Exit>> {
+    let shared_group = shared_groups::parse(filter.as_str()).map_err(|rule| {
+        tracing::info!(%filter, rule, "subscription refused");
+        Ok(ReasonCode::TopicFilterInvalid)
+    })?;
+    if let Err(rule) = check_topic(config, filter.as_str()) {
+        tracing::info!(%filter, rule, "subscription refused");
+        return Err(Ok(ReasonCode::TopicFilterInvalid));
+    }
+    if shared_group.is_some() {
+        if !config.shared_subscriptions {
+            return Err(Ok(ReasonCode::SharedSubscriptionsNotSupported));
+        }
+        if options.no_local {
+            return Err(Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                "[MQTT-3.8.3-4] No Local on a shared subscription",
+            )));
+        }
+    }
+    if !config.wildcard_subscriptions && filter.has_wildcard() {
+        return Err(Ok(ReasonCode::WildcardSubscriptionsNotSupported));
+    }
+    if has_identifier && !config.subscription_identifiers {
+        return Err(Ok(ReasonCode::SubscriptionIdentifiersNotSupported));
+    }
+    Ok(SubscriptionOptions {
+        qos: options.qos.min(config.max_qos()),
+        ..options
+    })
+}
+
+fn granted_code(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+        QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+    }
+}
+
+fn handle_subscribe<R, W>(
+    shared: &Shared,
+    session: &mut Session<R, W>,
+    subscribe: Subscribe,
+) -> Result<(), Exit>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let identifier = subscribe.properties.subscription_identifier;
+    let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+    let mut retained = VecDeque::new();
+    // A filter repeated within one SUBSCRIBE: the last one wins
+    // [MQTT-3.8.4-4] (v3.1.1), and its retained messages are sent once.
+    let last_index: HashMap<&str, usize> = subscribe
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(index, (filter, _))| (filter.as_str(), index))
+        .collect();
+    let repeated: Vec<bool> = subscribe
+        .filters
+        .iter()
+        .enumerate()
+        .map(|(index, (filter, _))| last_index.get(filter.as_str()) != Some(&index))
+        .collect();
+    drop(last_index);
+    for ((filter, options), repeated) in subscribe.filters.into_iter().zip(repeated) {
+        let options = match admit(&shared.config, &filter, options, identifier.is_some()) {
+            Ok(options) => options,
+            Err(Ok(refused)) => {
+                reason_codes.push(refused);
+                continue;
+            }
+            Err(Err(exit)) => return Err(exit),
+        };
+        reason_codes.push(granted_code(options.qos));
+        if repeated {
+            continue;
+        }
+        let existed = shared.router.subscribe(
+            filter.as_str(),
+            Subscriber {
+                inbox: Arc::clone(&session.inbox),
+                options,
+                identifier,
+                shared: None,
+            },
+        );
+        // Retained messages: never on a shared subscription [MQTT-4.8.2-?]
+        // (section 4.8.2, v5.0); otherwise as Retain Handling says
+        // [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11] (v5.0). A repeated
+        // filter replaces the subscription and, with handling 0, its
+        // retained messages are sent again [MQTT-3.8.4-3] (v3.1.1).
+        let send_retained = match options.retain_handling {
+            RetainHandling::SendOnSubscribe => true,
+            RetainHandling::SendIfNew => !existed,
+            RetainHandling::DoNotSend => false,
+        };
+        if send_retained && shared_groups::parse(filter.as_str()) == Ok(None) {
+            for message in shared.router.retained_matching(filter.as_str()) {
+                retained.push_back(Delivery {
+                    qos: message.qos.min(options.qos),
+                    message,
+                    // [MQTT-3.3.1-8] (v3.1.1): RETAIN set for a new subscription.
+                    retain: true,
+                    subscription_identifiers: identifier.into_iter().collect(),
+                    shared: None,
+                });
+            }
+        }
+        session.state.subscriptions.insert(filter, options);
+    }
+    // [MQTT-3.8.4-1] [MQTT-3.8.4-2] (v3.1.1): SUBACK with the same id, one
+    // return code per filter, before any retained message.
+    let suback = SubAck {
+        packet_id: subscribe.packet_id,
+        reason_codes,
+        properties: Default::default(),
+    };
+    session.send(Packet::SubAck(suback));
+    queue_retained(shared, session, retained);
+    Ok(())
+}
+
+/// Retained messages wait behind the SUBACK, bounded like the inbox.
+fn queue_retained<R, W>(
+    shared: &Shared,
+    session: &mut Session<R, W>,
+    mut retained: VecDeque<Delivery>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let room = shared
+        .config
+        .max_queued_messages
+        .saturating_sub(session.state.pending.len());
+    if retained.len() > room {
+        let dropped = retained.len() - room;
+        retained.truncate(room);
+        shared.metrics.messages_dropped.add(dropped as u64);
+        tracing::warn!(
+            dropped,
+            "more retained messages match than max_queued_messages; the rest are dropped"
+        );
+    }
+    session.state.pending.extend(retained);
+}
+
+fn handle_unsubscribe<R, W>(shared: &Shared, session: &mut Session<R, W>, unsubscribe: Unsubscribe)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
+    for filter in &unsubscribe.filters {
+        let existed = shared
+            .router
+            .unsubscribe(filter.as_str(), &session.client_id);
+        session.state.subscriptions.remove(filter);
+        reason_codes.push(if existed {
+            ReasonCode::Success
+        } else {
+            ReasonCode::NoSubscriptionExisted
+        });
+    }
+    // [MQTT-3.10.4-4] (v3.1.1): UNSUBACK even when nothing was subscribed.
+    let unsuback = UnsubAck {
+        packet_id: unsubscribe.packet_id,
+        reason_codes,
+        properties: Default::default(),
+    };
+    session.send(Packet::UnsubAck(unsuback));
+}
+
+/// DISCONNECT from the client: 0x04 asks for the will; a Session Expiry
+/// Interval replaces the one from CONNECT, but not 0 by another value
+/// [MQTT-3.14.2-2] (v5.0).
+fn handle_disconnect<R, W>(
+    shared: &Shared,
+    session: &mut Session<R, W>,
+    disconnect: Disconnect,
+) -> Exit
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if let Some(expiry) = disconnect.properties.session_expiry_interval {
+        if session.session_expiry == 0 && expiry != 0 {
+            return Exit::Violation(
+                ReasonCode::ProtocolError,
+                "[MQTT-3.14.2-2] DISCONNECT sets a session expiry after CONNECT set 0",
+            );
+        }
+        session.session_expiry = expiry.min(shared.config.max_session_expiry_interval);
+    }
+    if disconnect.reason_code == ReasonCode::DisconnectWithWillMessage {
+        Exit::DisconnectWithWill
+    } else {
+        Exit::Disconnect
+    }
+}

@@ -1,0 +1,182 @@
+//! What the client is sent: deliveries taken from the inbox within the
+//! in-flight window (the smaller of `max_inflight` and the client's Receive
+//! Maximum), each with what is left of its expiry, a topic alias when the
+//! client takes them, and nothing over the client's Maximum Packet Size.
+
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::state::{Inflight, Phase};
+use super::{Session, Shared};
+use crate::connection::WRITE_HIGH_WATER;
+use crate::protocol::{
+    Ack, EncodeError, OutgoingPublishProperties, Packet, PacketId, PublishRef, QoS, TopicName,
+};
+use crate::router::message::Delivery;
+
+/// Deliveries taken from the inbox under one lock.
+const PULL_BATCH: usize = 64;
+
+/// Moves deliveries into the write buffer while the in-flight window and
+/// the write buffer have room: first those taken earlier (retained
+/// messages for a new subscription), then the inbox.
+pub fn pull_deliveries<R, W>(shared: &Shared, session: &mut Session<R, W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // [MQTT-3.3.4-7] (v5.0): never more unacknowledged QoS 1/2 PUBLISH
+    // than the client's Receive Maximum.
+    let window = usize::from(session.limits.send_window);
+    while session.state.inflight.len() < window && session.connection.unsent() < WRITE_HIGH_WATER {
+        if session.state.pending.is_empty()
+            && session
+                .receiver
+                .drain_into(&mut session.state.pending, PULL_BATCH)
+                == 0
+        {
+            return;
+        }
+        let Some(next) = session.state.pending.pop_front() else {
+            return;
+        };
+        if !deliver(shared, session, next) {
+            return;
+        }
+    }
+}
+
+/// Sends one delivery, giving QoS 1/2 a packet id and an in-flight entry;
+/// an expired one is dropped [MQTT-3.3.2-5] (v5.0). False if it had to
+/// wait because no packet id is free.
+fn deliver<R, W>(shared: &Shared, session: &mut Session<R, W>, delivery: Delivery) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Ok(expiry) = delivery.message.remaining_expiry(Instant::now()) else {
+        shared.metrics.messages_expired.increment();
+        return true;
+    };
+    let packet_id = if delivery.qos == QoS::AtMostOnce {
+        None
+    } else {
+        let Some(packet_id) = session.state.allocate_packet_id() else {
+            // All 65,535 ids in flight: keep the message for later.
+            session.state.pending.push_front(delivery);
+            return false;
+        };
+        Some(packet_id)
+    };
+    if send_publish(shared, session, &delivery, packet_id, false, expiry) {
+        if let Some(packet_id) = packet_id {
+            session.state.track(Inflight {
+                packet_id,
+                delivery,
+                phase: Phase::Published,
+            });
+        }
+        shared.metrics.messages_sent.increment();
+    }
+    true
+}
+
+/// Encodes a delivery straight from the shared message: no per-subscriber
+/// copy of its topic or properties. False if it was not sent: too large
+/// for the client, which then never sees it, as if it had been delivered
+/// [MQTT-3.1.2-25] (v5.0).
+fn send_publish<R, W>(
+    shared: &Shared,
+    session: &mut Session<R, W>,
+    delivery: &Delivery,
+    packet_id: Option<PacketId>,
+    dup: bool,
+    expiry: Option<u32>,
+) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let message = &delivery.message;
+    let alias_maximum = session.limits.topic_alias_maximum;
+    let alias = (alias_maximum > 0).then(|| {
+        session
+            .aliases
+            .get_or_insert_with(Default::default)
+            .outgoing(&message.topic, alias_maximum)
+    });
+    let alias = alias.flatten();
+    let alias_only = TopicName::alias_only();
+    let publish = PublishRef {
+        dup,
+        qos: delivery.qos,
+        retain: delivery.retain,
+        topic: match alias {
+            Some(alias) if !alias.with_topic => &alias_only,
+            _ => &message.topic,
+        },
+        packet_id,
+        payload: &message.payload,
+        properties: OutgoingPublishProperties {
+            base: &message.properties,
+            message_expiry_interval: expiry,
+            topic_alias: alias.map(|alias| alias.alias),
+            subscription_identifiers: &delivery.subscription_identifiers,
+        },
+    };
+    match session.connection.send_publish(&publish) {
+        Ok(()) => true,
+        Err(error) => {
+            if let (Some(aliases), Some(alias)) = (session.aliases.as_mut(), alias) {
+                if alias.with_topic {
+                    // The client never learnt this alias.
+                    aliases.forget(&message.topic);
+                }
+            }
+            if let EncodeError::OverPeerMaximum { size, maximum } = error {
+                shared.metrics.messages_too_large.increment();
+                tracing::debug!(
+                    size,
+                    maximum,
+                    topic = %message.topic,
+                    "[MQTT-3.1.2-25] message over the client's Maximum Packet Size: not sent"
+                );
+            } else {
+                tracing::error!(%error, "could not encode PUBLISH");
+            }
+            false
+        }
+    }
+}
+
+/// Re-sends every unacknowledged message in its original order, PUBLISH
+/// with DUP set or PUBREL [MQTT-4.4.0-1] (v3.1.1) [MQTT-4.4.0-1] (v5.0);
+/// a PUBLISH whose expiry has passed meanwhile is dropped instead.
+pub fn resend_inflight<R, W>(shared: &Shared, session: &mut Session<R, W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let now = Instant::now();
+    let inflight = std::mem::take(&mut session.state.inflight);
+    session.state.rebuild_index();
+    for entry in inflight {
+        match entry.phase {
+            Phase::Published => {
+                let Ok(expiry) = entry.delivery.message.remaining_expiry(now) else {
+                    shared.metrics.messages_expired.increment();
+                    continue;
+                };
+                let packet_id = Some(entry.packet_id);
+                if send_publish(shared, session, &entry.delivery, packet_id, true, expiry) {
+                    session.state.track(entry);
+                }
+            }
+            Phase::Released => {
+                session.send(Packet::PubRel(Ack::new(entry.packet_id)));
+                session.state.track(entry);
+            }
+        }
+    }
+}
