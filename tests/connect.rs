@@ -89,7 +89,7 @@ async fn empty_client_id_without_clean_session_is_refused() {
 }
 
 // [MQTT-3.1.2-2] (v3.1.1): an unsupported protocol level gets CONNACK 0x01
-// and the connection is closed; MQTT 5 is not served by this version.
+// and the connection is closed.
 #[tokio::test]
 async fn unsupported_protocol_level_gets_return_code_1() {
     timed(async {

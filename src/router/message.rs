@@ -118,8 +118,10 @@ mod tests {
 
     #[test]
     fn expiry_counts_down_from_reception() {
-        let mut properties = PublishProperties::default();
-        properties.message_expiry_interval = Some(10);
+        let properties = PublishProperties {
+            message_expiry_interval: Some(10),
+            ..PublishProperties::default()
+        };
         let message = Message::new(
             TopicName::new("a").unwrap(),
             Bytes::new(),

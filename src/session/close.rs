@@ -45,7 +45,7 @@ where
             // [MQTT-3.1.2-8] (v5.0): at once without a session to outlive
             // the connection, or when the broker stops.
             if delay == 0 || session.session_expiry == 0 || matches!(exit, Exit::Shutdown) {
-                publish_will(shared, will, &session.client_id);
+                publish_will(shared, *will, &session.client_id);
             } else {
                 let wait = delay.min(session.session_expiry);
                 delayed_will = Some((will, now + Duration::from_secs(u64::from(wait))));
@@ -141,7 +141,7 @@ fn server_disconnect(shared: &Shared, exit: &Exit, mut reason_code: ReasonCode) 
 
 /// Publishes a will, with its properties as the message's [MQTT-3.1.3-10]
 /// (v5.0); never to the broker's own `$SYS` tree.
-pub fn publish_will(shared: &Shared, will: Box<LastWill>, client_id: &Arc<str>) {
+pub fn publish_will(shared: &Shared, will: LastWill, client_id: &Arc<str>) {
     if is_broker_topic(will.topic.as_str()) {
         return;
     }
@@ -151,7 +151,7 @@ pub fn publish_will(shared: &Shared, will: Box<LastWill>, client_id: &Arc<str>) 
         qos,
         retain,
         properties,
-    } = *will;
+    } = will;
     shared.metrics.wills_published.increment();
     shared.router.publish(Arc::new(Message::new(
         topic,

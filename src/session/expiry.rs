@@ -14,7 +14,7 @@ pub fn run_due(shared: &Shared, now: Instant) {
     for due in shared.sessions.take_due(now) {
         if let Some(will) = due.will {
             tracing::info!(client_id = %due.client_id, "will delay passed: publishing the will");
-            publish_will(shared, will, &due.client_id);
+            publish_will(shared, *will, &due.client_id);
         }
         if let Some(parked) = due.expired {
             for filter in parked.state.subscriptions.keys() {

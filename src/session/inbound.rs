@@ -420,7 +420,7 @@ where
 
 /// DISCONNECT from the client: 0x04 asks for the will; a Session Expiry
 /// Interval replaces the one from CONNECT, but not 0 by another value
-/// [MQTT-3.14.2-2] (v5.0).
+/// (3.14.2.2.2, a Protocol Error).
 fn handle_disconnect<R, W>(
     shared: &Shared,
     session: &mut Session<R, W>,
@@ -434,7 +434,7 @@ where
         if session.session_expiry == 0 && expiry != 0 {
             return Exit::Violation(
                 ReasonCode::ProtocolError,
-                "[MQTT-3.14.2-2] DISCONNECT sets a session expiry after CONNECT set 0",
+                "3.14.2.2.2: DISCONNECT sets a session expiry after CONNECT set 0",
             );
         }
         session.session_expiry = expiry.min(shared.config.max_session_expiry_interval);

@@ -124,6 +124,9 @@ impl Drop for Lease {
     }
 }
 
+/// Parked sessions' deadlines, earliest first.
+type Deadlines = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
+
 /// Every client id's session slot.
 #[derive(Debug, Default)]
 pub struct SessionManager {
@@ -132,7 +135,7 @@ pub struct SessionManager {
     /// When parked sessions have something due (a delayed will, their
     /// expiry), earliest first. Entries are hints: the slot is checked
     /// when one comes due, so a session resumed meanwhile is left alone.
-    deadlines: Mutex<BinaryHeap<Reverse<(Instant, Arc<str>)>>>,
+    deadlines: Mutex<Deadlines>,
     /// Woken when a deadline is added.
     deadline_added: Notify,
 }
@@ -246,7 +249,7 @@ impl SessionManager {
         }
     }
 
-    fn deadlines(&self) -> MutexGuard<'_, BinaryHeap<Reverse<(Instant, Arc<str>)>>> {
+    fn deadlines(&self) -> MutexGuard<'_, Deadlines> {
         self.deadlines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -416,3 +416,111 @@ pub async fn acknowledge(client: &mut RawClient, publish: &Publish) {
         QoS::AtMostOnce => {}
     }
 }
+
+/// An MQTT 5 CONNECT.
+pub fn connect_v5(client_id: &str, clean_start: bool, keep_alive: u16) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V5,
+        ..connect_packet(client_id, clean_start, keep_alive)
+    }
+}
+
+impl RawClient {
+    /// An MQTT 5 connection for `client_id` with clean start and the
+    /// given CONNECT properties; returns the CONNACK, asserted successful.
+    pub async fn connect_v5_with(
+        addr: SocketAddr,
+        client_id: &str,
+        properties: ConnectProperties,
+    ) -> (RawClient, ConnAck) {
+        let connect = Connect {
+            properties,
+            ..connect_v5(client_id, true, 0)
+        };
+        let (client, connack) = RawClient::connect_with(addr, connect).await;
+        assert_eq!(connack.reason_code, protocol::ReasonCode::Success);
+        (client, connack)
+    }
+
+    /// A clean MQTT 5 connection for `client_id`, accepted.
+    pub async fn connect_v5(addr: SocketAddr, client_id: &str) -> RawClient {
+        RawClient::connect_v5_with(addr, client_id, ConnectProperties::default())
+            .await
+            .0
+    }
+
+    /// Asserts the broker sends DISCONNECT with `reason_code`, then closes.
+    pub async fn expect_disconnect(
+        &mut self,
+        reason_code: protocol::ReasonCode,
+    ) -> protocol::Disconnect {
+        loop {
+            match self.recv().await {
+                Packet::Disconnect(disconnect) => {
+                    assert_eq!(disconnect.reason_code, reason_code, "{disconnect:?}");
+                    self.expect_closed().await;
+                    return disconnect;
+                }
+                // Acknowledgements of what was sent before may come first.
+                Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => {}
+                other => panic!("expected DISCONNECT, got {other:?}"),
+            }
+        }
+    }
+
+    /// Subscribes with full options and an optional identifier; returns
+    /// the reason codes.
+    pub async fn subscribe_with(
+        &mut self,
+        packet_id: u16,
+        filters: &[(&str, SubscriptionOptions)],
+        identifier: Option<u32>,
+    ) -> Vec<protocol::ReasonCode> {
+        let subscribe = Subscribe {
+            packet_id: id(packet_id),
+            filters: filters
+                .iter()
+                .map(|(text, options)| (filter(text), *options))
+                .collect(),
+            properties: SubscribeProperties {
+                subscription_identifier: identifier.and_then(std::num::NonZeroU32::new),
+                ..SubscribeProperties::default()
+            },
+        };
+        self.send(&Packet::Subscribe(subscribe)).await;
+        match self.recv().await {
+            Packet::SubAck(suback) => {
+                assert_eq!(suback.packet_id, id(packet_id));
+                suback.reason_codes
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+}
+
+/// Subscription options with `qos` and everything else at its default.
+pub fn options(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        ..SubscriptionOptions::default()
+    }
+}
+
+/// A PUBLISH with MQTT 5 properties.
+pub fn publish_with(
+    topic_name: &str,
+    payload: &[u8],
+    qos: QoS,
+    packet_id: Option<u16>,
+    properties: PublishProperties,
+) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic(topic_name),
+        packet_id: packet_id.map(id),
+        payload: Bytes::copy_from_slice(payload),
+        properties,
+    })
+}
