@@ -95,7 +95,12 @@ where
         }
         Packet::Subscribe(subscribe) => handle_subscribe(shared, session, subscribe)?,
         Packet::Unsubscribe(unsubscribe) => handle_unsubscribe(shared, session, unsubscribe),
-        Packet::PingReq => session.send(Packet::PingResp),
+        Packet::PingReq => {
+            // What was routed to this client before its PINGREQ goes out
+            // before the PINGRESP, so a PINGREQ is a barrier for it.
+            super::outbound::pull_deliveries(shared, session);
+            session.send(Packet::PingResp);
+        }
         Packet::Disconnect(disconnect) => {
             return Err(handle_disconnect(shared, session, disconnect))
         }
