@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod housekeeping;
@@ -79,6 +80,16 @@ impl Broker {
         config: Config,
         listeners: Vec<tokio::net::TcpListener>,
     ) -> std::io::Result<Broker> {
+        Broker::start_with_auth(config, listeners, Vec::new())
+    }
+
+    /// [`Broker::start`], with enhanced authentication methods (MQTT 5
+    /// AUTH) clients may name in CONNECT.
+    pub fn start_with_auth(
+        config: Config,
+        listeners: Vec<tokio::net::TcpListener>,
+        auth_methods: Vec<Arc<dyn auth::EnhancedAuth>>,
+    ) -> std::io::Result<Broker> {
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             router: Arc::new(Router::new(
@@ -91,6 +102,7 @@ impl Broker {
             sessions: SessionManager::new(),
             metrics,
             tasks: Tasks::new(),
+            auth_methods,
         });
         let mut local_addrs = Vec::with_capacity(listeners.len());
         for listener in listeners {

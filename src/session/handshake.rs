@@ -14,10 +14,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::negotiate::Negotiated;
 use super::state::SessionState;
-use super::{send_or_log, Session, Shared};
+use super::{send_or_log, AuthState, Session, Shared};
+use crate::auth::{AuthStep, EnhancedAuth};
 use crate::connection::Connection;
 use crate::protocol::{
-    ConnAck, ConnAckProperties, Connect, DecodeError, Packet, PacketType, ReasonCode,
+    Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Packet, PacketType,
+    ReasonCode,
 };
 use crate::router::inbox::{Inbox, InboxLimits};
 
@@ -98,6 +100,12 @@ where
     check_connect(shared, &mut connection, &connect).await?;
     let (client_id, assigned) = client_id(shared, &mut connection, &connect).await?;
     tracing::Span::current().record("client_id", &*client_id);
+    let auth = match &connect.properties.authentication_method {
+        Some(name) => {
+            Some(authenticate(shared, &mut connection, &connect, name, &client_id).await?)
+        }
+        None => None,
+    };
     let negotiated = match Negotiated::new(&shared.config, &connect, assigned, &client_id) {
         Ok(negotiated) => negotiated,
         Err((reason_code, rule)) => {
@@ -146,6 +154,17 @@ where
     // Boxed: the session lives as long as the connection, and its futures
     // then hold a pointer rather than a copy each.
     connection.max_outgoing_packet = negotiated.max_outgoing_packet;
+    let mut connack_properties = negotiated.connack;
+    let auth = auth.map(|(method, data)| {
+        // [MQTT-4.12.0-5] (v5.0): CONNACK names the method.
+        connack_properties.authentication_method = Some(method.method().to_owned());
+        connack_properties.authentication_data = data;
+        Box::new(AuthState {
+            method,
+            username: connect.username.clone(),
+            exchange: None,
+        })
+    });
     let mut session = Box::new(Session {
         connection,
         client_id,
@@ -159,13 +178,14 @@ where
         congested: None,
         limits: negotiated.limits,
         aliases: None,
+        auth,
     });
     // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (v3.1.1) [MQTT-3.2.2-2] (v5.0):
     // session present tells the truth.
     let connack = ConnAck {
         session_present,
         reason_code: ReasonCode::Success,
-        properties: negotiated.connack,
+        properties: connack_properties,
     };
     session.send(Packet::ConnAck(connack));
     super::outbound::resend_inflight(shared, &mut session);
@@ -189,11 +209,107 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    read_packet(connection, Some(PacketType::Connect)).await
+}
+
+/// Runs an enhanced authentication exchange (section 4.12): AUTH 0x18
+/// back and forth until the method decides. The method and the data for
+/// CONNACK on success; `None` once refused and closed.
+async fn authenticate<R, W>(
+    shared: &Shared,
+    connection: &mut Connection<R, W>,
+    connect: &Connect,
+    name: &str,
+    client_id: &str,
+) -> Option<(Arc<dyn EnhancedAuth>, Option<bytes::Bytes>)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Some(method) = shared.auth_method(name).cloned() else {
+        // [MQTT-4.12.0-1] (v5.0): a method this broker does not know.
+        tracing::info!(method = %name, "unknown authentication method; refusing");
+        refuse(
+            connection,
+            ReasonCode::BadAuthenticationMethod,
+            ConnAckProperties::default(),
+        )
+        .await;
+        return None;
+    };
+    let mut exchange = method.start(client_id, connect.username.as_deref());
+    let mut data = connect.properties.authentication_data.clone();
     loop {
-        // [MQTT-3.1.0-1] (v3.1.1): refuse anything but CONNECT from its
-        // first byte, without waiting for the rest of it.
-        if let Some(packet_type) = connection.next_packet_type() {
-            if packet_type != PacketType::Connect as u8 {
+        match exchange.step(data.as_deref()) {
+            AuthStep::Success(out) => return Some((method, out)),
+            AuthStep::Failure(reason_code) => {
+                tracing::info!(method = %name, ?reason_code, "authentication failed");
+                refuse(connection, reason_code, ConnAckProperties::default()).await;
+                return None;
+            }
+            AuthStep::Continue(out) => {
+                // [MQTT-4.12.0-2] (v5.0): 0x18, and the method named
+                // [MQTT-4.12.0-5] (v5.0).
+                send_or_log(
+                    connection,
+                    Packet::Auth(Auth {
+                        reason_code: ReasonCode::ContinueAuthentication,
+                        properties: AuthProperties {
+                            authentication_method: Some(name.to_owned()),
+                            authentication_data: out,
+                            ..AuthProperties::default()
+                        },
+                    }),
+                );
+                let next = tokio::time::timeout(
+                    shared.config.connect_timeout(),
+                    read_packet(connection, None),
+                )
+                .await;
+                match next {
+                    Ok(FirstPacket::Packet(Packet::Auth(auth)))
+                        if auth.reason_code == ReasonCode::ContinueAuthentication
+                            && auth.properties.authentication_method.as_deref() == Some(name) =>
+                    {
+                        data = auth.properties.authentication_data;
+                    }
+                    Ok(FirstPacket::Packet(_)) | Ok(FirstPacket::Malformed(_)) => {
+                        // [MQTT-3.1.2-30] (v5.0): only AUTH (or DISCONNECT)
+                        // until CONNACK, with the same method.
+                        shared.metrics.protocol_errors.increment();
+                        tracing::info!("not an AUTH continuing the exchange; refusing");
+                        refuse(
+                            connection,
+                            ReasonCode::ProtocolError,
+                            ConnAckProperties::default(),
+                        )
+                        .await;
+                        return None;
+                    }
+                    Ok(_) | Err(_) => {
+                        tracing::info!("authentication exchange abandoned");
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next whole packet, reading as needed. With `only`, a packet of
+/// another type is refused from its first byte, without waiting for the
+/// rest of it [MQTT-3.1.0-1] (v3.1.1).
+async fn read_packet<R, W>(
+    connection: &mut Connection<R, W>,
+    only: Option<PacketType>,
+) -> FirstPacket
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    loop {
+        if let (Some(packet_type), Some(only)) = (connection.next_packet_type(), only) {
+            if packet_type != only as u8 {
                 return FirstPacket::NotConnect(packet_type);
             }
         }
@@ -211,8 +327,7 @@ where
 }
 
 /// Checks what the codec cannot: the will topic's bounds, whether the
-/// broker sends clients elsewhere, whether anonymous clients may connect,
-/// the authentication method.
+/// broker sends clients elsewhere, whether anonymous clients may connect.
 async fn check_connect<R, W>(
     shared: &Shared,
     connection: &mut Connection<R, W>,
@@ -251,23 +366,14 @@ where
         refuse(connection, reason_code, properties).await;
         return None;
     }
-    if shared.config.allow_anonymous == Some(false) {
+    if shared.config.allow_anonymous == Some(false)
+        && connect.properties.authentication_method.is_none()
+    {
         // No authentication is configured, so nobody is authorised.
         tracing::info!("anonymous clients are not allowed; refusing");
         refuse(
             connection,
             ReasonCode::NotAuthorized,
-            ConnAckProperties::default(),
-        )
-        .await;
-        return None;
-    }
-    if let Some(method) = &connect.properties.authentication_method {
-        // [MQTT-4.12.0-1] (v5.0): a method this broker does not know.
-        tracing::info!(%method, "unknown authentication method; refusing");
-        refuse(
-            connection,
-            ReasonCode::BadAuthenticationMethod,
             ConnAckProperties::default(),
         )
         .await;

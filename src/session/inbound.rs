@@ -11,10 +11,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::driver::Exit;
 use super::state::Phase;
 use super::{Session, Shared};
+use crate::auth::AuthStep;
 use crate::config::Config;
 use crate::protocol::{
-    Ack, Disconnect, Packet, Publish, PublishProperties, QoS, ReasonCode, RetainHandling, SubAck,
-    Subscribe, SubscriptionOptions, TopicFilter, UnsubAck, Unsubscribe,
+    Ack, Auth, AuthProperties, Disconnect, Packet, Publish, PublishProperties, QoS, ReasonCode,
+    RetainHandling, SubAck, Subscribe, SubscriptionOptions, TopicFilter, UnsubAck, Unsubscribe,
 };
 use crate::router::message::{Delivery, Message};
 use crate::router::{shared as shared_groups, Subscriber};
@@ -110,12 +111,7 @@ where
                 "[MQTT-3.1.0-2] a second CONNECT on one connection",
             ))
         }
-        Packet::Auth(_) => {
-            return Err(Exit::Violation(
-                ReasonCode::ProtocolError,
-                "[MQTT-4.12.0-7] AUTH from a client that did not use enhanced authentication",
-            ))
-        }
+        Packet::Auth(auth) => reauthenticate(session, auth)?,
         Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
             return Err(Exit::Violation(
                 ReasonCode::ProtocolError,
@@ -123,6 +119,62 @@ where
             ));
         }
     }
+    Ok(())
+}
+
+/// Re-authentication (4.12.1): AUTH 0x19 with the method the client
+/// connected with starts a new exchange, AUTH 0x18 continues it; the
+/// broker answers AUTH 0x18 while it needs more, AUTH 0x00 on success, and
+/// closes the connection on failure [MQTT-4.12.1-2] (v5.0).
+fn reauthenticate<R, W>(session: &mut Session<R, W>, auth: Auth) -> Result<(), Exit>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let client_id = Arc::clone(&session.client_id);
+    let Some(state) = session.auth.as_mut() else {
+        return Err(Exit::Violation(
+            ReasonCode::ProtocolError,
+            "[MQTT-4.12.0-7] AUTH from a client that did not use enhanced authentication",
+        ));
+    };
+    let method = state.method.method().to_owned();
+    if auth.properties.authentication_method.as_deref() != Some(method.as_str()) {
+        return Err(Exit::Violation(
+            ReasonCode::ProtocolError,
+            "[MQTT-4.12.1-1] re-authentication with another method",
+        ));
+    }
+    let exchange = match (auth.reason_code, state.exchange.as_mut()) {
+        (ReasonCode::ReAuthenticate, _) => state
+            .exchange
+            .insert(state.method.start(&client_id, state.username.as_deref())),
+        (ReasonCode::ContinueAuthentication, Some(exchange)) => exchange,
+        _ => {
+            return Err(Exit::Violation(
+                ReasonCode::ProtocolError,
+                "4.12.1: AUTH that neither starts nor continues a re-authentication",
+            ))
+        }
+    };
+    let (reason_code, data) = match exchange.step(auth.properties.authentication_data.as_deref()) {
+        AuthStep::Continue(data) => (ReasonCode::ContinueAuthentication, data),
+        AuthStep::Success(data) => {
+            state.exchange = None;
+            (ReasonCode::Success, data)
+        }
+        AuthStep::Failure(reason_code) => {
+            return Err(Exit::Violation(reason_code, "re-authentication failed"));
+        }
+    };
+    session.send(Packet::Auth(Auth {
+        reason_code,
+        properties: AuthProperties {
+            authentication_method: Some(method),
+            authentication_data: data,
+            ..AuthProperties::default()
+        },
+    }));
     Ok(())
 }
 

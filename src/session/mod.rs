@@ -24,6 +24,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
+use crate::auth::{AuthExchange, EnhancedAuth};
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::metrics::Metrics;
@@ -64,6 +65,20 @@ pub struct Session<R, W> {
     pub limits: ClientLimits,
     /// MQTT 5 topic aliases both ways, made on first use.
     pub aliases: Option<Box<TopicAliases>>,
+    /// The enhanced authentication the client connected with, for
+    /// re-authentication.
+    pub auth: Option<Box<AuthState>>,
+}
+
+/// A client's enhanced authentication (section 4.12).
+#[derive(Debug)]
+pub struct AuthState {
+    /// The method it authenticated with.
+    pub method: Arc<dyn EnhancedAuth>,
+    /// Its user name, if it gave one.
+    pub username: Option<String>,
+    /// A re-authentication under way.
+    pub exchange: Option<Box<dyn AuthExchange>>,
 }
 
 /// What an MQTT 5 client announced about itself in CONNECT (3.x clients
@@ -127,6 +142,17 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The broker's tasks; its token signals shutdown.
     pub tasks: Tasks,
+    /// Enhanced authentication methods, by name.
+    pub auth_methods: Vec<Arc<dyn EnhancedAuth>>,
+}
+
+impl Shared {
+    /// The enhanced authentication method called `name`, if the broker has it.
+    pub fn auth_method(&self, name: &str) -> Option<&Arc<dyn EnhancedAuth>> {
+        self.auth_methods
+            .iter()
+            .find(|method| method.method() == name)
+    }
 }
 
 /// Serves one client connection from its first byte to its close, then
@@ -186,6 +212,7 @@ mod tests {
             sessions: super::manager::SessionManager::new(),
             metrics,
             tasks: crate::shutdown::Tasks::new(),
+            auth_methods: Vec::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())

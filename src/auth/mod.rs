@@ -1,0 +1,7 @@
+//! Authentication. For now: the MQTT 5 enhanced authentication framework
+//! ([`enhanced`]), through which methods (a challenge/response such as
+//! SCRAM) are plugged in by name.
+
+pub mod enhanced;
+
+pub use enhanced::{AuthExchange, AuthStep, EnhancedAuth};
