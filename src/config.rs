@@ -40,6 +40,8 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default cap on the session expiry interval a client may ask for, in
 /// seconds: none (0xFFFFFFFF, a session that never expires).
 pub const DEFAULT_MAX_SESSION_EXPIRY_INTERVAL: u32 = u32::MAX;
+/// Default most subscriptions one client may hold.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 10_000;
 /// Default Receive Maximum announced to MQTT 5 clients: inbound QoS 2
 /// messages a client may have unacknowledged (PUBREL not yet received).
 pub const DEFAULT_RECEIVE_MAXIMUM: u16 = 1024;
@@ -138,6 +140,9 @@ pub struct Config {
     pub max_keep_alive: u16,
     /// Receive Maximum announced to MQTT 5 clients.
     pub receive_maximum: u16,
+    /// Most subscriptions one client may hold; more are refused (SUBACK
+    /// 0x97 Quota exceeded, 0x80 at 3.1.1).
+    pub max_subscriptions_per_client: usize,
     /// Topic Alias Maximum announced to MQTT 5 clients (0: none).
     pub topic_alias_maximum: u16,
     /// Whether the broker gives topics aliases when sending to MQTT 5
@@ -188,6 +193,7 @@ impl Default for Config {
             max_session_expiry_interval: DEFAULT_MAX_SESSION_EXPIRY_INTERVAL,
             max_keep_alive: u16::MAX,
             receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+            max_subscriptions_per_client: DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
             topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
             server_topic_alias: true,
             max_qos: 2,
@@ -289,6 +295,10 @@ impl Config {
             ("max_topic_levels", self.max_topic_levels),
             ("max_topic_length", self.max_topic_length),
             ("receive_maximum", usize::from(self.receive_maximum)),
+            (
+                "max_subscriptions_per_client",
+                self.max_subscriptions_per_client,
+            ),
             ("max_keep_alive", usize::from(self.max_keep_alive)),
         ];
         for (key, value) in positive {

@@ -64,6 +64,9 @@ pub struct Metrics {
     /// Wills not published because the client reconnected within the
     /// Will Delay Interval.
     pub wills_cancelled: Counter,
+    /// Subscriptions refused because the client holds
+    /// `max_subscriptions_per_client` already.
+    pub subscriptions_refused: Counter,
     /// Sessions removed because their Session Expiry Interval passed.
     pub sessions_expired: Counter,
     /// Messages dropped unsent because their Message Expiry Interval passed.

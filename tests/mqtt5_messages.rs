@@ -493,3 +493,29 @@ async fn pubrec_with_an_error_ends_the_flow() {
     })
     .await;
 }
+
+// [MQTT-3.1.2-29] (v5.0): an error acknowledgement carries a Reason String,
+// unless the client set Request Problem Information to 0.
+#[tokio::test]
+async fn reason_strings_follow_request_problem_information() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        for (client_id, wants) in [("curious", None), ("terse", Some(false))] {
+            let properties = ConnectProperties {
+                request_problem_information: wants,
+                ..ConnectProperties::default()
+            };
+            let (mut client, _) =
+                RawClient::connect_v5_with(broker.addr, client_id, properties).await;
+            client.send(&Packet::PubRel(Ack::new(id(5)))).await;
+            match client.recv().await {
+                Packet::PubComp(ack) => {
+                    assert_eq!(ack.reason_code, ReasonCode::PacketIdentifierNotFound);
+                    assert_eq!(ack.properties.reason_string.is_some(), wants.is_none());
+                }
+                other => panic!("expected PUBCOMP, got {other:?}"),
+            }
+        }
+    })
+    .await;
+}

@@ -452,3 +452,54 @@ async fn unsuback_reason_codes_per_filter() {
     })
     .await;
 }
+
+// 3.9.3 (v5.0): a subscription beyond max_subscriptions_per_client is
+// refused with 0x97 Quota exceeded (0x80 at 3.1.1) and counted; replacing
+// an existing one is still allowed.
+#[tokio::test]
+async fn subscription_quota() {
+    timed(async {
+        let broker = TestBroker::with_config(petrel::Config {
+            max_subscriptions_per_client: 2,
+            ..test_config()
+        })
+        .await;
+        let mut client = RawClient::connect_v5(broker.addr, "greedy").await;
+        let codes = client
+            .subscribe(
+                1,
+                &[
+                    ("a", QoS::AtMostOnce),
+                    ("b", QoS::AtMostOnce),
+                    ("c", QoS::AtMostOnce),
+                ],
+            )
+            .await;
+        assert_eq!(
+            codes,
+            vec![
+                ReasonCode::GRANTED_QOS_0,
+                ReasonCode::GRANTED_QOS_0,
+                ReasonCode::QuotaExceeded
+            ]
+        );
+        assert_eq!(
+            client.subscribe(2, &[("a", QoS::AtLeastOnce)]).await,
+            vec![ReasonCode::GrantedQoS1]
+        );
+        let mut old = RawClient::connect(broker.addr, "greedy-3").await;
+        let codes = old
+            .subscribe(
+                1,
+                &[
+                    ("a", QoS::AtMostOnce),
+                    ("b", QoS::AtMostOnce),
+                    ("c", QoS::AtMostOnce),
+                ],
+            )
+            .await;
+        assert_eq!(codes[2], ReasonCode::UnspecifiedError);
+        assert_eq!(broker.broker.metrics().subscriptions_refused.get(), 2);
+    })
+    .await;
+}

@@ -47,7 +47,6 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let v5 = session.connection.version.is_v5();
     match packet {
         Packet::Publish(publish) => handle_publish(shared, session, publish)?,
         Packet::PubAck(ack) => {
@@ -72,11 +71,11 @@ where
                         .state
                         .complete(ack.packet_id, QoS::ExactlyOnce, Phase::Published);
                 }
-                None => session.send(Packet::PubRel(ack_with(
-                    v5,
-                    ack.packet_id,
-                    ReasonCode::PacketIdentifierNotFound,
-                ))),
+                None => {
+                    let pubrel =
+                        ack_with(session, ack.packet_id, ReasonCode::PacketIdentifierNotFound);
+                    session.send(Packet::PubRel(pubrel));
+                }
             }
         }
         Packet::PubComp(ack) => {
@@ -92,7 +91,8 @@ where
             } else {
                 ReasonCode::PacketIdentifierNotFound
             };
-            session.send(Packet::PubComp(ack_with(v5, ack.packet_id, reason_code)));
+            let pubcomp = ack_with(session, ack.packet_id, reason_code);
+            session.send(Packet::PubComp(pubcomp));
         }
         Packet::Subscribe(subscribe) => handle_subscribe(shared, session, subscribe)?,
         Packet::Unsubscribe(unsubscribe) => handle_unsubscribe(shared, session, unsubscribe),
@@ -178,12 +178,27 @@ where
     Ok(())
 }
 
-/// An acknowledgement: with `reason_code` at 5.0; at 3.x, which has no
-/// codes, a plain one.
-fn ack_with(v5: bool, packet_id: crate::protocol::PacketId, reason_code: ReasonCode) -> Ack {
+/// An acknowledgement: with `reason_code` at 5.0 (and, for an error, a
+/// Reason String unless the client asked for none [MQTT-3.1.2-29]
+/// (v5.0)); at 3.x, which has no codes, a plain one.
+fn ack_with<R, W>(
+    session: &Session<R, W>,
+    packet_id: crate::protocol::PacketId,
+    reason_code: ReasonCode,
+) -> Ack {
     let mut ack = Ack::new(packet_id);
-    if v5 {
+    if session.connection.version.is_v5() {
         ack.reason_code = reason_code;
+        if session.limits.problem_information {
+            ack.properties.reason_string = match reason_code {
+                ReasonCode::PacketIdentifierNotFound => Some("packet identifier not found"),
+                ReasonCode::PayloadFormatInvalid => {
+                    Some("payload marked as UTF-8 (Payload Format Indicator 1) is not UTF-8")
+                }
+                _ => None,
+            }
+            .map(str::to_owned);
+        }
     }
     ack
 }
@@ -279,13 +294,15 @@ where
     }
     match (qos, packet_id) {
         (QoS::AtLeastOnce, Some(id)) => {
-            session.send(Packet::PubAck(ack_with(v5, id, reason_code)));
+            let puback = ack_with(session, id, reason_code);
+            session.send(Packet::PubAck(puback));
         }
         (QoS::ExactlyOnce, Some(id)) => {
             if !reason_code.is_error() {
                 session.state.awaiting_pubrel.insert(id.get());
             }
-            session.send(Packet::PubRec(ack_with(v5, id, reason_code)));
+            let pubrec = ack_with(session, id, reason_code);
+            session.send(Packet::PubRec(pubrec));
         }
         _ => {}
     }
@@ -375,6 +392,15 @@ where
             }
             Err(Err(exit)) => return Err(exit),
         };
+        if !repeated
+            && session.state.subscriptions.get(&filter).is_none()
+            && session.state.subscriptions.len() >= shared.config.max_subscriptions_per_client
+        {
+            shared.metrics.subscriptions_refused.increment();
+            tracing::info!(%filter, "max_subscriptions_per_client reached: subscription refused");
+            reason_codes.push(ReasonCode::QuotaExceeded);
+            continue;
+        }
         reason_codes.push(granted_code(options.qos));
         if repeated {
             continue;
