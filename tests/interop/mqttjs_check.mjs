@@ -1,5 +1,5 @@
 // Interoperability checks of Petrel with MQTT.js 5.x (protocolVersion 4,
-// MQTT 3.1.1).
+// MQTT 3.1.1, and protocolVersion 5).
 //
 // Usage: node mqttjs_check.mjs PORT [RUN_ID]
 //
@@ -36,16 +36,20 @@ function describe (msgs) {
 }
 
 class Peer {
-  constructor (name, { clean = true, will } = {}) {
+  // `v5` connects at MQTT 5; `sessionExpiry` is its Session Expiry Interval.
+  constructor (name, { clean = true, will, v5 = false, sessionExpiry } = {}) {
     this.clientId = `mqttjs-${name}-${run}`
     this.options = {
-      protocolVersion: 4,
+      protocolVersion: v5 ? 5 : 4,
       clientId: this.clientId,
       clean,
       keepalive: 30,
       reconnectPeriod: 0, // never reconnect behind the check's back
       connectTimeout: TIMEOUT,
       will
+    }
+    if (sessionExpiry !== undefined) {
+      this.options.properties = { sessionExpiryInterval: sessionExpiry }
     }
     this.messages = []
     this.waiters = []
@@ -58,7 +62,13 @@ class Peer {
     // Attached before the CONNACK can arrive: queued messages of a stored
     // session may follow it immediately.
     this.client.on('message', (topic, payload, packet) => {
-      this.messages.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain })
+      this.messages.push({
+        topic,
+        payload: payload.toString(),
+        qos: packet.qos,
+        retain: packet.retain,
+        properties: packet.properties
+      })
       for (const w of this.waiters.splice(0)) w()
     })
     this.client.on('error', () => {}) // surfaced through the awaited calls
@@ -79,8 +89,8 @@ class Peer {
   }
 
   // Resolves once the QoS flow has completed (PUBACK / PUBCOMP).
-  async publish (topic, payload, qos, retain = false) {
-    await withTimeout(this.client.publishAsync(topic, payload, { qos, retain }), TIMEOUT,
+  async publish (topic, payload, qos, retain = false, properties = undefined) {
+    await withTimeout(this.client.publishAsync(topic, payload, { qos, retain, properties }), TIMEOUT,
       `publish ${topic} QoS ${qos}`)
   }
 
@@ -227,10 +237,122 @@ async function persistentSession () {
   await peer('persist', { clean: true }).connect()
 }
 
+async function v5UserProperties () {
+  const topic = topicOf('v5-props')
+  const sub = peer('v5-sub-props', { v5: true })
+  await sub.connect()
+  await sub.subscribe(topic, 1)
+  const pub = peer('v5-pub-props', { v5: true })
+  await pub.connect()
+  await pub.publish(topic, 'with properties', 1, false, {
+    userProperties: { zone: 'north', kind: ['a', 'b'] },
+    contentType: 'text/plain',
+    responseTopic: topicOf('v5-replies'),
+    correlationData: Buffer.from('corr-1')
+  })
+  const [msg] = await sub.expect(1)
+  const got = msg.properties || {}
+  const want = JSON.stringify({ zone: 'north', kind: ['a', 'b'] })
+  if (JSON.stringify(got.userProperties) !== want) {
+    throw new Error(`user properties ${JSON.stringify(got.userProperties)}, want ${want}`)
+  }
+  if (got.contentType !== 'text/plain' || got.responseTopic !== topicOf('v5-replies') ||
+      String(got.correlationData) !== 'corr-1') {
+    throw new Error(`properties changed on the way: ${JSON.stringify(got)}`)
+  }
+}
+
+async function v5MessageExpiry () {
+  const topic = topicOf('v5-expiry')
+  const sleeper = peer('v5-expiry-sub', { v5: true, sessionExpiry: 300 })
+  await sleeper.connect()
+  await sleeper.subscribe(topic, 1)
+  await sleeper.close()
+  const pub = peer('v5-expiry-pub', { v5: true })
+  await pub.connect()
+  await pub.publish(topic, 'short-lived', 1, false, { messageExpiryInterval: 1 })
+  await pub.publish(topic, 'long-lived', 1, false, { messageExpiryInterval: 60 })
+  await sleep(2100) // the behaviour under test: the first one expires
+  const again = peer('v5-expiry-sub', { v5: true, clean: false, sessionExpiry: 0 })
+  if (!(await again.connect())) throw new Error('CONNACK session present = 0 on reconnect')
+  const [msg] = await again.expect(1)
+  assertMessage(msg, topic, 'long-lived', 1, false)
+  const left = msg.properties && msg.properties.messageExpiryInterval
+  if (!(left >= 50 && left < 60)) throw new Error(`Message Expiry Interval ${left}, want what is left of 60`)
+  await again.expectNothing()
+}
+
+async function v5SharedSubscription () {
+  const topic = topicOf('v5-shared')
+  const members = [1, 2].map((i) => peer(`v5-member-${i}`, { v5: true }))
+  for (const member of members) {
+    await member.connect()
+    await member.subscribe(`$share/mqttjs/${topic}`, 1)
+  }
+  const pub = peer('v5-shared-pub', { v5: true })
+  await pub.connect()
+  for (let n = 0; n < 10; n++) await pub.publish(topic, `job-${n}`, 1)
+  const deadline = Date.now() + TIMEOUT
+  while (members.reduce((sum, m) => sum + m.messages.length, 0) < 10 && Date.now() < deadline) {
+    await sleep(20)
+  }
+  const counts = members.map((m) => m.messages.length)
+  const payloads = members.flatMap((m) => m.messages.splice(0).map((msg) => msg.payload)).sort()
+  const want = [...Array(10).keys()].map((n) => `job-${n}`).sort()
+  if (JSON.stringify(payloads) !== JSON.stringify(want)) {
+    throw new Error(`members got ${JSON.stringify(payloads)} (counts ${counts})`)
+  }
+  if (counts.includes(0)) throw new Error(`not spread over both members: ${counts}`)
+}
+
+async function v5WillDelay () {
+  const topic = topicOf('v5-will-delay')
+  const payload = `mqttjs-v5-will-${run}`
+  const watcher = peer('v5-will-watcher', { v5: true })
+  await watcher.connect()
+  await watcher.subscribe(topic, 1)
+  const owner = peer('v5-will-client', {
+    v5: true,
+    sessionExpiry: 60,
+    will: { topic, payload, qos: 1, retain: false, properties: { willDelayInterval: 2 } }
+  })
+  await owner.connect()
+  owner.client.stream.destroy()
+  const dropped = Date.now()
+  await watcher.expectNothing(1000) // held back for the 2 s delay
+  const [msg] = await watcher.expect(1)
+  assertMessage(msg, topic, payload, 1, false)
+  if (Date.now() - dropped < 1500) throw new Error('will came before its 2 s delay')
+}
+
+async function v5SessionExpiry () {
+  const topic = topicOf('v5-session')
+  const first = peer('v5-session', { v5: true, sessionExpiry: 60 })
+  if (await first.connect()) throw new Error('session present on a clean start')
+  await first.subscribe(topic, 1)
+  await first.close()
+  const pub = peer('v5-session-pub', { v5: true })
+  await pub.connect()
+  await pub.publish(topic, 'kept for you', 1)
+  const again = peer('v5-session', { v5: true, clean: false, sessionExpiry: 1 })
+  if (!(await again.connect())) throw new Error('CONNACK session present = 0 within the expiry')
+  const [msg] = await again.expect(1)
+  assertMessage(msg, topic, 'kept for you', 1, false)
+  await again.close()
+  await sleep(2500) // the behaviour under test: the 1 s expiry passes
+  const late = peer('v5-session', { v5: true, clean: false, sessionExpiry: 0 })
+  if (await late.connect()) throw new Error('session still present after its expiry')
+}
+
 for (const qos of [0, 1, 2]) await check(`qos${qos} pubsub`, () => pubsub(qos))
 await check('retained', retained)
 await check('retained clear', retainedClear)
 await check('will', will)
 await check('persistent session', persistentSession)
+await check('v5 user properties', v5UserProperties)
+await check('v5 message expiry', v5MessageExpiry)
+await check('v5 shared subscription', v5SharedSubscription)
+await check('v5 will delay', v5WillDelay)
+await check('v5 session expiry', v5SessionExpiry)
 
 process.exit(failed === 0 ? 0 : 1)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Interoperability checks of Petrel with paho-mqtt 2.x (MQTT 3.1.1).
+"""Interoperability checks of Petrel with paho-mqtt 2.x (MQTT 3.1.1 and 5.0).
 
 Usage: python3 paho_check.py PORT [RUN_ID]
 
@@ -7,9 +7,10 @@ Connects to 127.0.0.1:PORT only. Prints one `PASS paho <check>` or
 `FAIL paho <check>: <why>` line per check and exits 1 if any check failed.
 Every wait is bounded.
 
-(Run with --will-child PORT CLIENT_ID TOPIC PAYLOAD it is the client whose
-will the `will` check triggers: it connects with the will, prints READY and
-waits to be killed.)
+(Run with --will-child PORT CLIENT_ID TOPIC PAYLOAD [DELAY] it is the
+client whose will the `will` checks trigger: it connects with the will (at
+MQTT 5 with that Will Delay Interval and a session expiry of a minute when
+DELAY is given), prints READY and waits to be killed.)
 """
 
 import os
@@ -21,6 +22,8 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0  # seconds for any single wait
@@ -30,17 +33,28 @@ SETTLE = 0.5  # seconds to wait for messages that must NOT arrive
 class Peer:
     """A paho client with its network loop in a thread and bounded waits."""
 
-    def __init__(self, port, client_id, clean_session=True, will=None):
+    def __init__(self, port, client_id, clean_session=True, will=None, v5=False,
+                 will_delay=None):
         self.port = port
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=clean_session,
-        )
+        self.v5 = v5
+        if v5:
+            self.client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        else:
+            self.client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=clean_session,
+            )
         if will is not None:
             topic, payload, qos = will
-            self.client.will_set(topic, payload, qos=qos, retain=False)
+            will_properties = None
+            if will_delay is not None:
+                will_properties = Properties(PacketTypes.WILLMESSAGE)
+                will_properties.WillDelayInterval = will_delay
+            self.client.will_set(topic, payload, qos=qos, retain=False,
+                                 properties=will_properties)
         self.messages = queue.Queue()
         self.connack = queue.Queue()
         self.cond = threading.Condition()
@@ -60,9 +74,18 @@ class Peer:
     def _on_message(self, client, userdata, msg):
         self.messages.put(msg)
 
-    def connect(self):
-        """Connects; returns the CONNACK's session-present flag."""
-        self.client.connect(HOST, self.port, keepalive=30)
+    def connect(self, clean_start=True, session_expiry=None):
+        """Connects; returns the CONNACK's session-present flag. The
+        arguments apply to MQTT 5 only."""
+        if self.v5:
+            properties = None
+            if session_expiry is not None:
+                properties = Properties(PacketTypes.CONNECT)
+                properties.SessionExpiryInterval = session_expiry
+            self.client.connect(HOST, self.port, keepalive=30, clean_start=clean_start,
+                                properties=properties)
+        else:
+            self.client.connect(HOST, self.port, keepalive=30)
         self.client.loop_start()
         try:
             reason_code, flags = self.connack.get(timeout=TIMEOUT)
@@ -84,9 +107,9 @@ class Peer:
         if granted != [qos]:
             raise AssertionError("SUBACK granted %r, asked for QoS %d" % (granted, qos))
 
-    def publish(self, topic, payload, qos, retain=False):
+    def publish(self, topic, payload, qos, retain=False, properties=None):
         """Publishes and waits until the QoS flow has completed."""
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise AssertionError("publish failed: %s" % mqtt.error_string(info.rc))
         info.wait_for_publish(timeout=TIMEOUT)
@@ -260,6 +283,131 @@ class Checks:
         # Discard the session.
         self.peer("persist", clean_session=True).connect()
 
+    # -- MQTT 5 -------------------------------------------------------------
+
+    def v5_user_properties(self):
+        topic = self.topic("v5-props")
+        sub = self.peer("v5-sub-props", v5=True)
+        sub.connect()
+        sub.subscribe(topic, 1)
+        pub = self.peer("v5-pub-props", v5=True)
+        pub.connect()
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.UserProperty = [("z", "first"), ("a", "second"), ("a", "third")]
+        properties.ContentType = "text/plain"
+        properties.CorrelationData = b"corr-1"
+        properties.ResponseTopic = self.topic("v5-replies")
+        pub.publish(topic, b"with properties", 1, properties=properties)
+        (msg,) = sub.expect(1)
+        got = msg.properties
+        want = [("z", "first"), ("a", "second"), ("a", "third")]
+        if got.UserProperty != want:
+            raise AssertionError("user properties %r, want %r" % (got.UserProperty, want))
+        if (got.ContentType, got.CorrelationData, got.ResponseTopic) != (
+                "text/plain", b"corr-1", self.topic("v5-replies")):
+            raise AssertionError("properties changed on the way: %s" % got)
+
+    def v5_message_expiry(self):
+        topic = self.topic("v5-expiry")
+        sleeper = self.peer("v5-expiry-sub", v5=True)
+        sleeper.connect(session_expiry=300)
+        sleeper.subscribe(topic, 1)
+        sleeper.close()
+        pub = self.peer("v5-expiry-pub", v5=True)
+        pub.connect()
+        for payload, seconds in ((b"short-lived", 1), (b"long-lived", 60)):
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.MessageExpiryInterval = seconds
+            pub.publish(topic, payload, 1, properties=properties)
+        time.sleep(2.1)  # the behaviour under test: the first one expires
+        again = self.peer("v5-expiry-sub", v5=True)
+        if not again.connect(clean_start=False, session_expiry=0):
+            raise AssertionError("CONNACK session present = 0 on reconnect")
+        (msg,) = again.expect(1)
+        assert_message(msg, topic, b"long-lived", 1, retain=False)
+        left = msg.properties.MessageExpiryInterval
+        if not 50 <= left < 60:
+            raise AssertionError("Message Expiry Interval %r, want what is left of 60" % left)
+        again.expect_nothing()
+
+    def v5_shared_subscription(self):
+        topic = self.topic("v5-shared")
+        members = [self.peer("v5-member-%d" % i, v5=True) for i in (1, 2)]
+        for member in members:
+            member.connect()
+            member.subscribe("$share/paho/%s" % topic, 1)
+        pub = self.peer("v5-shared-pub", v5=True)
+        pub.connect()
+        for n in range(10):
+            pub.publish(topic, b"job-%d" % n, 1)
+        counts = []
+        payloads = []
+        for member in members:
+            got = []
+            deadline = time.monotonic() + TIMEOUT
+            while sum(counts) + len(got) < 10 and time.monotonic() < deadline:
+                try:
+                    got.append(member.messages.get(timeout=0.2))
+                except queue.Empty:
+                    break
+            counts.append(len(got))
+            payloads.extend(m.payload for m in got)
+        if sorted(payloads) != sorted(b"job-%d" % n for n in range(10)):
+            raise AssertionError("members got %r (counts %r)" % (payloads, counts))
+        if 0 in counts:
+            raise AssertionError("not spread over both members: %r" % counts)
+
+    def v5_will_delay(self):
+        topic = self.topic("v5-will-delay")
+        payload = "paho-v5-will-%s" % self.run
+        watcher = self.peer("v5-will-watcher", v5=True)
+        watcher.connect()
+        watcher.subscribe(topic, 1)
+        child = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--will-child", str(self.port),
+             "paho-v5-will-client-%s" % self.run, topic, payload, "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            ready, _, _ = select.select([child.stdout], [], [], TIMEOUT)
+            line = child.stdout.readline() if ready else b""
+            if line.strip() != b"READY":
+                raise AssertionError("will client not ready: %r" % line)
+            child.kill()
+            child.wait(timeout=TIMEOUT)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=TIMEOUT)
+            child.stdout.close()
+        killed = time.monotonic()
+        watcher.expect_nothing(wait=1.0)  # held back for the 2 s delay
+        (msg,) = watcher.expect(1)
+        waited = time.monotonic() - killed
+        assert_message(msg, topic, payload.encode(), 1, retain=False)
+        if waited < 1.5:
+            raise AssertionError("will came after %.1f s, before its 2 s delay" % waited)
+
+    def v5_session_expiry(self):
+        topic = self.topic("v5-session")
+        first = self.peer("v5-session", v5=True)
+        if first.connect(clean_start=True, session_expiry=60):
+            raise AssertionError("session present on a clean start")
+        first.subscribe(topic, 1)
+        first.close()
+        pub = self.peer("v5-session-pub", v5=True)
+        pub.connect()
+        pub.publish(topic, b"kept for you", 1)
+        again = self.peer("v5-session", v5=True)
+        if not again.connect(clean_start=False, session_expiry=1):
+            raise AssertionError("CONNACK session present = 0 within the expiry")
+        (msg,) = again.expect(1)
+        assert_message(msg, topic, b"kept for you", 1, retain=False)
+        again.close()
+        time.sleep(2.5)  # the behaviour under test: the 1 s expiry passes
+        late = self.peer("v5-session", v5=True)
+        if late.connect(clean_start=False, session_expiry=0):
+            raise AssertionError("session still present after its expiry")
+
     def all(self):
         for qos in (0, 1, 2):
             self.check("qos%d pubsub" % qos, lambda: self.pubsub(qos))
@@ -267,20 +415,30 @@ class Checks:
         self.check("retained clear", self.retained_clear)
         self.check("will", self.will)
         self.check("persistent session", self.persistent_session)
+        self.check("v5 user properties", self.v5_user_properties)
+        self.check("v5 message expiry", self.v5_message_expiry)
+        self.check("v5 shared subscription", self.v5_shared_subscription)
+        self.check("v5 will delay", self.v5_will_delay)
+        self.check("v5 session expiry", self.v5_session_expiry)
         return self.failed == 0
 
 
-def will_child(port, client_id, topic, payload):
-    peer = Peer(port, client_id, will=(topic, payload, 1))
-    peer.connect()
+def will_child(port, client_id, topic, payload, delay=None):
+    if delay is None:
+        peer = Peer(port, client_id, will=(topic, payload, 1))
+        peer.connect()
+    else:
+        peer = Peer(port, client_id, will=(topic, payload, 1), v5=True, will_delay=delay)
+        peer.connect(session_expiry=60)
     print("READY", flush=True)
     time.sleep(30)  # bounded: the parent kills us long before
     peer.close()
 
 
 def main(argv):
-    if len(argv) == 6 and argv[1] == "--will-child":
-        will_child(int(argv[2]), argv[3], argv[4], argv[5])
+    if len(argv) in (6, 7) and argv[1] == "--will-child":
+        delay = int(argv[6]) if len(argv) == 7 else None
+        will_child(int(argv[2]), argv[3], argv[4], argv[5], delay)
         return 0
     if len(argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
