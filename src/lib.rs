@@ -12,17 +12,26 @@
 //! write buffer and flushes once per batch. The payload of a message is one
 //! shared `Bytes` from the moment it is decoded until it is copied into each
 //! subscriber's write buffer; no subscriber gets a copy of the message.
+//! Whatever differs per subscriber (the remaining expiry, a topic alias,
+//! subscription identifiers) is written beside the shared message when it
+//! is encoded.
+//!
+//! Besides the listeners and the connections there is one more task, the
+//! housekeeping ticker ([`housekeeping`]): delayed wills, session expiry,
+//! expired retained messages and `$SYS`. Nothing else keeps a timer.
 //!
 //! # A PUBLISH, end to end
 //!
 //! 1. The connection task reads into a `BytesMut`; [`protocol::decode`]
 //!    checks the fixed header against the maximum packet size before
 //!    buffering the body, and splits the payload out without copying it.
-//! 2. The session checks the packet against the protocol's rules and the
-//!    client's permissions.
+//! 2. The session resolves a topic alias and checks the packet against the
+//!    protocol's rules, the broker's limits and the client's permissions.
 //! 3. The router stores a retained message when RETAIN is set, walks the
-//!    trie once under a read lock, and `try_send`s a shared message into
-//!    each subscriber's inbox.
+//!    trie once under a read lock (merging a client's overlapping
+//!    subscriptions into one delivery, picking one member of each shared
+//!    group), and `try_send`s a shared message into each subscriber's
+//!    inbox.
 //! 4. The publisher gets its PUBACK or PUBREC once the router has returned.
 //!    Routing never waits; if a subscriber's queue is over half full while
 //!    its client keeps up, the publisher's input pauses briefly so the
