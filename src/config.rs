@@ -93,7 +93,7 @@ pub struct ListenerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// TCP listeners (`[[listener]]` tables). Empty means the defaults,
-    /// 127.0.0.1:1883 and [::1]:1883.
+    /// `127.0.0.1:1883` and `[::1]:1883`.
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
     /// Whether clients may connect without credentials. Unset: allowed on
