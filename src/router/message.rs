@@ -89,8 +89,16 @@ pub struct Delivery {
     /// subscribe, clear in ordinary fan-out [MQTT-3.3.1-9] (v3.1.1) unless
     /// a matching subscription asked for Retain As Published.
     pub retain: bool,
+    /// What only some deliveries have, boxed so that the others stay small
+    /// (every queued and in-flight message is a `Delivery`).
+    pub extras: Option<Box<DeliveryExtras>>,
+}
+
+/// The rarer parts of a delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryExtras {
     /// The identifiers of the client's subscriptions that matched
-    /// [MQTT-3.3.4-3] (v5.0); empty (and unallocated) for most.
+    /// [MQTT-3.3.4-3] (v5.0).
     pub subscription_identifiers: Vec<NonZeroU32>,
     /// The shared subscription (`$share/{group}/{filter}`) it was given to
     /// this client through, so it can go to another member if this one
@@ -105,9 +113,35 @@ impl Delivery {
             message,
             qos,
             retain,
-            subscription_identifiers: Vec::new(),
-            shared: None,
+            extras: None,
         }
+    }
+
+    /// The matching subscriptions' identifiers.
+    pub fn subscription_identifiers(&self) -> &[NonZeroU32] {
+        self.extras
+            .as_deref()
+            .map_or(&[], |extras| &extras.subscription_identifiers)
+    }
+
+    /// The shared subscription it came through, if any.
+    pub fn shared(&self) -> Option<&Arc<str>> {
+        self.extras.as_deref()?.shared.as_ref()
+    }
+}
+
+impl DeliveryExtras {
+    /// Boxed extras, or none when there is nothing to say.
+    pub fn boxed(
+        subscription_identifiers: Vec<NonZeroU32>,
+        shared: Option<Arc<str>>,
+    ) -> Option<Box<DeliveryExtras>> {
+        (!subscription_identifiers.is_empty() || shared.is_some()).then(|| {
+            Box::new(DeliveryExtras {
+                subscription_identifiers,
+                shared,
+            })
+        })
     }
 }
 

@@ -17,7 +17,7 @@ use crate::config::SharedStrategy;
 use crate::metrics::Metrics;
 use crate::protocol::{QoS, SubscriptionOptions};
 use inbox::{Inbox, Offer};
-use message::{Delivery, Message};
+use message::{Delivery, DeliveryExtras, Message};
 use retain::{RetainOutcome, RetainStore};
 use topic_tree::{Match, TopicTree};
 
@@ -140,17 +140,32 @@ impl Router {
         let mut routed = Routed::default();
         for same in targets.chunk_by(|a, b| a.key() == b.key()) {
             routed.matched += 1;
-            // One copy per session, at the highest granted QoS
-            // [MQTT-3.3.5-1] (v3.1.1), with every matching identifier
-            // [MQTT-3.3.4-3] (v5.0).
-            let granted = same.iter().map(|t| t.qos).max().unwrap_or(QoS::AtMostOnce);
-            let delivery = Delivery {
-                message: Arc::clone(&message),
-                qos: message.qos.min(granted),
-                // [MQTT-3.3.1-12] [MQTT-3.3.1-13] (v5.0).
-                retain: message.retain && same.iter().any(|t| t.retain_as_published),
-                subscription_identifiers: same.iter().filter_map(|t| t.identifier).collect(),
-                shared: same[0].shared.clone(),
+            let delivery = match same {
+                // The common case: one subscription of this session.
+                [one] => Delivery {
+                    message: Arc::clone(&message),
+                    qos: message.qos.min(one.qos),
+                    retain: message.retain && one.retain_as_published,
+                    extras: DeliveryExtras::boxed(
+                        one.identifier.into_iter().collect(),
+                        one.shared.clone(),
+                    ),
+                },
+                // One copy per session, at the highest granted QoS
+                // [MQTT-3.3.5-1] (v3.1.1), with every matching identifier
+                // [MQTT-3.3.4-3] (v5.0).
+                _ => Delivery {
+                    message: Arc::clone(&message),
+                    qos: message
+                        .qos
+                        .min(same.iter().map(|t| t.qos).max().unwrap_or(QoS::AtMostOnce)),
+                    // [MQTT-3.3.1-12] [MQTT-3.3.1-13] (v5.0).
+                    retain: message.retain && same.iter().any(|t| t.retain_as_published),
+                    extras: DeliveryExtras::boxed(
+                        same.iter().filter_map(|t| t.identifier).collect(),
+                        same[0].shared.clone(),
+                    ),
+                },
             };
             self.offer(&same[0].inbox, delivery, &mut routed);
         }
@@ -175,10 +190,10 @@ impl Router {
     /// acknowledging to another member of its group; false if there is
     /// none (or the group is gone).
     pub fn redeliver_shared(&self, delivery: Delivery, client_id: &str) -> bool {
-        let Some(full) = delivery.shared.as_deref() else {
+        let Some(full) = delivery.shared().cloned() else {
             return false;
         };
-        let Some((group, filter)) = shared::parse(full).ok().flatten() else {
+        let Some((group, filter)) = shared::parse(&full).ok().flatten() else {
             return false;
         };
         let tree = read(&self.tree);

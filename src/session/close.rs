@@ -186,7 +186,7 @@ fn hand_over_shared<R, W>(shared: &Shared, session: &mut Session<R, W>) {
             .state
             .inflight
             .iter()
-            .all(|i| i.delivery.shared.is_none())
+            .all(|i| i.delivery.shared().is_none())
     {
         return;
     }
@@ -196,7 +196,8 @@ fn hand_over_shared<R, W>(shared: &Shared, session: &mut Session<R, W>) {
         .drain_into(&mut session.state.pending, usize::MAX);
     let pending = std::mem::take(&mut session.state.pending);
     for delivery in pending {
-        if delivery.shared.is_none() || !shared.router.redeliver_shared(delivery.clone(), client_id)
+        if delivery.shared().is_none()
+            || !shared.router.redeliver_shared(delivery.clone(), client_id)
         {
             session.state.pending.push_back(delivery);
         }
@@ -206,7 +207,7 @@ fn hand_over_shared<R, W>(shared: &Shared, session: &mut Session<R, W>) {
         .inflight
         .iter()
         .filter(|inflight| {
-            inflight.delivery.shared.is_some()
+            inflight.delivery.shared().is_some()
                 && inflight.delivery.qos == QoS::AtLeastOnce
                 && inflight.phase == Phase::Published
         })

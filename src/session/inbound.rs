@@ -17,7 +17,7 @@ use crate::protocol::{
     Ack, Auth, AuthProperties, Disconnect, Packet, Publish, PublishProperties, QoS, ReasonCode,
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, TopicFilter, UnsubAck, Unsubscribe,
 };
-use crate::router::message::{Delivery, Message};
+use crate::router::message::{Delivery, DeliveryExtras, Message};
 use crate::router::{shared as shared_groups, Subscriber};
 
 /// The broker's own `$SYS` tree, which clients may not publish to (a
@@ -431,8 +431,7 @@ where
                     message,
                     // [MQTT-3.3.1-8] (v3.1.1): RETAIN set for a new subscription.
                     retain: true,
-                    subscription_identifiers: identifier.into_iter().collect(),
-                    shared: None,
+                    extras: DeliveryExtras::boxed(identifier.into_iter().collect(), None),
                 });
             }
         }

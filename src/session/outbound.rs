@@ -127,7 +127,7 @@ where
             base: &message.properties,
             message_expiry_interval: expiry,
             topic_alias: alias.map(|alias| alias.alias),
-            subscription_identifiers: &delivery.subscription_identifiers,
+            subscription_identifiers: delivery.subscription_identifiers(),
         },
     };
     match session.connection.send_publish(&publish) {
