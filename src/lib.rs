@@ -145,6 +145,8 @@ impl Broker {
         // that run; one that attaches later sees the cancelled token.
         self.shared.tasks.shutdown();
         self.shared.sessions.interrupt_all();
-        self.shared.tasks.shutdown_and_wait(timeout).await
+        let finished = self.shared.tasks.shutdown_and_wait(timeout).await;
+        session::expiry::publish_delayed_wills(&self.shared);
+        finished
     }
 }

@@ -1,11 +1,12 @@
 //! The Last Will: published when a connection ends without DISCONNECT
 //! (socket dropped, keep-alive expired, protocol violation, takeover), with
-//! its QoS and retain flag; never after DISCONNECT.
+//! its QoS and retain flag; never after a normal DISCONNECT. At MQTT 5 also
+//! after a DISCONNECT with an error code, and with a delay.
 
 mod common;
 
 use common::*;
-use petrel::protocol::{Connect, QoS};
+use petrel::protocol::{Connect, Packet, QoS, ReasonCode};
 
 fn with_will(client_id: &str, qos: QoS, retain: bool, keep_alive: u16) -> Connect {
     let mut connect = connect_packet(client_id, true, keep_alive);
@@ -165,6 +166,62 @@ async fn will_to_sys_is_not_published() {
         })
         .await;
         assert!(watcher.ping_barrier().await.is_empty());
+    })
+    .await;
+}
+
+// [MQTT-3.14.4-3] (v5.0): only DISCONNECT 0x00 deletes the will; a client
+// that ends with an error code (here 0x80) has its will published, as the
+// end of the connection is then not a normal one (3.1.2.5, v5.0).
+#[tokio::test]
+async fn disconnect_with_an_error_code_sends_the_will() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut watcher = RawClient::connect_v5(broker.addr, "watcher").await;
+        watcher.subscribe(1, &[("wills/#", QoS::AtMostOnce)]).await;
+        let mut connect = connect_v5("failing", true, 0);
+        connect.will = Some(will("wills/failing", b"f", QoS::AtMostOnce, false));
+        let (mut client, _) = RawClient::connect_with(broker.addr, connect).await;
+        client
+            .send(&Packet::Disconnect(petrel::protocol::Disconnect {
+                reason_code: ReasonCode::UnspecifiedError,
+                properties: Default::default(),
+            }))
+            .await;
+        client.expect_closed().await;
+        let publish = watcher.recv_publish().await;
+        assert_eq!(publish.topic.as_str(), "wills/failing");
+    })
+    .await;
+}
+
+// [MQTT-3.1.2-8] (v5.0): a will waiting for its delay goes when the session
+// ends; on shutdown every session ends (they do not outlive the process),
+// so the waiting will is published then, here as a retained message.
+#[tokio::test]
+async fn delayed_wills_are_published_on_shutdown() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut delayed = will("status/sensor", b"offline", QoS::AtLeastOnce, true);
+        delayed.properties.will_delay_interval = Some(3600);
+        let connect = petrel::protocol::Connect {
+            will: Some(delayed),
+            properties: petrel::protocol::ConnectProperties {
+                session_expiry_interval: Some(7200),
+                ..Default::default()
+            },
+            ..connect_v5("sensor", true, 0)
+        };
+        let (client, _) = RawClient::connect_with(broker.addr, connect).await;
+        drop(client);
+        let metrics = std::sync::Arc::clone(broker.broker.metrics());
+        eventually("the session parked", || {
+            metrics.clients_disconnected.get() == 1
+        })
+        .await;
+        assert_eq!(metrics.wills_published.get(), 0);
+        broker.broker.shutdown().await;
+        assert_eq!(metrics.wills_published.get(), 1);
     })
     .await;
 }

@@ -86,7 +86,7 @@ fn log_exit<R, W>(shared: &Shared, session: &Session<R, W>, exit: &Exit) {
     match exit {
         Exit::Disconnect => tracing::info!("client disconnected"),
         Exit::DisconnectWithWill => {
-            tracing::info!("client disconnected asking for its will (0x04)");
+            tracing::info!("client disconnected with a reason code that keeps its will");
         }
         Exit::Closed => tracing::info!("client closed the connection without DISCONNECT"),
         Exit::Io(error) => tracing::info!(%error, "connection lost"),

@@ -19,7 +19,9 @@ use crate::router::inbox::Interrupt;
 pub enum Exit {
     /// The client sent DISCONNECT.
     Disconnect,
-    /// The client sent DISCONNECT with reason 0x04: publish the will.
+    /// The client sent DISCONNECT with a reason other than 0x00 (0x04 asks
+    /// for the will, an error code ends the connection abnormally): the
+    /// will is published.
     DisconnectWithWill,
     /// The client closed the connection without DISCONNECT.
     Closed,

@@ -9,6 +9,15 @@ use tokio::time::Instant;
 use super::close::publish_will;
 use super::Shared;
 
+/// Publishes, at shutdown, the wills still waiting for their delay: the
+/// sessions end with the broker process.
+pub fn publish_delayed_wills(shared: &Shared) {
+    for (client_id, will) in shared.sessions.take_delayed_wills() {
+        tracing::info!(%client_id, "shutting down: publishing a will still in its delay");
+        publish_will(shared, *will, &client_id);
+    }
+}
+
 /// Publishes the wills and removes the sessions that are due at `now`.
 pub fn run_due(shared: &Shared, now: Instant) {
     for due in shared.sessions.take_due(now) {

@@ -500,7 +500,7 @@ where
     session.send(Packet::UnsubAck(unsuback));
 }
 
-/// DISCONNECT from the client: 0x04 asks for the will; a Session Expiry
+/// DISCONNECT from the client: any reason but 0x00 sends the will; a Session Expiry
 /// Interval replaces the one from CONNECT, but not 0 by another value
 /// (3.14.2.2.2, a Protocol Error).
 fn handle_disconnect<R, W>(
@@ -521,9 +521,11 @@ where
         }
         session.session_expiry = expiry.min(shared.config.max_session_expiry_interval);
     }
-    if disconnect.reason_code == ReasonCode::DisconnectWithWillMessage {
-        Exit::DisconnectWithWill
-    } else {
+    // Only 0x00 deletes the will [MQTT-3.14.4-3] (v5.0); 0x04 asks for it,
+    // and an error code ends the connection as abnormally as a lost one.
+    if disconnect.reason_code == ReasonCode::Success {
         Exit::Disconnect
+    } else {
+        Exit::DisconnectWithWill
     }
 }

@@ -324,6 +324,19 @@ impl SessionManager {
         found
     }
 
+    /// Takes every will still waiting for its delay in a parked session
+    /// (the broker is stopping: those sessions end now).
+    pub fn take_delayed_wills(&self) -> Vec<(Arc<str>, Box<LastWill>)> {
+        let mut wills = Vec::new();
+        for slot in self.slots.iter() {
+            let mut inner = slot.inner();
+            if let Some(will) = inner.parked.as_mut().and_then(|parked| parked.will.take()) {
+                wills.push((Arc::clone(slot.key()), will));
+            }
+        }
+        wills
+    }
+
     /// Client ids with a session (connected or parked).
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -77,8 +77,13 @@ impl Negotiated {
         let max_inflight = u16::try_from(config.max_inflight).unwrap_or(u16::MAX);
         let limits = ClientLimits {
             send_window: client_receive_maximum.min(max_inflight),
+            // The broker gives at most as many aliases as it takes, so a
+            // client cannot make it keep an unbounded alias table.
             topic_alias_maximum: if v5 && config.server_topic_alias {
-                requested.topic_alias_maximum.unwrap_or(0)
+                requested
+                    .topic_alias_maximum
+                    .unwrap_or(0)
+                    .min(config.topic_alias_maximum)
             } else {
                 0
             },
