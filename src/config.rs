@@ -140,6 +140,10 @@ pub struct Config {
     pub max_keep_alive: u16,
     /// Receive Maximum announced to MQTT 5 clients.
     pub receive_maximum: u16,
+    /// PUBLISH packets per second one client may send (0: no limit).
+    pub max_publish_rate: u32,
+    /// Payload bytes per second one client may publish (0: no limit).
+    pub max_publish_bytes_rate: u64,
     /// Most subscriptions one client may hold; more are refused (SUBACK
     /// 0x97 Quota exceeded, 0x80 at 3.1.1).
     pub max_subscriptions_per_client: usize,
@@ -193,6 +197,8 @@ impl Default for Config {
             max_session_expiry_interval: DEFAULT_MAX_SESSION_EXPIRY_INTERVAL,
             max_keep_alive: u16::MAX,
             receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
             max_subscriptions_per_client: DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
             topic_alias_maximum: DEFAULT_TOPIC_ALIAS_MAXIMUM,
             server_topic_alias: true,

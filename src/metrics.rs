@@ -67,6 +67,9 @@ pub struct Metrics {
     /// Subscriptions refused because the client holds
     /// `max_subscriptions_per_client` already.
     pub subscriptions_refused: Counter,
+    /// Times a client went over `max_publish_rate` or
+    /// `max_publish_bytes_rate` (closed at MQTT 5, slowed down at 3.x).
+    pub publish_rate_exceeded: Counter,
     /// Sessions removed because their Session Expiry Interval passed.
     pub sessions_expired: Counter,
     /// Messages dropped unsent because their Message Expiry Interval passed.

@@ -82,9 +82,10 @@ where
     let keep_alive = (session.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(session.keep_alive) * 1500));
     let mut last_heard = Instant::now();
-    // One timer serves the keep-alive deadline and the flow-control checks.
-    // It is moved lazily: when it fires, it is set to what is due next.
-    let mut timer_at = last_heard + keep_alive.unwrap_or(CONGESTION_CHECK);
+    // One timer serves the keep-alive deadline, the flow-control checks and
+    // the end of a rate-limit pause. It is moved lazily: only ever earlier
+    // here; when it fires early it is re-armed for what is due next.
+    let mut timer_at = last_heard + IDLE;
     let timer = tokio::time::sleep_until(timer_at);
     tokio::pin!(timer);
     let mut paused_since: Option<Instant> = None;
@@ -98,38 +99,60 @@ where
             Some(Interrupt::ShuttingDown) => return Exit::Shutdown,
             None => {}
         }
+        let now = Instant::now();
+        // A 3.x client over its publish rate: its input waits until then.
+        let mut throttled_until = session.throttle.as_ref().and_then(|t| t.resume_at);
+        if throttled_until.is_some_and(|at| now >= at) {
+            if let Some(throttle) = session.throttle.as_mut() {
+                throttle.resume_at = None;
+            }
+            last_heard = now;
+            // Packets read before the pause are handled first.
+            if let Err(exit) = process_input(shared, session) {
+                return exit;
+            }
+            throttled_until = session.throttle.as_ref().and_then(|t| t.resume_at);
+        }
         pull_deliveries(shared, session);
         if let Some(inbox) = &session.congested {
             // Flow control: input stays paused while the subscriber is
             // congested, for at most CONGESTION_PAUSE at a time.
-            let now = Instant::now();
             let since = *paused_since.get_or_insert(now);
             if !inbox.is_congested() || now - since >= CONGESTION_PAUSE {
                 session.congested = None;
                 paused_since = None;
                 shared.metrics.publish_pauses.increment();
-            } else if timer_at > now + CONGESTION_CHECK {
-                timer_at = now + CONGESTION_CHECK;
-                timer.as_mut().reset(timer_at);
             }
         }
         let paused = session.congested.is_some();
+        let wake = [
+            keep_alive
+                .filter(|_| throttled_until.is_none())
+                .map(|keep_alive| last_heard + keep_alive),
+            throttled_until,
+            paused.then(|| now + CONGESTION_CHECK),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(wake) = wake.filter(|wake| *wake < timer_at) {
+            timer_at = wake;
+            timer.as_mut().reset(timer_at);
+        }
         let backed_up = session.connection.unsent() >= WRITE_HIGH_WATER;
         session.inbox.set_peer_blocked(backed_up);
-        let can_read = !backed_up && !paused;
+        let can_read = !backed_up && !paused && throttled_until.is_none();
         tokio::select! {
             biased;
-            _ = &mut timer, if keep_alive.is_some() || paused => {
+            _ = &mut timer, if wake.is_some() => {
                 let now = Instant::now();
-                if let Some(keep_alive) = keep_alive {
-                    let due = last_heard + keep_alive;
-                    if now >= due {
+                if let Some(keep_alive) = keep_alive.filter(|_| throttled_until.is_none()) {
+                    if now >= last_heard + keep_alive {
                         return Exit::KeepAlive;
                     }
-                    timer_at = due;
-                } else {
-                    timer_at = now + CONGESTION_CHECK;
                 }
+                // Re-armed at the top of the loop for what is due next.
+                timer_at = now + IDLE;
                 timer.as_mut().reset(timer_at);
             }
             event = session.connection.ready(can_read) => match event {
@@ -156,6 +179,8 @@ where
     }
 }
 
+/// Where the timer rests when nothing is due.
+const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest pause of a publisher's input for one congested subscriber.
 const CONGESTION_PAUSE: Duration = Duration::from_millis(20);
 /// How often a paused publisher looks again at the congested subscriber.
@@ -168,6 +193,14 @@ where
     W: AsyncWrite + Unpin,
 {
     loop {
+        // A client over its publish rate: the rest waits in the buffer.
+        if session
+            .throttle
+            .as_ref()
+            .is_some_and(|t| t.resume_at.is_some())
+        {
+            return Ok(());
+        }
         match session.connection.next_packet() {
             Ok(Some(packet)) => super::inbound::handle(shared, session, packet)?,
             Ok(None) => return Ok(()),

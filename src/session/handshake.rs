@@ -179,6 +179,7 @@ where
         limits: negotiated.limits,
         aliases: None,
         auth,
+        throttle: super::throttle::Throttle::new(&shared.config),
     });
     // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (v3.1.1) [MQTT-3.2.2-2] (v5.0):
     // session present tells the truth.

@@ -235,6 +235,21 @@ where
     };
     check_topic(config, topic.as_str())
         .map_err(|rule| Exit::Violation(ReasonCode::TopicNameInvalid, rule))?;
+    if let Some(throttle) = session.throttle.as_mut() {
+        let now = tokio::time::Instant::now();
+        if let Some(wait) = throttle.charge(payload.len(), now) {
+            shared.metrics.publish_rate_exceeded.increment();
+            if v5 {
+                return Err(Exit::Violation(
+                    ReasonCode::QuotaExceeded,
+                    "over max_publish_rate or max_publish_bytes_rate",
+                ));
+            }
+            // This one is taken; the client's input waits until it is
+            // back within its rate.
+            throttle.resume_at = Some(now + wait);
+        }
+    }
     if v5 && qos > config.max_qos() {
         return Err(Exit::Violation(
             ReasonCode::QoSNotSupported,

@@ -16,6 +16,7 @@ pub mod manager;
 pub mod negotiate;
 pub mod outbound;
 pub mod state;
+pub mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,6 +69,8 @@ pub struct Session<R, W> {
     /// The enhanced authentication the client connected with, for
     /// re-authentication.
     pub auth: Option<Box<AuthState>>,
+    /// The publish rate limit, when one is configured.
+    pub throttle: Option<Box<throttle::Throttle>>,
 }
 
 /// A client's enhanced authentication (section 4.12).
