@@ -21,7 +21,7 @@ struct Bucket {
 
 impl Bucket {
     fn new(rate: u64, now: Instant) -> Option<Bucket> {
-        (rate > 0).then(|| Bucket {
+        (rate > 0).then_some(Bucket {
             rate: rate as f64,
             tokens: rate as f64,
             last: now,
