@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::outbound::pull_deliveries;
 use super::{Session, Shared};
@@ -68,8 +69,9 @@ where
     W: AsyncWrite + Unpin,
 {
     let exit = session_loop(shared, &mut session).await;
+    let span = session.span();
     // Boxed: only needed at the very end, so it does not size the task.
-    Box::pin(super::close::finish(shared, session, exit)).await;
+    Box::pin(super::close::finish(shared, session, exit).instrument(span)).await;
 }
 
 async fn session_loop<R, W>(shared: &Shared, session: &mut Session<R, W>) -> Exit

@@ -37,6 +37,7 @@ enum FirstPacket {
 pub async fn accept<R, W>(
     shared: &Shared,
     mut connection: Connection<R, W>,
+    peer: std::net::SocketAddr,
 ) -> Option<Box<Session<R, W>>>
 where
     R: AsyncRead + Unpin,
@@ -168,6 +169,7 @@ where
     let mut session = Box::new(Session {
         connection,
         client_id,
+        peer,
         keep_alive: negotiated.keep_alive,
         session_expiry: negotiated.session_expiry,
         will: connect.will.clone().map(Box::new),

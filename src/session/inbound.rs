@@ -285,7 +285,7 @@ where
         // 3.3.2.3.2 (v5.0): a payload said to be UTF-8 that is not.
         reason_code = ReasonCode::PayloadFormatInvalid;
         shared.metrics.protocol_errors.increment();
-        tracing::info!(%topic, "payload marked UTF-8 is not UTF-8: refused");
+        tracing::info!(client_id = %session.client_id, %topic, "payload marked UTF-8 is not UTF-8: refused");
     } else if !duplicate && !is_broker_topic(topic.as_str()) {
         let message = Arc::new(Message::new(
             topic,
@@ -328,16 +328,17 @@ where
 /// granted.
 fn admit(
     config: &Config,
+    client_id: &str,
     filter: &TopicFilter,
     options: SubscriptionOptions,
     has_identifier: bool,
 ) -> Result<SubscriptionOptions, Result<ReasonCode, Exit>> {
     let shared_group = shared_groups::parse(filter.as_str()).map_err(|rule| {
-        tracing::info!(%filter, rule, "subscription refused");
+        tracing::info!(client_id, %filter, rule, "subscription refused");
         Ok(ReasonCode::TopicFilterInvalid)
     })?;
     if let Err(rule) = check_topic(config, filter.as_str()) {
-        tracing::info!(%filter, rule, "subscription refused");
+        tracing::info!(client_id, %filter, rule, "subscription refused");
         return Err(Ok(ReasonCode::TopicFilterInvalid));
     }
     if shared_group.is_some() {
@@ -399,7 +400,13 @@ where
         .collect();
     drop(last_index);
     for ((filter, options), repeated) in subscribe.filters.into_iter().zip(repeated) {
-        let options = match admit(&shared.config, &filter, options, identifier.is_some()) {
+        let options = match admit(
+            &shared.config,
+            &session.client_id,
+            &filter,
+            options,
+            identifier.is_some(),
+        ) {
             Ok(options) => options,
             Err(Ok(refused)) => {
                 reason_codes.push(refused);
@@ -412,7 +419,11 @@ where
             && session.state.subscriptions.len() >= shared.config.max_subscriptions_per_client
         {
             shared.metrics.subscriptions_refused.increment();
-            tracing::info!(%filter, "max_subscriptions_per_client reached: subscription refused");
+            tracing::info!(
+                client_id = %session.client_id,
+                %filter,
+                "max_subscriptions_per_client reached: subscription refused"
+            );
             reason_codes.push(ReasonCode::QuotaExceeded);
             continue;
         }
@@ -482,6 +493,7 @@ fn queue_retained<R, W>(
         retained.truncate(room);
         shared.metrics.messages_dropped.add(dropped as u64);
         tracing::warn!(
+            client_id = %session.client_id,
             dropped,
             "more retained messages match than max_queued_messages; the rest are dropped"
         );

@@ -18,7 +18,6 @@ pub mod outbound;
 pub mod state;
 pub mod throttle;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -44,6 +43,8 @@ pub struct Session<R, W> {
     pub connection: Connection<R, W>,
     /// The client id (assigned by the broker if the client sent none).
     pub client_id: Arc<str>,
+    /// The client's address.
+    pub peer: SocketAddr,
     /// Keep alive in seconds, as granted; 0 turns it off.
     pub keep_alive: u16,
     /// Seconds the session outlives the connection: 0 ends it with the
@@ -103,6 +104,13 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    /// The tracing span of this connection, made when there is something
+    /// to log rather than kept for the connection's life: a live span costs
+    /// a few hundred bytes per idle connection.
+    pub fn span(&self) -> tracing::Span {
+        connection_span(self.peer, Some(&self.client_id))
+    }
+
     /// Sends a packet the broker built; see [`send_or_log`].
     pub fn send(&mut self, packet: Packet) {
         send_or_log(&mut self.connection, packet);
@@ -158,40 +166,44 @@ impl Shared {
     }
 }
 
+/// The span a connection's log lines are in.
+pub fn connection_span(peer: SocketAddr, client_id: Option<&str>) -> tracing::Span {
+    match client_id {
+        Some(client_id) => tracing::info_span!("connection", %peer, client_id),
+        None => tracing::info_span!("connection", %peer, client_id = tracing::field::Empty),
+    }
+}
+
 /// Serves one client connection from its first byte to its close, then
-/// drops `guard`. The span is made before the future, so the future does
-/// not carry the peer address along, and the caller spawns this future
-/// itself rather than wrapping it (a wrapper would hold it twice): every
-/// byte of it is paid per idle connection.
-pub fn serve<R, W, G>(
+/// drops `guard`. The caller spawns this future itself rather than wrapping
+/// it (a wrapper would hold it twice): every byte of it is paid per idle
+/// connection. Only the handshake and the close run in the connection's
+/// span; the session loop in between logs with the client id in each line.
+pub async fn serve<R, W, G>(
     shared: Arc<Shared>,
     reader: R,
     writer: W,
     peer: SocketAddr,
     guard: G,
-) -> impl Future<Output = ()> + Send
-where
+) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
     G: Send,
 {
-    let span = tracing::info_span!("connection", %peer, client_id = tracing::field::Empty);
-    async move {
-        let _guard = guard;
-        let connection = Connection::new(
-            reader,
-            writer,
-            shared.config.max_packet_size,
-            Arc::clone(&shared.metrics),
-        );
-        // The handshake's future is boxed: it is large and only alive
-        // until CONNACK, so it should not size the connection's task.
-        let accepted = Box::pin(handshake::accept(&shared, connection)).await;
-        if let Some(session) = accepted {
-            driver::run(&shared, session).await;
-        }
+    let _guard = guard;
+    let connection = Connection::new(
+        reader,
+        writer,
+        shared.config.max_packet_size,
+        Arc::clone(&shared.metrics),
+    );
+    // The handshake's future is boxed: it is large and only alive until
+    // CONNACK, so it should not size the connection's task.
+    let handshake = handshake::accept(&shared, connection, peer);
+    let accepted = Box::pin(handshake.instrument(connection_span(peer, None))).await;
+    if let Some(session) = accepted {
+        driver::run(&shared, session).await;
     }
-    .instrument(span)
 }
 
 #[cfg(test)]

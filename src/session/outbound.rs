@@ -142,13 +142,14 @@ where
             if let EncodeError::OverPeerMaximum { size, maximum } = error {
                 shared.metrics.messages_too_large.increment();
                 tracing::debug!(
+                    client_id = %session.client_id,
                     size,
                     maximum,
                     topic = %message.topic,
                     "[MQTT-3.1.2-25] message over the client's Maximum Packet Size: not sent"
                 );
             } else {
-                tracing::error!(%error, "could not encode PUBLISH");
+                tracing::error!(client_id = %session.client_id, %error, "could not encode PUBLISH");
             }
             false
         }
