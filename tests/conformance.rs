@@ -96,6 +96,20 @@ fn every_3_1_1_server_statement_is_listed() {
     assert_eq!(count, V3_1_1_SERVER_ROWS);
 }
 
+/// The 5.0 statements that bind a server ("server" or "both"): 215. Rows
+/// for the specification's unnumbered Protocol Error rules (ids
+/// `MQTT-PE-...`) come on top.
+const V5_0_SERVER_ROWS: usize = 215;
+
+#[test]
+fn every_5_0_server_statement_is_listed() {
+    let count = rows()
+        .iter()
+        .filter(|row| row.version == "5.0" && !row.id.starts_with("MQTT-PE-"))
+        .count();
+    assert_eq!(count, V5_0_SERVER_ROWS);
+}
+
 #[test]
 fn every_row_is_well_formed() {
     for row in rows() {

@@ -138,7 +138,8 @@ async fn challenge_and_response_connects() {
 
 // [MQTT-4.12.0-4] (v5.0): a wrong answer gets CONNACK 0x87 and the
 // connection is closed; anything but AUTH during the exchange is a
-// Protocol Error.
+// Protocol Error. [MQTT-3.1.4-2] (v5.0): a failed authentication check
+// closes the connection.
 #[tokio::test]
 async fn wrong_answer_or_wrong_packet_is_refused() {
     timed(async {

@@ -181,7 +181,9 @@ async fn connect_expiring(
 // [MQTT-3.1.2-23] [MQTT-3.1.2-5] [MQTT-3.1.2-4] [MQTT-3.1.2-6] (v5.0): a
 // session with an expiry outlives its connection and is resumed with its
 // queued messages; clean start discards it; expiry 0 (the default) ends it
-// with the connection.
+// with the connection. [MQTT-3.1.4-4] [MQTT-3.2.2-2] [MQTT-3.2.2-3]
+// [MQTT-3.1.3-2] (v5.0): Clean Start is applied on every accepted CONNECT,
+// Session Present says whether the client id's session was there.
 #[tokio::test]
 async fn session_expiry_keeps_the_session_and_clean_start_drops_it() {
     timed(async {
@@ -252,7 +254,8 @@ async fn session_expiry_is_capped_and_told() {
 }
 
 // 3.14.2.2.2 (v5.0): DISCONNECT may change the session expiry, but setting
-// one after CONNECT said 0 is a Protocol Error (DISCONNECT 0x82), and the
+// one after CONNECT said 0 is a Protocol Error (DISCONNECT 0x82)
+// [MQTT-PE-3.14.2.2.2-2] (v5.0), and the
 // broker's own DISCONNECT never carries one [MQTT-3.14.2-2] (v5.0).
 #[tokio::test]
 async fn disconnect_changes_session_expiry_but_not_from_zero() {
@@ -318,6 +321,10 @@ async fn keep_alive_timeout_sends_reason() {
 // [MQTT-4.13.1-1] (v5.0): a malformed packet gets DISCONNECT 0x81, a
 // protocol error 0x82, a packet over max_packet_size 0x95
 // [MQTT-3.2.2-15] (v5.0), each then closed [MQTT-3.14.4-2] (v5.0).
+// [MQTT-3.1.0-2] [MQTT-3.2.0-2] [MQTT-3.14.2-1] [MQTT-3.14.4-1]
+// [MQTT-4.13.2-1] (v5.0): a second CONNECT is a Protocol Error, answered
+// by DISCONNECT and not by another CONNACK; each DISCONNECT carries a
+// DISCONNECT reason code and nothing follows it before the close.
 #[tokio::test]
 async fn errors_get_their_reason_codes() {
     timed(async {
@@ -415,7 +422,8 @@ async fn redirect_on_connect() {
 }
 
 // [MQTT-4.12.0-1] (v5.0): an authentication method the broker does not
-// support is refused with CONNACK 0x8C and the connection closed.
+// support is refused with CONNACK 0x8C and the connection closed
+// [MQTT-3.1.4-2] [MQTT-3.2.2-7] [MQTT-4.13.2-1] (v5.0).
 #[tokio::test]
 async fn unknown_authentication_method_is_refused() {
     timed(async {
@@ -526,7 +534,9 @@ async fn will_goes_when_the_session_ends_before_the_delay() {
 
 // [MQTT-3.14.4-3] (v5.0): DISCONNECT 0x00 discards the will; 0x04 sends
 // it. The will's properties go with it, User Properties in order
-// [MQTT-3.1.3-10] (v5.0).
+// [MQTT-3.1.3-10] (v5.0). [MQTT-3.1.2-7] [MQTT-3.1.2-10] (v5.0): the will
+// is stored with the session and published (once: the barrier shows no
+// second copy), or removed unpublished on DISCONNECT 0x00.
 #[tokio::test]
 async fn disconnect_with_will_message_sends_the_will() {
     timed(async {
@@ -569,6 +579,29 @@ async fn disconnect_with_will_message_sends_the_will() {
         );
         assert!(watcher.ping_barrier().await.is_empty());
         assert_eq!(client.version, ProtocolVersion::V5);
+    })
+    .await;
+}
+
+// [MQTT-3.1.2-24] (v5.0): a client whose Maximum Packet Size is smaller
+// than the CONNACK it would get cannot be sent anything: the connection is
+// closed without one.
+#[tokio::test]
+async fn client_maximum_packet_size_smaller_than_connack_is_closed() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut client = RawClient::open(broker.addr).await;
+        client.version = ProtocolVersion::V5;
+        let connect = petrel::protocol::Connect {
+            properties: ConnectProperties {
+                maximum_packet_size: NonZeroU32::new(8),
+                ..ConnectProperties::default()
+            },
+            ..connect_v5("tiny", true, 0)
+        };
+        client.send(&Packet::Connect(Box::new(connect))).await;
+        client.expect_closed().await;
+        assert_eq!(broker.broker.metrics().clients_connected.get(), 0);
     })
     .await;
 }

@@ -31,10 +31,10 @@ fn rich_properties() -> PublishProperties {
 }
 
 // [MQTT-3.3.2-4] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17]
-// [MQTT-3.3.2-18] (v5.0): Payload Format Indicator, Content Type, Response
-// Topic, Correlation Data and User Properties reach the subscriber
-// unchanged, User Properties in order. A 3.1.1 subscriber on the same
-// topic gets the message without them.
+// [MQTT-3.3.2-18] [MQTT-3.3.2-20] (v5.0): Payload Format Indicator,
+// Content Type, Response Topic, Correlation Data and User Properties
+// reach the subscriber unchanged, User Properties in order. A 3.1.1
+// subscriber on the same topic gets the message without them.
 #[tokio::test]
 async fn properties_are_forwarded_unchanged_and_left_out_for_3_1_1() {
     timed(async {
@@ -204,8 +204,8 @@ async fn client_topic_alias_is_resolved() {
 }
 
 // [MQTT-3.3.2-9] (v5.0) answered: an alias above the Topic Alias Maximum
-// gets DISCONNECT 0x94; an alias that names no topic is a Protocol Error
-// (3.3.2.3.4).
+// gets DISCONNECT 0x94 [MQTT-PE-3.3.2.3.4-2]; an alias that names no topic
+// is a Protocol Error (3.3.2.3.4) [MQTT-PE-3.3.2.3.4-3].
 #[tokio::test]
 async fn bad_client_aliases_close_the_connection() {
     timed(async {
@@ -272,6 +272,9 @@ async fn broker_assigns_aliases_up_to_the_clients_maximum() {
 // [MQTT-3.3.4-9] [MQTT-3.3.4-10] (v5.0): never more unacknowledged QoS 1
 // PUBLISH than the client's Receive Maximum; an acknowledgement lets the
 // next one go; PINGRESP is not held back meanwhile.
+// [MQTT-4.9.0-1] [MQTT-4.9.0-2] [MQTT-4.9.0-3] (v5.0): the send quota
+// starts non-zero and at most the Receive Maximum, nothing more goes at
+// zero, and other packets are still answered.
 #[tokio::test]
 async fn receive_maximum_bounds_what_is_in_flight_to_the_client() {
     timed(async {

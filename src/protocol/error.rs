@@ -80,6 +80,9 @@ pub enum DecodeError {
     /// Retain Handling 3.
     #[error("[MQTT-3.8.3.1] Retain Handling 3 is a protocol error")]
     InvalidRetainHandling,
+    /// MQTT 5: Maximum QoS 3 in a subscription's options.
+    #[error("3.8.3.1: Maximum QoS 3 in Subscription Options is a protocol error")]
+    SubscriptionQoS3,
     /// A property identifier the specification does not define.
     #[error("[MQTT-2.2.2.2] unknown property identifier {0:#04x}")]
     UnknownProperty(u8),
@@ -163,6 +166,7 @@ impl DecodeError {
             DecodeError::NoSubscriptions
             | DecodeError::NoUnsubscriptions
             | DecodeError::InvalidRetainHandling
+            | DecodeError::SubscriptionQoS3
             | DecodeError::DuplicateProperty(_)
             | DecodeError::InvalidPropertyValue(_)
             | DecodeError::AuthenticationDataWithoutMethod

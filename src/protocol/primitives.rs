@@ -368,7 +368,7 @@ mod tests {
         );
     }
 
-    // [MQTT-4.7.3-3] (v3.1.1): no field, topics included, can be encoded
+    // [MQTT-4.7.3-3] (v3.1.1, v5.0): no field, topics included, can be encoded
     // over 65,535 bytes.
     #[test]
     fn field_running_past_the_packet_is_refused() {

@@ -59,8 +59,17 @@ impl SubscriptionOptions {
             2 => RetainHandling::DoNotSend,
             _ => return Err(DecodeError::InvalidRetainHandling),
         };
+        // 3.8.3.1 (v5.0): QoS 3 is a Protocol Error there; at 3.1.1 the
+        // packet is malformed [MQTT-3-8.3-4] (v3.1.1).
+        let qos = QoS::from_u8(byte & 0b11).map_err(|error| {
+            if version.is_v5() {
+                DecodeError::SubscriptionQoS3
+            } else {
+                error
+            }
+        })?;
         Ok(SubscriptionOptions {
-            qos: QoS::from_u8(byte & 0b11)?,
+            qos,
             no_local: byte & OPTION_NO_LOCAL != 0,
             retain_as_published: byte & OPTION_RETAIN_AS_PUBLISHED != 0,
             retain_handling,

@@ -808,6 +808,8 @@ fn unknown_packet_types_are_malformed() {
     );
 }
 
+// [MQTT-3.14.2-1] (v5.0): besides refusing codes a packet does not allow,
+// the encoder will not write a DISCONNECT with a code outside its table.
 #[test]
 fn reason_codes_not_valid_in_the_packet_are_malformed() {
     let cases: &[(&[u8], u8, PacketType)] = &[

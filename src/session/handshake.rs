@@ -116,6 +116,31 @@ where
             return None;
         }
     };
+    let mut connack_properties = negotiated.connack.clone();
+    if let Some((method, data)) = &auth {
+        // [MQTT-4.12.0-5] (v5.0): CONNACK names the method.
+        connack_properties.authentication_method = Some(method.method().to_owned());
+        connack_properties.authentication_data = data.clone();
+    }
+    // [MQTT-3.1.2-24] (v5.0): a client whose Maximum Packet Size cannot
+    // take even the CONNACK cannot be served; closed before its session is
+    // touched.
+    let connack_size = Packet::ConnAck(ConnAck {
+        session_present: true,
+        reason_code: ReasonCode::Success,
+        properties: connack_properties.clone(),
+    })
+    .encoded_len(connect.protocol)
+    .unwrap_or(usize::MAX);
+    if connack_size > negotiated.max_outgoing_packet as usize {
+        shared.metrics.protocol_errors.increment();
+        tracing::info!(
+            connack_size,
+            maximum_packet_size = negotiated.max_outgoing_packet,
+            "the client's Maximum Packet Size is smaller than CONNACK; closing"
+        );
+        return None;
+    }
     let claim = tokio::select! {
         _ = token.cancelled() => return None,
         claim = shared.sessions.acquire(&client_id) => claim,
@@ -155,11 +180,7 @@ where
     // Boxed: the session lives as long as the connection, and its futures
     // then hold a pointer rather than a copy each.
     connection.max_outgoing_packet = negotiated.max_outgoing_packet;
-    let mut connack_properties = negotiated.connack;
-    let auth = auth.map(|(method, data)| {
-        // [MQTT-4.12.0-5] (v5.0): CONNACK names the method.
-        connack_properties.authentication_method = Some(method.method().to_owned());
-        connack_properties.authentication_data = data;
+    let auth = auth.map(|(method, _)| {
         Box::new(AuthState {
             method,
             username: connect.username.clone(),

@@ -224,6 +224,14 @@ where
         topic,
         ..
     } = publish;
+    if !properties.subscription_identifiers.is_empty() {
+        // [MQTT-3.3.4-6] (v5.0) binds the client; receiving one anyway is a
+        // Protocol Error (3.3.2.3.8).
+        return Err(Exit::Violation(
+            ReasonCode::ProtocolError,
+            "3.3.2.3.8: a PUBLISH from a client carries a Subscription Identifier",
+        ));
+    }
     let topic = if v5 {
         session
             .aliases

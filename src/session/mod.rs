@@ -179,13 +179,8 @@ pub fn connection_span(peer: SocketAddr, client_id: Option<&str>) -> tracing::Sp
 /// it (a wrapper would hold it twice): every byte of it is paid per idle
 /// connection. Only the handshake and the close run in the connection's
 /// span; the session loop in between logs with the client id in each line.
-pub async fn serve<R, W, G>(
-    shared: Arc<Shared>,
-    reader: R,
-    writer: W,
-    peer: SocketAddr,
-    guard: G,
-) where
+pub async fn serve<R, W, G>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr, guard: G)
+where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
     G: Send,

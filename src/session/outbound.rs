@@ -157,8 +157,10 @@ where
 }
 
 /// Re-sends every unacknowledged message in its original order, PUBLISH
-/// with DUP set or PUBREL [MQTT-4.4.0-1] (v3.1.1) [MQTT-4.4.0-1] (v5.0);
-/// a PUBLISH whose expiry has passed meanwhile is dropped instead.
+/// with DUP set or PUBREL [MQTT-4.4.0-1] (v3.1.1) [MQTT-4.4.0-1] (v5.0).
+/// Expiry does not apply to a message whose delivery has started
+/// [MQTT-3.3.2-5] [MQTT-4.3.3-7] (v5.0): one whose interval has run out
+/// meanwhile is re-sent with 0 left.
 pub fn resend_inflight<R, W>(shared: &Shared, session: &mut Session<R, W>)
 where
     R: AsyncRead + Unpin,
@@ -170,10 +172,11 @@ where
     for entry in inflight {
         match entry.phase {
             Phase::Published => {
-                let Ok(expiry) = entry.delivery.message.remaining_expiry(now) else {
-                    shared.metrics.messages_expired.increment();
-                    continue;
-                };
+                let expiry = entry
+                    .delivery
+                    .message
+                    .remaining_expiry(now)
+                    .unwrap_or(Some(0));
                 let packet_id = Some(entry.packet_id);
                 if send_publish(shared, session, &entry.delivery, packet_id, true, expiry) {
                     session.state.track(entry);

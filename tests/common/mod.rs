@@ -524,3 +524,45 @@ pub fn publish_with(
         properties,
     })
 }
+
+/// Hand-built packet bytes, for tests of exact encodings and of what a
+/// well-behaved client would never send.
+pub mod raw {
+    /// A Variable Byte Integer.
+    pub fn vbi(mut value: usize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        loop {
+            let mut byte = (value % 128) as u8;
+            value /= 128;
+            if value > 0 {
+                byte |= 0x80;
+            }
+            bytes.push(byte);
+            if value == 0 {
+                return bytes;
+            }
+        }
+    }
+
+    /// A two-byte-length-prefixed field (string or binary).
+    pub fn field(bytes: &[u8]) -> Vec<u8> {
+        let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// A whole packet: the first byte, the Remaining Length, the body.
+    pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        out.extend(vbi(body.len()));
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A property block: its length, then `properties`.
+    pub fn properties(properties: &[u8]) -> Vec<u8> {
+        let mut out = vbi(properties.len());
+        out.extend_from_slice(properties);
+        out
+    }
+}
