@@ -63,6 +63,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod sys;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +100,20 @@ impl Broker {
         listeners: Vec<tokio::net::TcpListener>,
         auth_methods: Vec<Arc<dyn auth::EnhancedAuth>>,
     ) -> std::io::Result<Broker> {
+        let listeners = listeners
+            .into_iter()
+            .map(transport::Listener::tcp)
+            .collect();
+        Broker::start_listeners(config, listeners, auth_methods)
+    }
+
+    /// [`Broker::start_with_auth`] with listeners of any kind (TLS, or a
+    /// listener's own `allow_anonymous`), already bound.
+    pub fn start_listeners(
+        config: Config,
+        listeners: Vec<transport::Listener>,
+        auth_methods: Vec<Arc<dyn auth::EnhancedAuth>>,
+    ) -> std::io::Result<Broker> {
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             router: Arc::new(Router::new(
@@ -115,7 +130,7 @@ impl Broker {
         });
         let mut local_addrs = Vec::with_capacity(listeners.len());
         for listener in listeners {
-            local_addrs.push(listener.local_addr()?);
+            local_addrs.push(listener.tcp.local_addr()?);
             shared
                 .tasks
                 .spawn(server::accept_loop(Arc::clone(&shared), listener));

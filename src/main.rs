@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use petrel::transport::tls::Tls;
+use petrel::transport::Listener;
 use petrel::{Broker, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -40,8 +42,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return match Config::load(file) {
-            Ok(_) => {
+        // Certificates and keys are read too: a file that loads here also
+        // starts.
+        let checked = Config::load(file).and_then(|config| load_tls(&config).map(|_| ()));
+        return match checked {
+            Ok(()) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -58,6 +63,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = match load_tls(&config) {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("petrel: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_logging(&config, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,7 +81,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, tls))
+}
+
+/// Loads every listener's TLS certificates and key, in listener order.
+fn load_tls(config: &Config) -> Result<Vec<Option<Tls>>, petrel::ConfigError> {
+    config
+        .listeners()
+        .iter()
+        .enumerate()
+        .map(|(index, listener)| {
+            listener
+                .tls
+                .as_ref()
+                .map(|tls| Tls::load(tls, index))
+                .transpose()
+        })
+        .collect()
 }
 
 fn load_config(cli: &Cli) -> Result<Config, String> {
@@ -83,10 +111,10 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         config.listeners = cli
             .listen
             .iter()
-            .map(|&bind| petrel::config::ListenerConfig { bind })
+            .map(|&bind| petrel::config::ListenerConfig::tcp(bind))
             .collect();
         config
-            .check_anonymous_access(&cli.listen)
+            .check_anonymous_access(&config.listeners)
             .map_err(|error| format!("--listen: {error}"))?;
     }
     Ok(config)
@@ -106,14 +134,19 @@ fn init_logging(config: &Config, verbose: u8) {
         .init();
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
     // A configured listener that cannot bind is fatal. Of the default pair,
     // one is enough: a host or container without IPv6 still gets 127.0.0.1.
     let defaults = config.listeners.is_empty();
     let mut listeners = Vec::new();
-    for address in config.listener_addresses() {
+    for (listener, tls) in config.listeners().into_iter().zip(tls) {
+        let address = listener.bind;
         match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => listeners.push(listener),
+            Ok(tcp) => listeners.push(Listener {
+                tcp,
+                tls,
+                allow_anonymous: listener.allow_anonymous,
+            }),
             Err(error) if defaults => {
                 tracing::warn!(%address, %error, "cannot listen on this default address; skipping it");
             }
@@ -127,7 +160,7 @@ async fn serve(config: Config) -> ExitCode {
         tracing::error!("no listener could be opened");
         return ExitCode::FAILURE;
     }
-    let broker = match Broker::start(config, listeners) {
+    let broker = match Broker::start_listeners(config, listeners, Vec::new()) {
         Ok(broker) => broker,
         Err(error) => {
             tracing::error!(%error, "cannot start");

@@ -62,6 +62,11 @@ fn check_config_rejects_invalid_files_naming_key_and_line() {
             "0.0.0.0:1883",
         ),
         ("tiny-packets.toml", "line 1", "max_packet_size"),
+        (
+            "tls-missing-cert.toml",
+            "listener[0].tls.cert",
+            "/nonexistent/server.pem",
+        ),
         ("unknown-key.toml", "line 2", "max_inflite"),
         ("wrong-type.toml", "line 1", "connect_timeout"),
         ("zero-inflight.toml", "line 3", "max_inflight"),

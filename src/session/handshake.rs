@@ -37,7 +37,7 @@ enum FirstPacket {
 pub async fn accept<R, W>(
     shared: &Shared,
     mut connection: Connection<R, W>,
-    peer: std::net::SocketAddr,
+    origin: super::Origin,
 ) -> Option<Box<Session<R, W>>>
 where
     R: AsyncRead + Unpin,
@@ -98,7 +98,7 @@ where
             return None;
         }
     };
-    check_connect(shared, &mut connection, &connect).await?;
+    check_connect(shared, &mut connection, &connect, &origin).await?;
     let (client_id, assigned) = client_id(shared, &mut connection, &connect).await?;
     tracing::Span::current().record("client_id", &*client_id);
     let auth = match &connect.properties.authentication_method {
@@ -190,7 +190,7 @@ where
     let mut session = Box::new(Session {
         connection,
         client_id,
-        peer,
+        peer: origin.peer,
         keep_alive: negotiated.keep_alive,
         session_expiry: negotiated.session_expiry,
         will: connect.will.clone().map(Box::new),
@@ -356,6 +356,7 @@ async fn check_connect<R, W>(
     shared: &Shared,
     connection: &mut Connection<R, W>,
     connect: &Connect,
+    origin: &super::Origin,
 ) -> Option<()>
 where
     R: AsyncRead + Unpin,
@@ -390,9 +391,15 @@ where
         refuse(connection, reason_code, properties).await;
         return None;
     }
-    if shared.config.allow_anonymous == Some(false)
-        && connect.properties.authentication_method.is_none()
-    {
+    // A client is anonymous unless it authenticates: an enhanced
+    // authentication method, or a client certificate.
+    let authenticated = connect.properties.authentication_method.is_some()
+        || origin
+            .identity
+            .as_ref()
+            .is_some_and(|identity| identity.certificate);
+    let allow_anonymous = origin.allow_anonymous.or(shared.config.allow_anonymous);
+    if allow_anonymous == Some(false) && !authenticated {
         // No authentication is configured, so nobody is authorised.
         tracing::info!("anonymous clients are not allowed; refusing");
         refuse(

@@ -166,6 +166,18 @@ impl Shared {
     }
 }
 
+/// Where a connection comes from: the client's address, its listener's
+/// policy, and what its transport proved about it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener's `allow_anonymous`, if it sets one.
+    pub allow_anonymous: Option<bool>,
+    /// What TLS proved (a client certificate), if the listener has TLS.
+    pub identity: Option<Box<crate::transport::Identity>>,
+}
+
 /// The span a connection's log lines are in.
 pub fn connection_span(peer: SocketAddr, client_id: Option<&str>) -> tracing::Span {
     match client_id {
@@ -179,7 +191,7 @@ pub fn connection_span(peer: SocketAddr, client_id: Option<&str>) -> tracing::Sp
 /// it (a wrapper would hold it twice): every byte of it is paid per idle
 /// connection. Only the handshake and the close run in the connection's
 /// span; the session loop in between logs with the client id in each line.
-pub async fn serve<R, W, G>(shared: Arc<Shared>, reader: R, writer: W, peer: SocketAddr, guard: G)
+pub async fn serve<R, W, G>(shared: Arc<Shared>, reader: R, writer: W, origin: Origin, guard: G)
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
@@ -194,8 +206,9 @@ where
     );
     // The handshake's future is boxed: it is large and only alive until
     // CONNACK, so it should not size the connection's task.
-    let handshake = handshake::accept(&shared, connection, peer);
-    let accepted = Box::pin(handshake.instrument(connection_span(peer, None))).await;
+    let span = connection_span(origin.peer, None);
+    let handshake = handshake::accept(&shared, connection, origin);
+    let accepted = Box::pin(handshake.instrument(span)).await;
     if let Some(session) = accepted {
         driver::run(&shared, session).await;
     }
@@ -229,8 +242,12 @@ mod tests {
             .await
             .unwrap();
         let (reader, writer) = stream.into_split();
-        let peer = "127.0.0.1:1".parse().unwrap();
-        let task = super::serve(shared, reader, writer, peer, ());
+        let origin = super::Origin {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            allow_anonymous: None,
+            identity: None,
+        };
+        let task = super::serve(shared, reader, writer, origin, ());
         let task_bytes = std::mem::size_of_val(&task);
         assert!(
             task_bytes <= 1024,

@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod listener;
+
+pub use listener::{default_listeners, ListenerConfig, TlsConfig};
+
 /// Default MQTT port.
 pub const DEFAULT_PORT: u16 = 1883;
 /// Default cap on simultaneous client connections.
@@ -78,14 +82,6 @@ pub struct RedirectConfig {
     /// connected clients when the broker shuts down (false).
     #[serde(default)]
     pub on_connect: bool,
-}
-
-/// One TCP listener.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// Address and port to listen on, e.g. `"0.0.0.0:1883"` or `"[::1]:1883"`.
-    pub bind: SocketAddr,
 }
 
 /// The broker's configuration.
@@ -241,22 +237,13 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn key(key: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn key(key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             key: Some(key.to_owned()),
             line: None,
             message: message.into(),
         }
     }
-}
-
-/// The listeners used when none is configured: loopback only.
-pub fn default_listeners() -> Vec<ListenerConfig> {
-    ["127.0.0.1", "[::1]"]
-        .iter()
-        .filter_map(|host| format!("{host}:{DEFAULT_PORT}").parse().ok())
-        .map(|bind| ListenerConfig { bind })
-        .collect()
 }
 
 impl Config {
@@ -342,31 +329,50 @@ impl Config {
                 "must be one of error, warn, info, debug, trace",
             ));
         }
-        self.check_anonymous_access(&self.listener_addresses())
+        for (index, listener) in self.listeners.iter().enumerate() {
+            listener.validate(index)?;
+        }
+        self.check_anonymous_access(&self.listeners())
     }
 
     /// The listeners to open: the configured ones, or the defaults.
-    pub fn listener_addresses(&self) -> Vec<SocketAddr> {
+    pub fn listeners(&self) -> Vec<ListenerConfig> {
         if self.listeners.is_empty() {
-            default_listeners().iter().map(|l| l.bind).collect()
+            default_listeners()
         } else {
-            self.listeners.iter().map(|l| l.bind).collect()
+            self.listeners.clone()
         }
     }
 
-    /// Secure by default: anonymous clients on a non-loopback address need
-    /// an explicit `allow_anonymous = true`.
-    pub fn check_anonymous_access(&self, addresses: &[SocketAddr]) -> Result<(), ConfigError> {
+    /// The addresses of [`Config::listeners`].
+    pub fn listener_addresses(&self) -> Vec<SocketAddr> {
+        self.listeners().iter().map(|l| l.bind).collect()
+    }
+
+    /// Secure by default: anonymous clients on a listener that is not on a
+    /// loopback address need an explicit choice (`allow_anonymous`, on the
+    /// listener or at the top), or authentication on that listener (client
+    /// certificates).
+    pub fn check_anonymous_access(&self, listeners: &[ListenerConfig]) -> Result<(), ConfigError> {
         if self.allow_anonymous.is_some() {
             return Ok(());
         }
-        match addresses.iter().find(|address| !address.ip().is_loopback()) {
-            Some(address) => Err(ConfigError::key(
+        let exposed = listeners.iter().enumerate().find(|(_, listener)| {
+            !listener.bind.ip().is_loopback()
+                && listener.allow_anonymous.is_none()
+                && !listener
+                    .tls
+                    .as_ref()
+                    .is_some_and(|tls| tls.require_certificate)
+        });
+        match exposed {
+            Some((_, listener)) => Err(ConfigError::key(
                 "allow_anonymous",
                 format!(
-                    "listener {address} is not on a loopback address and no authentication \
+                    "listener {} is not on a loopback address and no authentication \
                      is configured; set `allow_anonymous = true` to let anyone who can reach \
-                     it connect without credentials"
+                     it connect without credentials",
+                    listener.bind
                 ),
             )),
             None => Ok(()),

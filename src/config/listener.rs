@@ -1,0 +1,92 @@
+//! The `[[listener]]` tables: where Petrel listens, and how (plain TCP or
+//! TLS, who may connect).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{ConfigError, DEFAULT_PORT};
+
+/// One listener: TCP, or TLS over TCP when `tls` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address and port to listen on, e.g. `"0.0.0.0:1883"` or `"[::1]:1883"`.
+    pub bind: SocketAddr,
+    /// Whether clients without credentials may connect here; unset: the
+    /// top-level `allow_anonymous`.
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+    /// TLS on this listener (`[listener.tls]`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+impl ListenerConfig {
+    /// A plain TCP listener on `bind`.
+    pub fn tcp(bind: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            bind,
+            allow_anonymous: None,
+            tls: None,
+        }
+    }
+}
+
+/// A listener's TLS: the server's certificate chain and key, and for
+/// mutual TLS the CA that signs client certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the server's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM file with the CA certificates client certificates are checked
+    /// against.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Whether a client must present a certificate signed by `ca`.
+    #[serde(default)]
+    pub require_certificate: bool,
+    /// Whether the client certificate's identity (its subject's common
+    /// name) is the client's user name.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+    /// ALPN protocols offered (e.g. `["mqtt"]`); empty: no ALPN.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+}
+
+/// The listeners used when none is configured: loopback only.
+pub fn default_listeners() -> Vec<ListenerConfig> {
+    ["127.0.0.1", "[::1]"]
+        .iter()
+        .filter_map(|host| format!("{host}:{DEFAULT_PORT}").parse().ok())
+        .map(ListenerConfig::tcp)
+        .collect()
+}
+
+impl ListenerConfig {
+    /// Checks what serde cannot; `index` names the listener in errors.
+    pub(super) fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        let key = |name: &str| format!("listener[{index}].tls.{name}");
+        if tls.require_certificate && tls.ca.is_none() {
+            return Err(ConfigError::key(
+                &key("ca"),
+                "`require_certificate = true` needs the CA that signs client certificates",
+            ));
+        }
+        if tls.use_identity_as_username && !tls.require_certificate {
+            return Err(ConfigError::key(
+                &key("use_identity_as_username"),
+                "needs `require_certificate = true`",
+            ));
+        }
+        Ok(())
+    }
+}

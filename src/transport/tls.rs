@@ -1,0 +1,155 @@
+//! TLS listeners (tokio-rustls): the certificate chain and key loaded once
+//! at start-up (a missing, unreadable or mismatched file stops the broker
+//! with the key and the file named), TLS 1.2 and 1.3, optional ALPN, and
+//! for mutual TLS a CA that client certificates must chain to. A client
+//! certificate's subject common name can stand for the user name.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::crypto::ring::default_provider;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::Identity;
+use crate::config::{ConfigError, TlsConfig};
+
+/// A listener's TLS, ready to accept.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    use_identity_as_username: bool,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("use_identity_as_username", &self.use_identity_as_username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Loads the certificates and key of listener `index`.
+    pub fn load(config: &TlsConfig, index: usize) -> Result<Tls, ConfigError> {
+        let key_name = |name: &str| format!("listener[{index}].tls.{name}");
+        let provider = Arc::new(default_provider());
+        let certs = read_certs(&config.cert).map_err(|e| ConfigError::key(&key_name("cert"), e))?;
+        let key = read_key(&config.key).map_err(|e| ConfigError::key(&key_name("key"), e))?;
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::key(&key_name("cert"), e.to_string()))?;
+        let builder = match &config.ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for cert in read_certs(ca).map_err(|e| ConfigError::key(&key_name("ca"), e))? {
+                    roots.add(cert).map_err(|e| {
+                        ConfigError::key(&key_name("ca"), format!("{}: {e}", ca.display()))
+                    })?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = if config.require_certificate {
+                    verifier
+                } else {
+                    verifier.allow_unauthenticated()
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| ConfigError::key(&key_name("ca"), e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut server = builder.with_single_cert(certs, key).map_err(|e| {
+            ConfigError::key(
+                &key_name("key"),
+                format!(
+                    "{} does not go with {}: {e}",
+                    config.key.display(),
+                    config.cert.display()
+                ),
+            )
+        })?;
+        server.alpn_protocols = config.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            use_identity_as_username: config.use_identity_as_username,
+        })
+    }
+
+    /// Runs the TLS handshake on `stream`, for at most `timeout`; the TLS
+    /// stream and who the client proved to be. `None` when the handshake
+    /// failed or took too long (logged).
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        timeout: Duration,
+    ) -> Option<(TlsStream<TcpStream>, Identity)> {
+        let stream = match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::info!(%error, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::info!("no TLS handshake within connect_timeout");
+                return None;
+            }
+        };
+        let leaf = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first());
+        let identity = Identity {
+            certificate: leaf.is_some(),
+            username: leaf
+                .filter(|_| self.use_identity_as_username)
+                .and_then(|cert| common_name(cert)),
+        };
+        Some((stream, identity))
+    }
+}
+
+/// The subject common name of a DER certificate.
+fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let name = parsed
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(name)
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, String> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut open(path)?)
+        .collect::<Result<_, _>>()
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    rustls_pemfile::private_key(&mut open(path)?)
+        .map_err(|error| format!("{}: {error}", path.display()))?
+        .ok_or_else(|| format!("{}: no PEM private key in it", path.display()))
+}
