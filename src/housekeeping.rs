@@ -24,6 +24,10 @@ pub async fn run(shared: Arc<Shared>) {
         let now = Instant::now();
         crate::session::expiry::run_due(&shared, now);
         if now >= next_sweep {
+            // Failed logins are remembered for a minute.
+            shared.login_failures.retain(|_, (_, last)| {
+                now.duration_since(*last) <= crate::session::handshake::LOGIN_FAILURE_MEMORY
+            });
             let removed = shared.router.remove_expired_retained(now.into_std());
             if removed > 0 {
                 shared.metrics.messages_expired.add(removed as u64);

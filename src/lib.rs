@@ -114,6 +114,17 @@ impl Broker {
         listeners: Vec<transport::Listener>,
         auth_methods: Vec<Arc<dyn auth::EnhancedAuth>>,
     ) -> std::io::Result<Broker> {
+        let passwords = match &config.password_file {
+            Some(path) => Some(Arc::new(auth::password::PasswordFile::load(path).map_err(
+                |error| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("password_file: {error}"),
+                    )
+                },
+            )?)),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             router: Arc::new(Router::new(
@@ -127,6 +138,8 @@ impl Broker {
             metrics,
             tasks: Tasks::new(),
             auth_methods,
+            passwords: std::sync::RwLock::new(passwords),
+            login_failures: Default::default(),
         });
         let mut local_addrs = Vec::with_capacity(listeners.len());
         for listener in listeners {

@@ -12,7 +12,7 @@ use petrel::transport::Listener;
 use petrel::{Broker, Config};
 use tracing_subscriber::EnvFilter;
 
-/// Petrel, an MQTT 3.1 / 3.1.1 broker.
+/// Petrel, an MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -37,14 +37,98 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Adds a user to a password file or changes their password (`-D`:
+    /// deletes the user). The password is read from the terminal without
+    /// echo, or with `--stdin` from the first line of standard input.
+    Passwd {
+        /// Delete the user.
+        #[arg(short = 'D', long)]
+        delete: bool,
+        /// Read the password from standard input.
+        #[arg(long, conflicts_with = "delete")]
+        stdin: bool,
+        /// The password file (created if missing).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+    },
+}
+
+/// `petrel passwd`: adds, changes or deletes a user; the file is rewritten
+/// atomically.
+fn passwd(delete: bool, stdin: bool, file: &std::path::Path, user: &str) -> Result<String, String> {
+    use petrel::auth::password::PasswordFile;
+    let mut passwords = if file.exists() {
+        PasswordFile::load(file)?
+    } else {
+        PasswordFile::default()
+    };
+    if delete {
+        if !passwords.remove(user) {
+            return Err(format!("{user}: no such user in {}", file.display()));
+        }
+        passwords.save(file)?;
+        return Ok(format!("{user}: deleted"));
+    }
+    let password = if stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|error| format!("cannot read standard input: {error}"))?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        let first = rpassword::prompt_password(format!("Password for {user}: "))
+            .map_err(|error| format!("cannot read the password: {error}"))?;
+        let again = rpassword::prompt_password("Again: ")
+            .map_err(|error| format!("cannot read the password: {error}"))?;
+        if first != again {
+            return Err("the passwords differ".to_owned());
+        }
+        first
+    };
+    if password.is_empty() {
+        return Err("empty password".to_owned());
+    }
+    let existed = passwords.contains(user);
+    passwords.set(user, password.as_bytes())?;
+    passwords.save(file)?;
+    Ok(format!(
+        "{user}: {}",
+        if existed { "password changed" } else { "added" }
+    ))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Passwd {
+        delete,
+        stdin,
+        file,
+        user,
+    }) = &cli.command
+    {
+        return match passwd(*delete, *stdin, file, user) {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("petrel passwd: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         // Certificates and keys are read too: a file that loads here also
         // starts.
-        let checked = Config::load(file).and_then(|config| load_tls(&config).map(|_| ()));
+        let checked = Config::load(file).and_then(|config| {
+            load_tls(&config)?;
+            if let Some(path) = &config.password_file {
+                petrel::auth::password::PasswordFile::load(path)
+                    .map_err(|error| petrel::ConfigError::key("password_file", error))?;
+            }
+            Ok(())
+        });
         return match checked {
             Ok(()) => {
                 println!("{}: ok", file.display());
@@ -145,7 +229,7 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
             Ok(tcp) => listeners.push(Listener {
                 tcp,
                 tls,
-                allow_anonymous: listener.allow_anonymous,
+                allow_anonymous: Some(config.anonymous_allowed(&listener)),
             }),
             Err(error) if defaults => {
                 tracing::warn!(%address, %error, "cannot listen on this default address; skipping it");

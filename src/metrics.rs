@@ -59,6 +59,8 @@ pub struct Metrics {
     pub messages_dropped: Counter,
     /// Retained messages not stored because `max_retained_messages` was hit.
     pub retained_dropped: Counter,
+    /// Logins refused for a wrong user name or password.
+    pub auth_failures: Counter,
     /// Wills published.
     pub wills_published: Counter,
     /// Wills not published because the client reconnected within the

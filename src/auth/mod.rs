@@ -1,7 +1,9 @@
-//! Authentication. For now: the MQTT 5 enhanced authentication framework
+//! Authentication: user names and passwords from a password file
+//! ([`password`]), and the MQTT 5 enhanced authentication framework
 //! ([`enhanced`]), through which methods (a challenge/response such as
 //! SCRAM) are plugged in by name.
 
 pub mod enhanced;
+pub mod password;
 
 pub use enhanced::{AuthExchange, AuthStep, EnhancedAuth};

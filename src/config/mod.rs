@@ -15,6 +15,9 @@ pub use listener::{default_listeners, ListenerConfig, TlsConfig};
 
 /// Default MQTT port.
 pub const DEFAULT_PORT: u16 = 1883;
+/// Default wait, per recent failure from one address, before a failed
+/// login is refused, in milliseconds.
+pub const DEFAULT_AUTH_FAILURE_DELAY_MS: u64 = 1000;
 /// Default cap on simultaneous client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Default seconds a new connection has to send CONNECT.
@@ -96,6 +99,12 @@ pub struct Config {
     /// loopback listeners only; a listener on any other address refuses to
     /// start until this is set explicitly (or authentication is configured).
     pub allow_anonymous: Option<bool>,
+    /// A password file (`petrel passwd` writes it): clients that give a
+    /// user name must give its password.
+    pub password_file: Option<std::path::PathBuf>,
+    /// Milliseconds a failed login's refusal waits per recent failure from
+    /// the same address (at most 10 s); 0: no wait.
+    pub auth_failure_delay: u64,
     /// Most simultaneous client connections; the excess is closed.
     pub max_connections: usize,
     /// Seconds a new connection has to send CONNECT.
@@ -175,6 +184,8 @@ impl Default for Config {
         Config {
             listeners: Vec::new(),
             allow_anonymous: None,
+            password_file: None,
+            auth_failure_delay: DEFAULT_AUTH_FAILURE_DELAY_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT_SECS,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
@@ -237,7 +248,8 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    pub(crate) fn key(key: &str, message: impl Into<String>) -> ConfigError {
+    /// An error about `key`.
+    pub fn key(key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             key: Some(key.to_owned()),
             line: None,
@@ -354,7 +366,9 @@ impl Config {
     /// listener or at the top), or authentication on that listener (client
     /// certificates).
     pub fn check_anonymous_access(&self, listeners: &[ListenerConfig]) -> Result<(), ConfigError> {
-        if self.allow_anonymous.is_some() {
+        // With a password file, anonymous clients are refused wherever no
+        // one said otherwise: the secure default needs no choice.
+        if self.allow_anonymous.is_some() || self.password_file.is_some() {
             return Ok(());
         }
         let exposed = listeners.iter().enumerate().find(|(_, listener)| {
@@ -377,6 +391,15 @@ impl Config {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Whether clients without credentials may connect on `listener`:
+    /// its own setting, the top-level one, or, unset, only on loopback.
+    pub fn anonymous_allowed(&self, listener: &ListenerConfig) -> bool {
+        listener
+            .allow_anonymous
+            .or(self.allow_anonymous)
+            .unwrap_or_else(|| listener.bind.ip().is_loopback())
     }
 
     /// `max_qos` as a QoS.

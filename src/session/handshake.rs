@@ -101,6 +101,18 @@ where
     check_connect(shared, &mut connection, &connect, &origin).await?;
     let (client_id, assigned) = client_id(shared, &mut connection, &connect).await?;
     tracing::Span::current().record("client_id", &*client_id);
+    if let (Some(username), Some(passwords)) = (&connect.username, shared.passwords()) {
+        let user = username.clone();
+        let password = connect.password.clone().unwrap_or_default();
+        // Hashing is slow on purpose: off the async threads.
+        let verified = tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
+            .await
+            .unwrap_or(false);
+        if !verified {
+            refuse_login(shared, &mut connection, origin.peer.ip(), username).await;
+            return None;
+        }
+    }
     let auth = match &connect.properties.authentication_method {
         Some(name) => {
             Some(authenticate(shared, &mut connection, &connect, name, &client_id).await?)
@@ -392,12 +404,14 @@ where
         return None;
     }
     // A client is anonymous unless it authenticates: an enhanced
-    // authentication method, or a client certificate.
+    // authentication method, a client certificate, or a user name checked
+    // against the password file (next).
     let authenticated = connect.properties.authentication_method.is_some()
         || origin
             .identity
             .as_ref()
-            .is_some_and(|identity| identity.certificate);
+            .is_some_and(|identity| identity.certificate)
+        || (connect.username.is_some() && shared.passwords().is_some());
     let allow_anonymous = origin.allow_anonymous.or(shared.config.allow_anonymous);
     if allow_anonymous == Some(false) && !authenticated {
         // No authentication is configured, so nobody is authorised.
@@ -456,6 +470,47 @@ fn assign_client_id() -> String {
     let sequence = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("petrel-{start:x}-{sequence}")
 }
+
+/// Refuses a login with a wrong user name or password: CONNACK 0x86 (0x04
+/// at 3.1.1), after a wait that grows with the recent failures from the
+/// same address, so guessing passwords is slow.
+async fn refuse_login<R, W>(
+    shared: &Shared,
+    connection: &mut Connection<R, W>,
+    address: std::net::IpAddr,
+    username: &str,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    shared.metrics.auth_failures.increment();
+    let now = tokio::time::Instant::now();
+    let failures = {
+        let mut entry = shared.login_failures.entry(address).or_insert((0, now));
+        if now.duration_since(entry.1) > LOGIN_FAILURE_MEMORY {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        entry.0
+    };
+    tracing::info!(username, failures, "wrong user name or password; refusing");
+    let delay = std::time::Duration::from_millis(shared.config.auth_failure_delay)
+        .saturating_mul(failures)
+        .min(MAX_LOGIN_DELAY);
+    tokio::time::sleep(delay).await;
+    refuse(
+        connection,
+        ReasonCode::BadUserNameOrPassword,
+        ConnAckProperties::default(),
+    )
+    .await;
+}
+
+/// How long failed logins from an address are remembered.
+pub const LOGIN_FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest wait before a failed login is refused.
+const MAX_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Sends a refusing CONNACK (at 3.x the nearest return code, without the
 /// properties) and closes [MQTT-3.2.2-7] (v5.0).

@@ -155,9 +155,21 @@ pub struct Shared {
     pub tasks: Tasks,
     /// Enhanced authentication methods, by name.
     pub auth_methods: Vec<Arc<dyn EnhancedAuth>>,
+    /// The password file in force, if one is configured.
+    pub passwords: std::sync::RwLock<Option<Arc<crate::auth::password::PasswordFile>>>,
+    /// Recent failed logins by address: how many, and when the last was.
+    pub login_failures: dashmap::DashMap<std::net::IpAddr, (u32, tokio::time::Instant)>,
 }
 
 impl Shared {
+    /// The password file in force.
+    pub fn passwords(&self) -> Option<Arc<crate::auth::password::PasswordFile>> {
+        self.passwords
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The enhanced authentication method called `name`, if the broker has it.
     pub fn auth_method(&self, name: &str) -> Option<&Arc<dyn EnhancedAuth>> {
         self.auth_methods
@@ -236,6 +248,8 @@ mod tests {
             metrics,
             tasks: crate::shutdown::Tasks::new(),
             auth_methods: Vec::new(),
+            passwords: Default::default(),
+            login_failures: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())

@@ -1,0 +1,170 @@
+//! The password file: one `username:hash` line per user, the hash a PHC
+//! string (argon2id for new entries; PBKDF2-SHA512 is accepted too), as
+//! `petrel passwd` writes it. Blank lines and `#` comments are allowed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+/// The users and their password hashes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordFile {
+    users: BTreeMap<String, String>,
+}
+
+impl PasswordFile {
+    /// Reads and checks a password file; an error names the line.
+    pub fn load(path: &Path) -> Result<PasswordFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        PasswordFile::parse(&text).map_err(|error| format!("{}: {error}", path.display()))
+    }
+
+    /// Parses the text of a password file.
+    pub fn parse(text: &str) -> Result<PasswordFile, String> {
+        let mut users = BTreeMap::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let number = index + 1;
+            let Some((user, hash)) = line.split_once(':') else {
+                return Err(format!("line {number}: expected `username:hash`"));
+            };
+            if user.is_empty() {
+                return Err(format!("line {number}: empty user name"));
+            }
+            PasswordHash::new(hash)
+                .map_err(|error| format!("line {number}: user {user}: not a PHC hash: {error}"))?;
+            if users.insert(user.to_owned(), hash.to_owned()).is_some() {
+                return Err(format!("line {number}: user {user} appears twice"));
+            }
+        }
+        Ok(PasswordFile { users })
+    }
+
+    /// Whether `password` is `user`'s. Slow on purpose (argon2id or
+    /// PBKDF2): run it off the async threads.
+    pub fn verify(&self, user: &str, password: &[u8]) -> bool {
+        let Some(hash) = self.users.get(user) else {
+            return false;
+        };
+        let Ok(hash) = PasswordHash::new(hash) else {
+            return false;
+        };
+        let verifiers: [&dyn PasswordVerifier; 2] = [&Argon2::default(), &pbkdf2::Pbkdf2];
+        hash.verify_password(&verifiers, password).is_ok()
+    }
+
+    /// Adds `user` or changes their password (hashed with argon2id).
+    pub fn set(&mut self, user: &str, password: &[u8]) -> Result<(), String> {
+        if user.is_empty() || user.contains(':') || user.contains(char::is_whitespace) {
+            return Err(format!(
+                "user name {user:?} must be non-empty, without `:` or spaces"
+            ));
+        }
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = Argon2::default()
+            .hash_password(password, &salt)
+            .map_err(|error| format!("cannot hash the password: {error}"))?;
+        self.users.insert(user.to_owned(), hash.to_string());
+        Ok(())
+    }
+
+    /// Removes `user`; true if they were there.
+    pub fn remove(&mut self, user: &str) -> bool {
+        self.users.remove(user).is_some()
+    }
+
+    /// Whether `user` is in the file.
+    pub fn contains(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// Writes the file atomically (a new file renamed over the old one),
+    /// readable by its owner only.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = path.with_file_name(format!(".{name}.tmp"));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let write = |options: &std::fs::OpenOptions| -> std::io::Result<()> {
+            let mut file = options.open(&temporary)?;
+            for (user, hash) in &self.users {
+                writeln!(file, "{user}:{hash}")?;
+            }
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)
+        };
+        write(&options).map_err(|error| {
+            let _ = std::fs::remove_file(&temporary);
+            format!("cannot write {}: {error}", path.display())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2id_and_pbkdf2_hashes_verify() {
+        let mut file = PasswordFile::default();
+        file.set("alice", b"correct horse").unwrap();
+        assert!(file.verify("alice", b"correct horse"));
+        assert!(!file.verify("alice", b"wrong"));
+        assert!(!file.verify("bob", b"correct horse"));
+        let salt = SaltString::generate(&mut OsRng);
+        let pbkdf2_hash = pbkdf2::Pbkdf2
+            .hash_password_customized(
+                b"battery",
+                Some(pbkdf2::Algorithm::Pbkdf2Sha512.ident()),
+                None,
+                pbkdf2::Params {
+                    rounds: 1000,
+                    output_length: 64,
+                },
+                &salt,
+            )
+            .unwrap();
+        let text = format!("# users\n\nbob:{pbkdf2_hash}\n");
+        let parsed = PasswordFile::parse(&text).unwrap();
+        assert!(parsed.verify("bob", b"battery"));
+        assert!(!parsed.verify("bob", b"staple"));
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        assert!(PasswordFile::parse("alice\n")
+            .unwrap_err()
+            .contains("line 1"));
+        assert!(PasswordFile::parse("\nalice:plaintext\n")
+            .unwrap_err()
+            .contains("line 2"));
+        let mut file = PasswordFile::default();
+        assert!(file.set("a:b", b"x").is_err());
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = std::env::temp_dir().join(format!("petrel-passwd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("passwd");
+        let mut file = PasswordFile::default();
+        file.set("carol", b"pw").unwrap();
+        file.save(&path).unwrap();
+        let loaded = PasswordFile::load(&path).unwrap();
+        assert!(loaded.verify("carol", b"pw"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
