@@ -125,6 +125,15 @@ impl Broker {
             )?)),
             None => None,
         };
+        let acl = match &config.acl_file {
+            Some(path) => Some(Arc::new(auth::acl::Acl::load(path).map_err(|error| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("acl_file: {error}"),
+                )
+            })?)),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
             router: Arc::new(Router::new(
@@ -139,6 +148,7 @@ impl Broker {
             tasks: Tasks::new(),
             auth_methods,
             passwords: std::sync::RwLock::new(passwords),
+            acl: std::sync::RwLock::new(acl),
             login_failures: Default::default(),
         });
         let mut local_addrs = Vec::with_capacity(listeners.len());

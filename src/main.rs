@@ -127,6 +127,10 @@ fn main() -> ExitCode {
                 petrel::auth::password::PasswordFile::load(path)
                     .map_err(|error| petrel::ConfigError::key("password_file", error))?;
             }
+            if let Some(path) = &config.acl_file {
+                petrel::auth::acl::Acl::load(path)
+                    .map_err(|error| petrel::ConfigError::key("acl_file", error))?;
+            }
             Ok(())
         });
         return match checked {

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub retained_dropped: Counter,
     /// Logins refused for a wrong user name or password.
     pub auth_failures: Counter,
+    /// Publishes, subscriptions, deliveries and wills the ACL refused.
+    pub acl_denied: Counter,
     /// Wills published.
     pub wills_published: Counter,
     /// Wills not published because the client reconnected within the

@@ -1,8 +1,10 @@
-//! Authentication: user names and passwords from a password file
-//! ([`password`]), and the MQTT 5 enhanced authentication framework
+//! Authentication and authorisation: user names and passwords from a
+//! password file ([`password`]), what each client may publish and receive
+//! ([`acl`]), and the MQTT 5 enhanced authentication framework
 //! ([`enhanced`]), through which methods (a challenge/response such as
 //! SCRAM) are plugged in by name.
 
+pub mod acl;
 pub mod enhanced;
 pub mod password;
 

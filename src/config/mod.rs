@@ -102,6 +102,9 @@ pub struct Config {
     /// A password file (`petrel passwd` writes it): clients that give a
     /// user name must give its password.
     pub password_file: Option<std::path::PathBuf>,
+    /// An ACL file in Mosquitto's syntax: what each client may publish and
+    /// receive (everything is denied that it does not allow).
+    pub acl_file: Option<std::path::PathBuf>,
     /// Milliseconds a failed login's refusal waits per recent failure from
     /// the same address (at most 10 s); 0: no wait.
     pub auth_failure_delay: u64,
@@ -185,6 +188,7 @@ impl Default for Config {
             listeners: Vec::new(),
             allow_anonymous: None,
             password_file: None,
+            acl_file: None,
             auth_failure_delay: DEFAULT_AUTH_FAILURE_DELAY_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT_SECS,

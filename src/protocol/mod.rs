@@ -44,7 +44,7 @@ pub use reason::{ReasonCode, ALL_REASON_CODES};
 pub use subscribe::{
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
-pub use topic::{TopicFilter, TopicName};
+pub use topic::{filter_matches, TopicFilter, TopicName};
 
 use primitives::{put_length, Counter, Reader, Sink};
 

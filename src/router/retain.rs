@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::message::Message;
-use super::topic_tree::filter_matches;
+use crate::protocol::filter_matches;
 
 /// What `RetainStore::apply` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -262,27 +262,10 @@ impl<S> TopicTree<S> {
     }
 }
 
-/// Whether `filter` matches `topic` (section 4.7), for retained messages.
-pub fn filter_matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut filter_levels = filter.split('/');
-    let mut topic_levels = topic.split('/');
-    loop {
-        match (filter_levels.next(), topic_levels.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(f), Some(t)) if f == t => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::filter_matches;
     use std::sync::Arc;
 
     fn matches(tree: &TopicTree<u32>, topic: &str) -> Vec<u32> {

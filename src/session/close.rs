@@ -14,6 +14,7 @@ use super::inbound::is_broker_topic;
 use super::manager::Parked;
 use super::state::Phase;
 use super::{Session, Shared};
+use crate::auth::acl::Action;
 use crate::protocol::{
     Disconnect, DisconnectProperties, LastWill, Packet, PublishProperties, QoS, ReasonCode,
 };
@@ -39,7 +40,15 @@ where
     let now = Instant::now();
     let mut delayed_will = None;
     if exit.publishes_will() {
-        if let Some(will) = session.will.take() {
+        let will = session.will.take().filter(|will| {
+            let allowed = session.may(shared, will.topic.as_str(), Action::Write);
+            if !allowed {
+                shared.metrics.acl_denied.increment();
+                tracing::info!(topic = %will.topic, "ACL: will not published");
+            }
+            allowed
+        });
+        if let Some(will) = will {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             // The will waits for its delay unless the session ends first
             // [MQTT-3.1.2-8] (v5.0): at once without a session to outlive
@@ -78,7 +87,9 @@ where
             will_at,
         })
     };
-    shared.sessions.release(session.lease, parked);
+    shared
+        .sessions
+        .release(&session.client_id, session.lease, parked);
 }
 
 fn log_exit<R, W>(shared: &Shared, session: &Session<R, W>, exit: &Exit) {

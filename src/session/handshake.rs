@@ -202,6 +202,12 @@ where
     let mut session = Box::new(Session {
         connection,
         client_id,
+        username: origin
+            .identity
+            .as_ref()
+            .and_then(|identity| identity.username.as_deref())
+            .or(connect.username.as_deref())
+            .map(Arc::from),
         peer: origin.peer,
         keep_alive: negotiated.keep_alive,
         session_expiry: negotiated.session_expiry,

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::driver::Exit;
 use super::state::Phase;
 use super::{Session, Shared};
+use crate::auth::acl::Action;
 use crate::auth::AuthStep;
 use crate::config::Config;
 use crate::protocol::{
@@ -285,7 +286,14 @@ where
         ));
     }
     let mut reason_code = ReasonCode::Success;
-    if v5
+    if !session.may(shared, topic.as_str(), Action::Write) {
+        // Not this client's to publish: 0x87 at 5.0; a 3.1.1 client,
+        // which has no way to hear it, gets its usual acknowledgement and
+        // the message is dropped, as Mosquitto does.
+        shared.metrics.acl_denied.increment();
+        tracing::info!(client_id = %session.client_id, %topic, "ACL: publish denied");
+        reason_code = ReasonCode::NotAuthorized;
+    } else if v5
         && config.validate_utf8_payload
         && properties.payload_format_indicator == Some(true)
         && std::str::from_utf8(&payload).is_err()
@@ -422,6 +430,18 @@ where
             }
             Err(Err(exit)) => return Err(exit),
         };
+        let inner = match shared_groups::parse(filter.as_str()) {
+            Ok(Some((_, inner))) => inner,
+            _ => filter.as_str(),
+        };
+        if let Some(acl) = shared.acl() {
+            if !acl.allows_subscription(session.acl_client(), inner) {
+                shared.metrics.acl_denied.increment();
+                tracing::info!(client_id = %session.client_id, %filter, "ACL: subscription denied");
+                reason_codes.push(ReasonCode::NotAuthorized);
+                continue;
+            }
+        }
         if !repeated
             && session.state.subscriptions.get(&filter).is_none()
             && session.state.subscriptions.len() >= shared.config.max_subscriptions_per_client

@@ -107,7 +107,6 @@ impl Slot {
 /// A connection's claim on a client id's session.
 #[derive(Debug)]
 pub struct Lease {
-    client_id: Arc<str>,
     generation: u64,
     slot: Arc<Slot>,
     released: bool,
@@ -187,7 +186,6 @@ impl SessionManager {
             let parked = inner.parked.take().map(|parked| *parked);
             drop(inner);
             let lease = Lease {
-                client_id: Arc::clone(client_id),
                 generation,
                 slot: Arc::clone(&slot),
                 released: false,
@@ -227,14 +225,14 @@ impl SessionManager {
         }
     }
 
-    /// Ends a connection's claim: parks its session for the next connection
-    /// (`Some`), or forgets it (`None`).
-    pub fn release(&self, mut lease: Lease, parked: Option<Parked>) {
+    /// Ends a connection's claim on `client_id`'s session: parks the session
+    /// for the next connection (`Some`), or forgets it (`None`).
+    pub fn release(&self, client_id: &Arc<str>, mut lease: Lease, parked: Option<Parked>) {
         if let Some(parked) = &parked {
             let due = [parked.will_at, parked.expires_at];
             let mut deadlines = self.deadlines();
             for at in due.into_iter().flatten() {
-                deadlines.push(Reverse((at, Arc::clone(&lease.client_id))));
+                deadlines.push(Reverse((at, Arc::clone(client_id))));
             }
             drop(deadlines);
             if parked.will_at.is_some() || parked.expires_at.is_some() {
@@ -243,7 +241,7 @@ impl SessionManager {
         }
         lease.released = true;
         if lease.slot.let_go(lease.generation, parked.map(Box::new)) {
-            self.slots.remove_if(&lease.client_id, |_, current| {
+            self.slots.remove_if(client_id, |_, current| {
                 Arc::ptr_eq(current, &lease.slot)
             });
         }
@@ -400,7 +398,7 @@ mod tests {
             will: None,
             will_at: None,
         };
-        manager.release(first, Some(parked));
+        manager.release(&id, first, Some(parked));
         let (second, parked) = tokio::time::timeout(Duration::from_secs(5), second)
             .await
             .expect("the second acquire completes")
@@ -445,7 +443,7 @@ mod tests {
         }
         manager.attach(&first, &inbox, false);
         assert_eq!(inbox.interruption(), Some(Interrupt::TakenOver));
-        manager.release(first, None);
+        manager.release(&id, first, None);
         let _ = tokio::time::timeout(Duration::from_secs(5), second)
             .await
             .expect("the second acquire completes");

@@ -43,6 +43,9 @@ pub struct Session<R, W> {
     pub connection: Connection<R, W>,
     /// The client id (assigned by the broker if the client sent none).
     pub client_id: Arc<str>,
+    /// The user name the client authenticated as (from CONNECT, or its
+    /// certificate), for the ACL.
+    pub username: Option<Arc<str>>,
     /// The client's address.
     pub peer: SocketAddr,
     /// Keep alive in seconds, as granted; 0 turns it off.
@@ -111,6 +114,23 @@ where
         connection_span(self.peer, Some(&self.client_id))
     }
 
+    /// Whether the ACL, if there is one, lets this client do `action` on
+    /// `topic`.
+    pub fn may(&self, shared: &Shared, topic: &str, action: crate::auth::acl::Action) -> bool {
+        match shared.acl() {
+            Some(acl) => acl.allows(self.acl_client(), topic, action),
+            None => true,
+        }
+    }
+
+    /// This client as the ACL sees it.
+    pub fn acl_client(&self) -> crate::auth::acl::Client<'_> {
+        crate::auth::acl::Client {
+            username: self.username.as_deref(),
+            client_id: &self.client_id,
+        }
+    }
+
     /// Sends a packet the broker built; see [`send_or_log`].
     pub fn send(&mut self, packet: Packet) {
         send_or_log(&mut self.connection, packet);
@@ -155,6 +175,8 @@ pub struct Shared {
     pub tasks: Tasks,
     /// Enhanced authentication methods, by name.
     pub auth_methods: Vec<Arc<dyn EnhancedAuth>>,
+    /// The ACL in force, if one is configured.
+    pub acl: std::sync::RwLock<Option<Arc<crate::auth::acl::Acl>>>,
     /// The password file in force, if one is configured.
     pub passwords: std::sync::RwLock<Option<Arc<crate::auth::password::PasswordFile>>>,
     /// Recent failed logins by address: how many, and when the last was.
@@ -162,6 +184,14 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The ACL in force.
+    pub fn acl(&self) -> Option<Arc<crate::auth::acl::Acl>> {
+        self.acl
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The password file in force.
     pub fn passwords(&self) -> Option<Arc<crate::auth::password::PasswordFile>> {
         self.passwords
@@ -249,6 +279,7 @@ mod tests {
             tasks: crate::shutdown::Tasks::new(),
             auth_methods: Vec::new(),
             passwords: Default::default(),
+            acl: Default::default(),
             login_failures: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::state::{Inflight, Phase};
 use super::{Session, Shared};
+use crate::auth::acl::Action;
 use crate::connection::WRITE_HIGH_WATER;
 use crate::protocol::{
     Ack, EncodeError, OutgoingPublishProperties, Packet, PacketId, PublishRef, QoS, TopicName,
@@ -64,6 +65,11 @@ where
         shared.metrics.messages_expired.increment();
         return true;
     };
+    if !session.may(shared, delivery.message.topic.as_str(), Action::Read) {
+        // A subscription the ACL allowed can still match a topic it denies.
+        shared.metrics.acl_denied.increment();
+        return true;
+    }
     let packet_id = if delivery.qos == QoS::AtMostOnce {
         None
     } else {
