@@ -6,6 +6,11 @@
 #   paho-mqtt 2.x                   (tests/interop/paho_check.py)
 #   MQTT.js 5.x                     (tests/interop/mqttjs_check.mjs, `npm ci` here first)
 #
+# A second broker serves two TLS listeners (certificates made here with
+# openssl, as docs/security.md shows): mosquitto_pub/sub check MQTT over
+# TLS with --cafile, and mutual TLS with a client certificate (refused
+# without one).
+#
 # Each client suite checks pub/sub at QoS 0, 1 and 2, a retained message
 # (set, replaced, cleared), a last will and a persistent session, over MQTT
 # 3.1.1 (mosquitto also pub/sub over MQTT 3.1); paho-mqtt and MQTT.js also
@@ -28,6 +33,7 @@ HOST=127.0.0.1
 PASSED=0
 FAILED=0
 BROKER_PID=
+TLS_BROKER_PID=
 PORT=
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/petrel-interop.XXXXXX")
 LOG=$WORK/broker.log
@@ -59,6 +65,9 @@ cleanup() {
     local pid
     if [[ -n $BROKER_PID ]]; then
         kill -KILL "$BROKER_PID" 2>/dev/null || true
+    fi
+    if [[ -n $TLS_BROKER_PID ]]; then
+        kill -KILL "$TLS_BROKER_PID" 2>/dev/null || true
     fi
     for pid in $(jobs -p); do
         kill -TERM "$pid" 2>/dev/null || true
@@ -344,6 +353,134 @@ mosq_persistent() {
     fi
 }
 
+# ---------------------------------------------------------------------------
+# TLS: a second broker with a server-certificate listener and a mutual-TLS
+# listener, and mosquitto_pub/sub with --cafile (and a client certificate).
+# ---------------------------------------------------------------------------
+
+TLS_PORT=
+MTLS_PORT=
+
+# Makes a CA, a server certificate for 127.0.0.1 and a client certificate
+# in $WORK/pki with openssl; false if openssl fails.
+make_pki() {
+    local dir=$WORK/pki
+    mkdir -p "$dir"
+    (
+        cd "$dir" || exit 1
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+            -subj "/CN=Petrel interop CA" -keyout ca.key -out ca.pem &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -subj "/CN=localhost" -keyout server.key -out server.csr &&
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext &&
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -days 30 -extfile server.ext -out server.pem &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -subj "/CN=interop-device" -keyout client.key -out client.csr &&
+            printf 'extendedKeyUsage=clientAuth\n' >client.ext &&
+            openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -days 30 -extfile client.ext -out client.pem
+    ) >"$WORK/pki.log" 2>&1
+}
+
+start_tls_broker() {
+    local dir=$WORK/pki
+    TLS_PORT=$(free_port)
+    MTLS_PORT=$(free_port)
+    cat >"$WORK/tls.toml" <<TOML
+sys_interval = 0
+
+[[listener]]
+bind = "$HOST:$TLS_PORT"
+[listener.tls]
+cert = "$dir/server.pem"
+key = "$dir/server.key"
+
+[[listener]]
+bind = "$HOST:$MTLS_PORT"
+allow_anonymous = false
+[listener.tls]
+cert = "$dir/server.pem"
+key = "$dir/server.key"
+ca = "$dir/ca.pem"
+require_certificate = true
+use_identity_as_username = true
+TOML
+    NO_COLOR=1 "$BIN" -c "$WORK/tls.toml" >"$WORK/tls-broker.log" 2>&1 &
+    TLS_BROKER_PID=$!
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    timeout 10 bash -c '
+        until (: <"/dev/tcp/$1/$2") 2>/dev/null && (: <"/dev/tcp/$1/$3") 2>/dev/null; do
+            kill -0 "$4" 2>/dev/null || exit 1
+            sleep 0.1
+        done' _ "$HOST" "$TLS_PORT" "$MTLS_PORT" "$TLS_BROKER_PID"
+}
+
+# mosq_tls NAME PORT CLIENT-CERT-ARGS...: a retained message published and
+# read back over TLS.
+mosq_tls() {
+    local name=$1 port=$2
+    shift 2
+    local topic="interop/$RUN/tls/$port" payload="tls-$RUN"
+    local out=$WORK/tls-$port.out
+    local tls=(-h "$HOST" -p "$port" --cafile "$WORK/pki/ca.pem" "$@")
+    if ! timeout 10 mosquitto_pub "${tls[@]}" -q 1 -r -t "$topic" -m "$payload" >"$out.pub" 2>&1; then
+        fail "$name: mosquitto_pub over TLS failed"
+        detail "$out.pub" "$WORK/tls-broker.log"
+        return
+    fi
+    local rc=0
+    timeout 15 mosquitto_sub "${tls[@]}" -q 1 -t "$topic" -C 1 -W 10 -F '%t %p' >"$out" 2>"$out.err" || rc=$?
+    local got
+    got=$(cat "$out")
+    if [[ $rc == 0 && $got == "$topic $payload" ]]; then
+        pass "$name"
+    else
+        fail "$name: subscriber exit $rc, got '$got'"
+        detail "$out" "$out.err" "$WORK/tls-broker.log"
+    fi
+}
+
+# Without a client certificate the mutual-TLS listener serves nothing.
+mosq_mtls_refused() {
+    local name="mosquitto mutual TLS without a certificate is refused"
+    local rc=0
+    timeout 10 mosquitto_pub -h "$HOST" -p "$MTLS_PORT" --cafile "$WORK/pki/ca.pem" \
+        -t "interop/$RUN/tls/refused" -m x >"$WORK/mtls-refused.out" 2>&1 || rc=$?
+    if [[ $rc != 0 ]]; then
+        pass "$name"
+    else
+        fail "$name: mosquitto_pub succeeded"
+    fi
+}
+
+run_tls() {
+    local tool
+    for tool in openssl mosquitto_pub mosquitto_sub; do
+        if ! command -v "$tool" >/dev/null; then
+            fail "TLS suite: $tool not found"
+            return
+        fi
+    done
+    if ! make_pki; then
+        fail "TLS suite: openssl could not make the certificates"
+        detail "$WORK/pki.log"
+        return
+    fi
+    if ! start_tls_broker; then
+        fail "TLS suite: the TLS broker did not start"
+        detail "$WORK/tls-broker.log"
+        return
+    fi
+    run_check "mosquitto over TLS (--cafile)" mosq_tls "mosquitto over TLS (--cafile)" "$TLS_PORT"
+    run_check "mosquitto mutual TLS" mosq_tls "mosquitto mutual TLS (client certificate)" "$MTLS_PORT" \
+        --cert "$WORK/pki/client.pem" --key "$WORK/pki/client.key"
+    run_check "mosquitto mutual TLS refused" mosq_mtls_refused
+    kill -TERM "$TLS_BROKER_PID" 2>/dev/null || true
+    wait "$TLS_BROKER_PID" 2>/dev/null || true
+    TLS_BROKER_PID=
+}
+
 run_mosquitto() {
     local tool
     for tool in mosquitto_pub mosquitto_sub; do
@@ -432,6 +569,7 @@ echo "broker pid $BROKER_PID listening on $HOST:$PORT"
 END=$((SECONDS + BUDGET))
 
 run_mosquitto
+run_tls
 run_paho
 run_mqttjs
 
