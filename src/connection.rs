@@ -57,7 +57,7 @@ where
         // Alternate which side goes first, so that a client that never stops
         // sending cannot starve what is written to it, nor the reverse.
         connection.write_first = !connection.write_first;
-        let write = !connection.write_buf.is_empty();
+        let write = !connection.write_buf.is_empty() || connection.unflushed;
         if connection.write_first && write {
             if let Poll::Ready(event) = connection.poll_write_some(cx) {
                 return Poll::Ready(event);
@@ -90,6 +90,8 @@ pub struct Connection<R, W> {
     read_chunk: usize,
     /// Which side [`Ready`] polls first this time.
     write_first: bool,
+    /// Everything was written but the writer's flush has not finished.
+    unflushed: bool,
     /// The protocol level, fixed by CONNECT.
     pub version: ProtocolVersion,
     /// The largest packet the peer accepts (MQTT 5 Maximum Packet Size).
@@ -112,6 +114,7 @@ where
             write_buf: BytesMut::new(),
             read_chunk: MIN_READ_CHUNK,
             write_first: false,
+            unflushed: false,
             version: ProtocolVersion::V3_1_1,
             max_outgoing_packet: u32::MAX,
             max_packet_size,
@@ -225,13 +228,25 @@ where
     }
 
     fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<IoEvent>> {
+        if self.write_buf.is_empty() {
+            // Only a flush left to finish (see below).
+            ready!(Pin::new(&mut self.writer).poll_flush(cx))?;
+            self.unflushed = false;
+            return Poll::Ready(Ok(IoEvent::Wrote(0)));
+        }
         let n = ready!(Pin::new(&mut self.writer).poll_write(cx, &self.write_buf))?;
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         self.write_buf.advance(n);
-        if self.write_buf.is_empty() && self.write_buf.capacity() > KEEP_WRITE_CAPACITY {
-            self.write_buf = BytesMut::new();
+        if self.write_buf.is_empty() {
+            if self.write_buf.capacity() > KEEP_WRITE_CAPACITY {
+                self.write_buf = BytesMut::new();
+            }
+            // A writer that buffers (a WebSocket's frames) sends on flush;
+            // a socket's flush does nothing. One that cannot finish now is
+            // finished on a later poll.
+            self.unflushed = Pin::new(&mut self.writer).poll_flush(cx).is_pending();
         }
         self.metrics.bytes_sent.add(n as u64);
         Poll::Ready(Ok(IoEvent::Wrote(n)))

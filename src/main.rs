@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use petrel::transport::tls::Tls;
+use petrel::transport::websocket::WebSocket;
 use petrel::transport::Listener;
 use petrel::{Broker, Config};
 use tracing_subscriber::EnvFilter;
@@ -233,6 +234,9 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
             Ok(tcp) => listeners.push(Listener {
                 tcp,
                 tls,
+                websocket: listener.websocket.as_ref().map(|ws| WebSocket {
+                    path: ws.path.clone(),
+                }),
                 allow_anonymous: Some(config.anonymous_allowed(&listener)),
             }),
             Err(error) if defaults => {

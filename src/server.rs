@@ -6,8 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
 use crate::metrics::Metrics;
 use crate::session::{self, Origin, Shared};
+use crate::transport::tls::Tls;
+use crate::transport::websocket::WebSocket;
 use crate::transport::Listener;
 
 /// Longest pause after a failing `accept` (out of file descriptors, say).
@@ -17,7 +23,12 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 pub async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
     let token = shared.tasks.token().clone();
     let address = listener.tcp.local_addr().ok();
-    tracing::info!(?address, tls = listener.tls.is_some(), "listening");
+    tracing::info!(
+        ?address,
+        tls = listener.tls.is_some(),
+        websocket = listener.websocket.as_ref().map(|ws| ws.path.as_str()),
+        "listening"
+    );
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -51,32 +62,74 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
             allow_anonymous: listener.allow_anonymous,
             identity: None,
         };
-        match &listener.tls {
-            None => {
-                let (reader, writer) = stream.into_split();
-                let connection = session::serve(Arc::clone(&shared), reader, writer, origin, guard);
-                shared.tasks.spawn(connection);
-            }
-            Some(tls) => {
-                let tls = tls.clone();
-                let shared = Arc::clone(&shared);
-                let tasks = shared.tasks.clone();
-                tasks.spawn(async move {
-                    let span = session::connection_span(peer, None);
-                    let timeout = shared.config.connect_timeout();
-                    let handshake =
-                        tracing::Instrument::instrument(tls.accept(stream, timeout), span);
-                    let Some((stream, identity)) = handshake.await else {
-                        return;
-                    };
-                    let origin = Origin {
-                        identity: Some(Box::new(identity)),
-                        ..origin
-                    };
-                    let (reader, writer) = tokio::io::split(stream);
-                    session::serve(shared, reader, writer, origin, guard).await;
-                });
-            }
+        if listener.tls.is_none() && listener.websocket.is_none() {
+            let (reader, writer) = stream.into_split();
+            let connection = session::serve(Arc::clone(&shared), reader, writer, origin, guard);
+            shared.tasks.spawn(connection);
+        } else {
+            let tls = listener.tls.clone();
+            let websocket = listener.websocket.clone();
+            let tasks = shared.tasks.clone();
+            tasks.spawn(upgrade_and_serve(
+                Arc::clone(&shared),
+                tls,
+                websocket,
+                stream,
+                origin,
+                guard,
+            ));
+        }
+    }
+}
+
+/// Runs a connection's TLS handshake and WebSocket upgrade, as its
+/// listener has them, then serves MQTT on what they yield.
+async fn upgrade_and_serve<G: Send>(
+    shared: Arc<Shared>,
+    tls: Option<Tls>,
+    websocket: Option<WebSocket>,
+    stream: TcpStream,
+    mut origin: Origin,
+    guard: G,
+) {
+    let timeout = shared.config.connect_timeout();
+    let span = session::connection_span(origin.peer, None);
+    match tls {
+        None => serve_upgraded(shared, websocket, stream, origin, guard).await,
+        Some(tls) => {
+            let Some((stream, identity)) = tls.accept(stream, timeout).instrument(span).await
+            else {
+                return;
+            };
+            origin.identity = Some(Box::new(identity));
+            serve_upgraded(shared, websocket, stream, origin, guard).await;
+        }
+    }
+}
+
+async fn serve_upgraded<S, G>(
+    shared: Arc<Shared>,
+    websocket: Option<WebSocket>,
+    stream: S,
+    origin: Origin,
+    guard: G,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    G: Send,
+{
+    match websocket {
+        None => {
+            let (reader, writer) = tokio::io::split(stream);
+            session::serve(shared, reader, writer, origin, guard).await;
+        }
+        Some(websocket) => {
+            let span = session::connection_span(origin.peer, None);
+            let timeout = shared.config.connect_timeout();
+            let Some(stream) = websocket.accept(stream, timeout).instrument(span).await else {
+                return;
+            };
+            let (reader, writer) = tokio::io::split(stream);
+            session::serve(shared, reader, writer, origin, guard).await;
         }
     }
 }

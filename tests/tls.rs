@@ -113,12 +113,22 @@ async fn tls_broker(
     tls: &TlsConfig,
     allow_anonymous: Option<bool>,
 ) -> TestBroker {
+    tls_listener_broker(config, tls, allow_anonymous, None).await
+}
+
+async fn tls_listener_broker(
+    config: petrel::Config,
+    tls: &TlsConfig,
+    allow_anonymous: Option<bool>,
+    websocket: Option<petrel::transport::websocket::WebSocket>,
+) -> TestBroker {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let listener = Listener {
         tcp,
         tls: Some(Tls::load(tls, 0).expect("certificates load")),
+        websocket,
         allow_anonymous,
     };
     let broker =
@@ -296,4 +306,48 @@ async fn certificate_errors_name_the_key_and_the_file() {
     };
     let error = Tls::load(&not_a_ca, 0).expect_err("no certificate in the CA file");
     assert_eq!(error.key.as_deref(), Some("listener[0].tls.ca"));
+}
+
+// Secure WebSocket: the TLS handshake, then the WebSocket upgrade, then
+// MQTT in binary frames.
+#[tokio::test]
+async fn mqtt_over_secure_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    timed(async {
+        let pki = Pki::new("wss");
+        let websocket = petrel::transport::websocket::WebSocket {
+            path: "/mqtt".to_owned(),
+        };
+        let broker =
+            tls_listener_broker(test_config(), &pki.server_tls(false), None, Some(websocket)).await;
+        let tcp = TcpStream::connect(broker.addr).await.expect("connect");
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        let tls = pki.connector(false).connect(name, tcp).await.expect("TLS");
+        let request = format!("wss://{}/mqtt", broker.addr)
+            .into_client_request()
+            .expect("request");
+        let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
+            .await
+            .expect("upgrade");
+        let mut bytes = BytesMut::new();
+        let connect = Packet::Connect(Box::new(connect_packet("wss", true, 0)));
+        protocol::encode(&connect, ProtocolVersion::V3_1_1, &mut bytes).expect("encodes");
+        ws.send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .expect("send");
+        let frame = tokio::time::timeout(RECV_TIMEOUT, ws.next())
+            .await
+            .expect("a frame in time");
+        let Some(Ok(Message::Binary(data))) = frame else {
+            panic!("expected a binary frame, got {frame:?}");
+        };
+        let mut buf = BytesMut::from(&data[..]);
+        let connack = protocol::decode(&mut buf, usize::MAX, ProtocolVersion::V3_1_1)
+            .expect("valid")
+            .expect("whole");
+        assert!(matches!(connack, Packet::ConnAck(c) if c.reason_code == ReasonCode::Success));
+    })
+    .await;
 }

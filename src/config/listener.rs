@@ -21,6 +21,23 @@ pub struct ListenerConfig {
     /// TLS on this listener (`[listener.tls]`).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// MQTT over WebSocket on this listener (`[listener.websocket]`); with
+    /// `tls`, over secure WebSocket.
+    #[serde(default)]
+    pub websocket: Option<WebSocketConfig>,
+}
+
+/// A listener's WebSocket settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// The HTTP path clients connect to.
+    #[serde(default = "default_websocket_path")]
+    pub path: String,
+}
+
+fn default_websocket_path() -> String {
+    "/mqtt".to_owned()
 }
 
 impl ListenerConfig {
@@ -30,6 +47,7 @@ impl ListenerConfig {
             bind,
             allow_anonymous: None,
             tls: None,
+            websocket: None,
         }
     }
 }
@@ -71,6 +89,14 @@ pub fn default_listeners() -> Vec<ListenerConfig> {
 impl ListenerConfig {
     /// Checks what serde cannot; `index` names the listener in errors.
     pub(super) fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        if let Some(websocket) = &self.websocket {
+            if !websocket.path.starts_with('/') {
+                return Err(ConfigError::key(
+                    &format!("listener[{index}].websocket.path"),
+                    "must start with `/`",
+                ));
+            }
+        }
         let Some(tls) = &self.tls else {
             return Ok(());
         };

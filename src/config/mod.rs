@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 mod listener;
 
-pub use listener::{default_listeners, ListenerConfig, TlsConfig};
+pub use listener::{default_listeners, ListenerConfig, TlsConfig, WebSocketConfig};
 
 /// Default MQTT port.
 pub const DEFAULT_PORT: u16 = 1883;

@@ -241,9 +241,8 @@ impl SessionManager {
         }
         lease.released = true;
         if lease.slot.let_go(lease.generation, parked.map(Box::new)) {
-            self.slots.remove_if(client_id, |_, current| {
-                Arc::ptr_eq(current, &lease.slot)
-            });
+            self.slots
+                .remove_if(client_id, |_, current| Arc::ptr_eq(current, &lease.slot));
         }
     }
 

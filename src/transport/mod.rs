@@ -1,9 +1,12 @@
 //! Transports: what a listener does to a freshly accepted TCP socket
 //! before MQTT starts on it. Plain TCP hands the socket on; TLS runs the
-//! handshake ([`tls`]), inside the connection's own task and under
-//! `connect_timeout`. A transport carries bytes and never parses MQTT.
+//! handshake ([`tls`]); WebSocket runs the HTTP upgrade and unwraps binary
+//! frames ([`websocket`]), over TCP or TLS. Handshakes run inside the
+//! connection's own task, under `connect_timeout`. A transport carries
+//! bytes and never parses MQTT.
 
 pub mod tls;
+pub mod websocket;
 
 use tokio::net::TcpListener;
 
@@ -14,6 +17,8 @@ pub struct Listener {
     pub tcp: TcpListener,
     /// TLS, when the listener has it.
     pub tls: Option<tls::Tls>,
+    /// WebSocket, when the listener serves MQTT over WebSocket.
+    pub websocket: Option<websocket::WebSocket>,
     /// Whether clients without credentials may connect here; `None`: the
     /// broker-wide `allow_anonymous`.
     pub allow_anonymous: Option<bool>,
@@ -25,6 +30,7 @@ impl Listener {
         Listener {
             tcp,
             tls: None,
+            websocket: None,
             allow_anonymous: None,
         }
     }

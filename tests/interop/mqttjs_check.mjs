@@ -1,7 +1,9 @@
 // Interoperability checks of Petrel with MQTT.js 5.x (protocolVersion 4,
 // MQTT 3.1.1, and protocolVersion 5).
 //
-// Usage: node mqttjs_check.mjs PORT [RUN_ID]
+// Usage: node mqttjs_check.mjs PORT [RUN_ID [WS_PORT]]
+//
+// With WS_PORT, also checks MQTT over WebSocket at ws://127.0.0.1:WS_PORT/mqtt.
 //
 // Connects to 127.0.0.1:PORT only. Prints one `PASS mqttjs <check>` or
 // `FAIL mqttjs <check>: <why>` line per check and exits 1 if any check
@@ -15,6 +17,7 @@ const SETTLE = 500 // ms to wait for messages that must NOT arrive
 
 const port = Number(process.argv[2])
 const run = process.argv[3] ?? `${process.pid}-${Date.now()}`
+const wsPort = process.argv[4] ? Number(process.argv[4]) : undefined
 if (!Number.isInteger(port) || port <= 0) {
   console.error('usage: node mqttjs_check.mjs PORT [RUN_ID]')
   process.exit(2)
@@ -37,7 +40,8 @@ function describe (msgs) {
 
 class Peer {
   // `v5` connects at MQTT 5; `sessionExpiry` is its Session Expiry Interval.
-  constructor (name, { clean = true, will, v5 = false, sessionExpiry } = {}) {
+  constructor (name, { clean = true, will, v5 = false, sessionExpiry, url } = {}) {
+    this.url = url ?? `mqtt://${HOST}:${port}`
     this.clientId = `mqttjs-${name}-${run}`
     this.options = {
       protocolVersion: v5 ? 5 : 4,
@@ -58,7 +62,7 @@ class Peer {
 
   // Connects; resolves to the CONNACK's session-present flag.
   async connect () {
-    this.client = mqtt.connect(`mqtt://${HOST}:${port}`, this.options)
+    this.client = mqtt.connect(this.url, this.options)
     // Attached before the CONNACK can arrive: queued messages of a stored
     // session may follow it immediately.
     this.client.on('message', (topic, payload, packet) => {
@@ -344,6 +348,19 @@ async function v5SessionExpiry () {
   if (await late.connect()) throw new Error('session still present after its expiry')
 }
 
+async function websocketPubsub () {
+  const url = `ws://${HOST}:${wsPort}/mqtt`
+  const topic = topicOf('ws')
+  const sub = peer('ws-sub', { url, v5: true })
+  await sub.connect()
+  await sub.subscribe(topic, 1)
+  const pub = peer('ws-pub', { url })
+  await pub.connect()
+  await pub.publish(topic, 'over websocket', 1)
+  const [msg] = await sub.expect(1)
+  assertMessage(msg, topic, 'over websocket', 1, false)
+}
+
 for (const qos of [0, 1, 2]) await check(`qos${qos} pubsub`, () => pubsub(qos))
 await check('retained', retained)
 await check('retained clear', retainedClear)
@@ -354,5 +371,6 @@ await check('v5 message expiry', v5MessageExpiry)
 await check('v5 shared subscription', v5SharedSubscription)
 await check('v5 will delay', v5WillDelay)
 await check('v5 session expiry', v5SessionExpiry)
+if (wsPort) await check('ws pubsub (3.1.1 and 5.0 over ws://)', websocketPubsub)
 
 process.exit(failed === 0 ? 0 : 1)

@@ -7,9 +7,9 @@
 #   MQTT.js 5.x                     (tests/interop/mqttjs_check.mjs, `npm ci` here first)
 #
 # A second broker serves two TLS listeners (certificates made here with
-# openssl, as docs/security.md shows): mosquitto_pub/sub check MQTT over
-# TLS with --cafile, and mutual TLS with a client certificate (refused
-# without one).
+# openssl, as docs/security.md shows) and a WebSocket one: mosquitto_pub/sub
+# check MQTT over TLS with --cafile, and mutual TLS with a client
+# certificate (refused without one); MQTT.js checks MQTT over ws://.
 #
 # Each client suite checks pub/sub at QoS 0, 1 and 2, a retained message
 # (set, replaced, cleared), a last will and a persistent session, over MQTT
@@ -360,6 +360,7 @@ mosq_persistent() {
 
 TLS_PORT=
 MTLS_PORT=
+WS_PORT=
 
 # Makes a CA, a server certificate for 127.0.0.1 and a client certificate
 # in $WORK/pki with openssl; false if openssl fails.
@@ -387,6 +388,7 @@ start_tls_broker() {
     local dir=$WORK/pki
     TLS_PORT=$(free_port)
     MTLS_PORT=$(free_port)
+    WS_PORT=$(free_port)
     cat >"$WORK/tls.toml" <<TOML
 sys_interval = 0
 
@@ -395,6 +397,11 @@ bind = "$HOST:$TLS_PORT"
 [listener.tls]
 cert = "$dir/server.pem"
 key = "$dir/server.key"
+
+[[listener]]
+bind = "$HOST:$WS_PORT"
+[listener.websocket]
+path = "/mqtt"
 
 [[listener]]
 bind = "$HOST:$MTLS_PORT"
@@ -410,10 +417,11 @@ TOML
     TLS_BROKER_PID=$!
     # shellcheck disable=SC2016 # expanded by the inner bash
     timeout 10 bash -c '
-        until (: <"/dev/tcp/$1/$2") 2>/dev/null && (: <"/dev/tcp/$1/$3") 2>/dev/null; do
-            kill -0 "$4" 2>/dev/null || exit 1
+        until (: <"/dev/tcp/$1/$2") 2>/dev/null && (: <"/dev/tcp/$1/$3") 2>/dev/null &&
+            (: <"/dev/tcp/$1/$4") 2>/dev/null; do
+            kill -0 "$5" 2>/dev/null || exit 1
             sleep 0.1
-        done' _ "$HOST" "$TLS_PORT" "$MTLS_PORT" "$TLS_BROKER_PID"
+        done' _ "$HOST" "$TLS_PORT" "$MTLS_PORT" "$WS_PORT" "$TLS_BROKER_PID"
 }
 
 # mosq_tls NAME PORT CLIENT-CERT-ARGS...: a retained message published and
@@ -476,9 +484,6 @@ run_tls() {
     run_check "mosquitto mutual TLS" mosq_tls "mosquitto mutual TLS (client certificate)" "$MTLS_PORT" \
         --cert "$WORK/pki/client.pem" --key "$WORK/pki/client.key"
     run_check "mosquitto mutual TLS refused" mosq_mtls_refused
-    kill -TERM "$TLS_BROKER_PID" 2>/dev/null || true
-    wait "$TLS_BROKER_PID" 2>/dev/null || true
-    TLS_BROKER_PID=
 }
 
 run_mosquitto() {
@@ -548,7 +553,12 @@ run_mqttjs() {
         fail "mqttjs suite: MQTT.js not installed (cd tests/interop && npm ci)"
         return
     fi
-    run_suite mqttjs 90 node "$HERE/mqttjs_check.mjs" "$PORT" "$RUN"
+    # With the second broker up, MQTT.js also runs over ws://.
+    local ws=()
+    if [[ -n $TLS_BROKER_PID ]] && kill -0 "$TLS_BROKER_PID" 2>/dev/null; then
+        ws=("$WS_PORT")
+    fi
+    run_suite mqttjs 90 node "$HERE/mqttjs_check.mjs" "$PORT" "$RUN" "${ws[@]}"
 }
 
 # ---------------------------------------------------------------------------
@@ -572,6 +582,12 @@ run_mosquitto
 run_tls
 run_paho
 run_mqttjs
+if [[ -n $TLS_BROKER_PID ]]; then
+    kill -TERM "$TLS_BROKER_PID" 2>/dev/null || true
+    timeout 15 tail --pid="$TLS_BROKER_PID" -f /dev/null || kill -KILL "$TLS_BROKER_PID" 2>/dev/null || true
+    wait "$TLS_BROKER_PID" 2>/dev/null || true
+    TLS_BROKER_PID=
+fi
 
 if broker_alive; then
     pass "broker still running after the client suites"
