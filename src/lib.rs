@@ -81,6 +81,8 @@ use shutdown::Tasks;
 pub struct Broker {
     shared: Arc<Shared>,
     local_addrs: Vec<SocketAddr>,
+    /// The listeners' TLS, for reloading their certificates.
+    tls: Vec<transport::tls::Tls>,
 }
 
 impl Broker {
@@ -152,8 +154,10 @@ impl Broker {
             login_failures: Default::default(),
         });
         let mut local_addrs = Vec::with_capacity(listeners.len());
+        let mut tls = Vec::new();
         for listener in listeners {
             local_addrs.push(listener.tcp.local_addr()?);
+            tls.extend(listener.tls.clone());
             shared
                 .tasks
                 .spawn(server::accept_loop(Arc::clone(&shared), listener));
@@ -162,7 +166,49 @@ impl Broker {
         Ok(Broker {
             shared,
             local_addrs,
+            tls,
         })
+    }
+
+    /// Reads the TLS certificates and keys, the password file and the ACL
+    /// file again (what SIGHUP does). A file that cannot be used leaves the
+    /// one in force in place; the errors say which and why. Connections
+    /// stay up: new TLS handshakes use the new certificates, and every
+    /// check after the reload uses the new passwords and rules.
+    pub fn reload(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for tls in &self.tls {
+            if let Err(error) = tls.reload() {
+                errors.push(error.to_string());
+            }
+        }
+        let config = &self.shared.config;
+        if let Some(path) = &config.password_file {
+            match auth::password::PasswordFile::load(path) {
+                Ok(passwords) => {
+                    *self
+                        .shared
+                        .passwords
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(Arc::new(passwords));
+                }
+                Err(error) => errors.push(format!("password_file: {error}")),
+            }
+        }
+        if let Some(path) = &config.acl_file {
+            match auth::acl::Acl::load(path) {
+                Ok(acl) => {
+                    *self
+                        .shared
+                        .acl
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(acl));
+                }
+                Err(error) => errors.push(format!("acl_file: {error}")),
+            }
+        }
+        errors
     }
 
     /// The addresses the broker listens on.

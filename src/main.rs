@@ -260,7 +260,7 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "petrel started");
-    wait_for_shutdown_signal().await;
+    wait_for_shutdown_signal(&broker).await;
     tracing::info!("shutting down");
     if !broker.shutdown().await {
         tracing::warn!("some connections did not close within shutdown_timeout");
@@ -269,7 +269,7 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
 }
 
 #[cfg(unix)]
-async fn wait_for_shutdown_signal() {
+async fn wait_for_shutdown_signal(broker: &Broker) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
         signal(SignalKind::interrupt()),
@@ -284,13 +284,19 @@ async fn wait_for_shutdown_signal() {
             _ = interrupt.recv() => return,
             _ = terminate.recv() => return,
             _ = hangup.recv() => {
-                tracing::info!("SIGHUP: this version has nothing to reload; still running");
+                let errors = broker.reload();
+                if errors.is_empty() {
+                    tracing::info!("SIGHUP: certificates, password file and ACL reloaded");
+                }
+                for error in errors {
+                    tracing::error!(%error, "SIGHUP: not reloaded; the one in force stays");
+                }
             }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_shutdown_signal() {
+async fn wait_for_shutdown_signal(broker: &Broker) {
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -212,3 +212,36 @@ async fn wills_follow_the_acl() {
     })
     .await;
 }
+
+// Broker::reload (SIGHUP) reads the ACL again; a file that does not parse
+// leaves the rules in force.
+#[tokio::test]
+async fn acl_reload() {
+    timed(async {
+        let acl = acl_broker("reload").await;
+        let addr = acl.broker.addr;
+        let mut alice = user_v5(addr, "alice", "alice").await;
+        assert_eq!(
+            alice.subscribe(1, &[("garden/#", QoS::AtMostOnce)]).await,
+            vec![ReasonCode::NotAuthorized]
+        );
+        let path = acl.dir.join("acl");
+        std::fs::write(&path, format!("{ACL}\nuser alice\ntopic read garden/#\n")).expect("write");
+        assert!(acl.broker.broker.reload().is_empty());
+        assert_eq!(
+            alice.subscribe(2, &[("garden/#", QoS::AtMostOnce)]).await,
+            vec![ReasonCode::GRANTED_QOS_0]
+        );
+        std::fs::write(&path, "nonsense here\n").expect("write");
+        let errors = acl.broker.broker.reload();
+        assert!(
+            errors.len() == 1 && errors[0].contains("acl_file"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            alice.subscribe(3, &[("garden/#", QoS::AtMostOnce)]).await,
+            vec![ReasonCode::GRANTED_QOS_0]
+        );
+    })
+    .await;
+}

@@ -177,3 +177,35 @@ fn passwd_adds_changes_and_deletes() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no such user"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Broker::reload (SIGHUP) reads the password file again: a user added
+// since can log in; a file that no longer parses leaves the one in force.
+#[tokio::test]
+async fn password_file_reload() {
+    timed(async {
+        let dir = temp_dir("reload");
+        let file = dir.join("passwd");
+        add_user(&file, "alice", "one");
+        let broker = TestBroker::with_config(petrel::Config {
+            password_file: Some(file.clone()),
+            auth_failure_delay: 0,
+            ..test_config()
+        })
+        .await;
+        let bob = || login("b", Some("bob"), Some("two"), false);
+        assert_eq!(
+            connack_code(&broker, bob()).await,
+            ReasonCode::BadUserNameOrPassword
+        );
+        add_user(&file, "bob", "two");
+        assert!(broker.broker.reload().is_empty());
+        assert_eq!(connack_code(&broker, bob()).await, ReasonCode::Success);
+        std::fs::write(&file, "this is not a password file\n").expect("write");
+        let errors = broker.broker.reload();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("password_file") && errors[0].contains("line 1"));
+        assert_eq!(connack_code(&broker, bob()).await, ReasonCode::Success);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -1,5 +1,5 @@
 //! The `petrel` binary: `check-config`, start-up refusals, and a clean
-//! exit on SIGTERM with connected clients.
+//! exit on SIGTERM with connected clients, a reload on SIGHUP.
 
 mod common;
 
@@ -198,6 +198,104 @@ async fn broker_shutdown_closes_connections() {
         first.expect_closed().await;
         second.expect_closed().await;
         assert!(tokio::net::TcpStream::connect(broker.addr).await.is_err());
+    })
+    .await;
+}
+
+fn passwd_stdin(file: &Path, user: &str, password: &str) {
+    use std::io::Write;
+    let mut child = Command::new(PETREL)
+        .args(["passwd", "--stdin"])
+        .arg(file)
+        .arg(user)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+// SIGHUP reloads the password file (and certificates and ACL): a user
+// added meanwhile can log in, without a restart.
+#[tokio::test]
+async fn sighup_reloads_the_password_file() {
+    timed(async {
+        let dir = std::env::temp_dir().join(format!("petrel-sighup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let passwords = dir.join("passwd");
+        passwd_stdin(&passwords, "alice", "one");
+        let config = dir.join("petrel.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "password_file = \"{}\"\nauth_failure_delay = 0\nsys_interval = 0\n",
+                passwords.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(PETREL)
+            .arg("-c")
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (port, rest) = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            (listening_port(&mut reader), reader)
+        })
+        .await
+        .unwrap();
+        // The rest of the log goes to a channel, line by line.
+        let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+        let drain = std::thread::spawn(move || {
+            for line in rest.lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let bob = || {
+            let mut connect = connect_packet("bob", true, 0);
+            connect.username = Some("bob".to_owned());
+            connect.password = Some(bytes::Bytes::from_static(b"two"));
+            connect
+        };
+        let (_, refused) = RawClient::connect_with(addr, bob()).await;
+        assert_eq!(
+            refused.reason_code,
+            petrel::protocol::ReasonCode::BadUserNameOrPassword
+        );
+        passwd_stdin(&passwords, "bob", "two");
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        loop {
+            let line = tokio::time::timeout(RECV_TIMEOUT, lines.recv())
+                .await
+                .expect("a log line in time")
+                .expect("the broker is still logging");
+            assert!(!line.contains("not reloaded"), "{line}");
+            if line.contains("SIGHUP") && line.contains("reloaded") {
+                break;
+            }
+        }
+        let (_, accepted) = RawClient::connect_with(addr, bob()).await;
+        assert_eq!(accepted.reason_code, petrel::protocol::ReasonCode::Success);
+        let _ = child.kill();
+        let _ = child.wait();
+        drain.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
 }

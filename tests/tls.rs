@@ -351,3 +351,31 @@ async fn mqtt_over_secure_websocket() {
     })
     .await;
 }
+
+// Broker::reload (SIGHUP) reads the certificate and key again: new
+// handshakes use the new certificate; a connection made before stays up.
+#[tokio::test]
+async fn certificates_reload_without_dropping_connections() {
+    timed(async {
+        let old = Pki::new("reload-old");
+        let broker = tls_broker(test_config(), &old.server_tls(false), None).await;
+        let mut before = TlsClient::open(broker.addr, &old.connector(false))
+            .await
+            .expect("TLS");
+        assert_eq!(before.connect("before").await, ReasonCode::Success);
+        let new = Pki::new("reload-new");
+        for file in ["server.pem", "server.key"] {
+            std::fs::copy(new.path(file), old.path(file)).expect("copy");
+        }
+        assert!(broker.broker.reload().is_empty());
+        let mut after = TlsClient::open(broker.addr, &new.connector(false))
+            .await
+            .expect("TLS with the new certificate");
+        assert_eq!(after.connect("after").await, ReasonCode::Success);
+        let stale = TlsClient::open(broker.addr, &old.connector(false)).await;
+        assert!(stale.is_err(), "the old CA no longer verifies the broker");
+        before.send(&Packet::PingReq).await;
+        assert!(matches!(before.recv().await, Some(Packet::PingResp)));
+    })
+    .await;
+}

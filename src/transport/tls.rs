@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -21,11 +21,15 @@ use tokio_rustls::TlsAcceptor;
 use super::Identity;
 use crate::config::{ConfigError, TlsConfig};
 
-/// A listener's TLS, ready to accept.
+/// A listener's TLS, ready to accept. Clones share one acceptor, which
+/// [`Tls::reload`] replaces: handshakes after it use the new certificate,
+/// connections already up keep theirs.
 #[derive(Clone)]
 pub struct Tls {
-    acceptor: TlsAcceptor,
+    acceptor: Arc<RwLock<TlsAcceptor>>,
     use_identity_as_username: bool,
+    config: TlsConfig,
+    index: usize,
 }
 
 impl std::fmt::Debug for Tls {
@@ -39,6 +43,26 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// Loads the certificates and key of listener `index`.
     pub fn load(config: &TlsConfig, index: usize) -> Result<Tls, ConfigError> {
+        Ok(Tls {
+            acceptor: Arc::new(RwLock::new(Tls::acceptor(config, index)?)),
+            use_identity_as_username: config.use_identity_as_username,
+            config: config.clone(),
+            index,
+        })
+    }
+
+    /// Reads the certificate, key and CA files again; on an error the
+    /// ones in force stay, and the error says why.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let acceptor = Tls::acceptor(&self.config, self.index)?;
+        *self
+            .acceptor
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = acceptor;
+        Ok(())
+    }
+
+    fn acceptor(config: &TlsConfig, index: usize) -> Result<TlsAcceptor, ConfigError> {
         let key_name = |name: &str| format!("listener[{index}].tls.{name}");
         let provider = Arc::new(default_provider());
         let certs = read_certs(&config.cert).map_err(|e| ConfigError::key(&key_name("cert"), e))?;
@@ -79,10 +103,7 @@ impl Tls {
             )
         })?;
         server.alpn_protocols = config.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        Ok(Tls {
-            acceptor: TlsAcceptor::from(Arc::new(server)),
-            use_identity_as_username: config.use_identity_as_username,
-        })
+        Ok(TlsAcceptor::from(Arc::new(server)))
     }
 
     /// Runs the TLS handshake on `stream`, for at most `timeout`; the TLS
@@ -93,7 +114,12 @@ impl Tls {
         stream: TcpStream,
         timeout: Duration,
     ) -> Option<(TlsStream<TcpStream>, Identity)> {
-        let stream = match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
+        let acceptor = self
+            .acceptor
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 tracing::info!(%error, "TLS handshake failed");
