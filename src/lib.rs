@@ -151,6 +151,7 @@ impl Broker {
             auth_methods,
             passwords: std::sync::RwLock::new(passwords),
             acl: std::sync::RwLock::new(acl),
+            connections_by_address: Default::default(),
             login_failures: Default::default(),
         });
         let mut local_addrs = Vec::with_capacity(listeners.len());

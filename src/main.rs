@@ -237,6 +237,7 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
                 websocket: listener.websocket.as_ref().map(|ws| WebSocket {
                     path: ws.path.clone(),
                 }),
+                proxy_protocol: listener.proxy_protocol,
                 allow_anonymous: Some(config.anonymous_allowed(&listener)),
             }),
             Err(error) if defaults => {

@@ -3,6 +3,7 @@
 //! the TLS handshake and the CONNECT handshake happen inside the
 //! connection's own task.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::metrics::Metrics;
 use crate::session::{self, Origin, Shared};
+use crate::transport::proxy;
 use crate::transport::tls::Tls;
 use crate::transport::websocket::WebSocket;
 use crate::transport::Listener;
@@ -55,25 +56,31 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
         if let Err(error) = stream.set_nodelay(shared.config.tcp_nodelay) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        metrics.connections_open.increment();
-        let guard = OpenConnection(Arc::clone(metrics));
+        let mut guard = OpenConnection::new(&shared);
+        // Behind a load balancer the address that counts comes with the
+        // PROXY header, read in the connection's task.
+        if !listener.proxy_protocol && !guard.claim(peer.ip()) {
+            continue;
+        }
         let origin = Origin {
             peer,
             allow_anonymous: listener.allow_anonymous,
             identity: None,
         };
-        if listener.tls.is_none() && listener.websocket.is_none() {
+        if listener.tls.is_none() && listener.websocket.is_none() && !listener.proxy_protocol {
             let (reader, writer) = stream.into_split();
             let connection = session::serve(Arc::clone(&shared), reader, writer, origin, guard);
             shared.tasks.spawn(connection);
         } else {
-            let tls = listener.tls.clone();
-            let websocket = listener.websocket.clone();
+            let transport = Transport {
+                proxy_protocol: listener.proxy_protocol,
+                tls: listener.tls.clone(),
+                websocket: listener.websocket.clone(),
+            };
             let tasks = shared.tasks.clone();
             tasks.spawn(upgrade_and_serve(
                 Arc::clone(&shared),
-                tls,
-                websocket,
+                transport,
                 stream,
                 origin,
                 guard,
@@ -82,17 +89,51 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
     }
 }
 
-/// Runs a connection's TLS handshake and WebSocket upgrade, as its
-/// listener has them, then serves MQTT on what they yield.
-async fn upgrade_and_serve<G: Send>(
-    shared: Arc<Shared>,
+/// What a listener does before MQTT: a PROXY header, TLS, WebSocket.
+struct Transport {
+    proxy_protocol: bool,
     tls: Option<Tls>,
     websocket: Option<WebSocket>,
-    stream: TcpStream,
+}
+
+/// Reads a connection's PROXY header, runs its TLS handshake and WebSocket
+/// upgrade, as its listener has them, then serves MQTT on what they yield.
+async fn upgrade_and_serve(
+    shared: Arc<Shared>,
+    transport: Transport,
+    mut stream: TcpStream,
     mut origin: Origin,
-    guard: G,
+    mut guard: OpenConnection,
 ) {
+    let Transport {
+        proxy_protocol,
+        tls,
+        websocket,
+    } = transport;
     let timeout = shared.config.connect_timeout();
+    let span = session::connection_span(origin.peer, None);
+    if proxy_protocol {
+        let header = tokio::time::timeout(timeout, proxy::read_header(&mut stream)).await;
+        match header {
+            Ok(Ok(client)) => {
+                // A header for the balancer's own connection keeps its address.
+                origin.peer = client.unwrap_or(origin.peer);
+            }
+            Ok(Err(error)) => {
+                let _entered = span.enter();
+                tracing::info!(%error, "bad PROXY protocol header; closing");
+                return;
+            }
+            Err(_) => {
+                let _entered = span.enter();
+                tracing::info!("no PROXY protocol header within connect_timeout; closing");
+                return;
+            }
+        }
+        if !guard.claim(origin.peer.ip()) {
+            return;
+        }
+    }
     let span = session::connection_span(origin.peer, None);
     match tls {
         None => serve_upgraded(shared, websocket, stream, origin, guard).await,
@@ -135,10 +176,53 @@ async fn serve_upgraded<S, G>(
 }
 
 /// Counts a socket as open until dropped.
-struct OpenConnection(Arc<Metrics>);
+/// Counts a connection as open until dropped, and against its client's
+/// address while `max_connections_per_address` is set.
+struct OpenConnection {
+    shared: Arc<Shared>,
+    /// The address counted against, if any (boxed: most connections have
+    /// none, and every byte here is paid by every connection).
+    address: Option<Box<IpAddr>>,
+}
+
+impl OpenConnection {
+    fn new(shared: &Arc<Shared>) -> OpenConnection {
+        shared.metrics.connections_open.increment();
+        OpenConnection {
+            shared: Arc::clone(shared),
+            address: None,
+        }
+    }
+
+    /// Counts the connection against `ip`; false (logged, counted) when
+    /// `ip` already has `max_connections_per_address`.
+    fn claim(&mut self, ip: IpAddr) -> bool {
+        let limit = self.shared.config.max_connections_per_address;
+        if limit == 0 {
+            return true;
+        }
+        let mut count = self.shared.connections_by_address.entry(ip).or_insert(0);
+        if *count >= limit {
+            drop(count);
+            self.shared.metrics.connections_refused.increment();
+            tracing::warn!(%ip, limit, "max_connections_per_address reached; closing new connection");
+            return false;
+        }
+        *count += 1;
+        self.address = Some(Box::new(ip));
+        true
+    }
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.connections_open.decrement();
+        self.shared.metrics.connections_open.decrement();
+        if let Some(ip) = self.address.take() {
+            let counts = &self.shared.connections_by_address;
+            if let Some(mut count) = counts.get_mut(&*ip) {
+                *count = count.saturating_sub(1);
+            }
+            counts.remove_if(&*ip, |_, count| *count == 0);
+        }
     }
 }

@@ -129,6 +129,7 @@ async fn tls_listener_broker(
         tcp,
         tls: Some(Tls::load(tls, 0).expect("certificates load")),
         websocket,
+        proxy_protocol: false,
         allow_anonymous,
     };
     let broker =

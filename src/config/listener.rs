@@ -25,6 +25,11 @@ pub struct ListenerConfig {
     /// `tls`, over secure WebSocket.
     #[serde(default)]
     pub websocket: Option<WebSocketConfig>,
+    /// Whether every connection starts with a PROXY protocol header (v1 or
+    /// v2) naming the client: for a listener behind HAProxy or a cloud
+    /// load balancer. A connection without one is closed.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// A listener's WebSocket settings.
@@ -48,6 +53,7 @@ impl ListenerConfig {
             allow_anonymous: None,
             tls: None,
             websocket: None,
+            proxy_protocol: false,
         }
     }
 }

@@ -110,6 +110,10 @@ pub struct Config {
     pub auth_failure_delay: u64,
     /// Most simultaneous client connections; the excess is closed.
     pub max_connections: usize,
+    /// Most simultaneous connections from one client address (behind a
+    /// load balancer with the PROXY protocol, the address it names); 0:
+    /// only `max_connections` applies.
+    pub max_connections_per_address: usize,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout: u64,
     /// Largest packet accepted, in bytes, fixed header included.
@@ -191,6 +195,7 @@ impl Default for Config {
             acl_file: None,
             auth_failure_delay: DEFAULT_AUTH_FAILURE_DELAY_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: 0,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT_SECS,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,

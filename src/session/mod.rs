@@ -179,6 +179,9 @@ pub struct Shared {
     pub acl: std::sync::RwLock<Option<Arc<crate::auth::acl::Acl>>>,
     /// The password file in force, if one is configured.
     pub passwords: std::sync::RwLock<Option<Arc<crate::auth::password::PasswordFile>>>,
+    /// Open connections by client address, while
+    /// `max_connections_per_address` is set.
+    pub connections_by_address: dashmap::DashMap<std::net::IpAddr, usize>,
     /// Recent failed logins by address: how many, and when the last was.
     pub login_failures: dashmap::DashMap<std::net::IpAddr, (u32, tokio::time::Instant)>,
 }
@@ -280,6 +283,7 @@ mod tests {
             auth_methods: Vec::new(),
             passwords: Default::default(),
             acl: Default::default(),
+            connections_by_address: Default::default(),
             login_failures: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,10 +1,12 @@
 //! Transports: what a listener does to a freshly accepted TCP socket
 //! before MQTT starts on it. Plain TCP hands the socket on; TLS runs the
 //! handshake ([`tls`]); WebSocket runs the HTTP upgrade and unwraps binary
-//! frames ([`websocket`]), over TCP or TLS. Handshakes run inside the
+//! frames ([`websocket`]), over TCP or TLS; behind a load balancer, a
+//! PROXY protocol header names the client ([`proxy`]). Handshakes run inside the
 //! connection's own task, under `connect_timeout`. A transport carries
 //! bytes and never parses MQTT.
 
+pub mod proxy;
 pub mod tls;
 pub mod websocket;
 
@@ -19,6 +21,8 @@ pub struct Listener {
     pub tls: Option<tls::Tls>,
     /// WebSocket, when the listener serves MQTT over WebSocket.
     pub websocket: Option<websocket::WebSocket>,
+    /// Whether connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Whether clients without credentials may connect here; `None`: the
     /// broker-wide `allow_anonymous`.
     pub allow_anonymous: Option<bool>,
@@ -31,6 +35,7 @@ impl Listener {
             tcp,
             tls: None,
             websocket: None,
+            proxy_protocol: false,
             allow_anonymous: None,
         }
     }
