@@ -190,6 +190,27 @@ impl RawClient {
         self.stream.write_all(&bytes).await.is_ok()
     }
 
+    /// Writes raw bytes; false if the connection is already gone.
+    pub async fn stream_write(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
+    }
+
+    /// Waits until the broker closes the connection, whatever it sends
+    /// first (a DISCONNECT, or packets the noise asked for).
+    pub async fn expect_closed_or_any(&mut self) {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        let mut scratch = [0u8; 4096];
+        loop {
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut scratch))
+                .await
+                .expect("the broker did not close the connection");
+            match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write to broker");
     }
