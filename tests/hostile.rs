@@ -90,7 +90,10 @@ async fn random_bytes() {
         }
         bystander.round_trip().await;
         let metrics = broker.broker.metrics();
-        eventually("only the bystander left", || metrics.connections_open.get() == 1).await;
+        eventually("only the bystander left", || {
+            metrics.connections_open.get() == 1
+        })
+        .await;
     })
     .await;
 }

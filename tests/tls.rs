@@ -380,3 +380,53 @@ async fn certificates_reload_without_dropping_connections() {
     })
     .await;
 }
+
+// With use_identity_as_username, a client certificate's common name is the
+// user name the ACL knows the client by (here `device-7`).
+#[tokio::test]
+async fn certificate_identity_is_the_acl_user() {
+    timed(async {
+        let pki = Pki::new("identity");
+        let acl = pki.path("acl");
+        std::fs::write(&acl, "user device-7\ntopic readwrite devices/device-7/#\n").expect("write");
+        let config = petrel::Config {
+            acl_file: Some(acl),
+            ..test_config()
+        };
+        let broker = tls_broker(config, &pki.server_tls(true), Some(false)).await;
+        let mut client = TlsClient::open(broker.addr, &pki.connector(true))
+            .await
+            .expect("TLS");
+        assert_eq!(client.connect("any-client-id").await, ReasonCode::Success);
+        client
+            .send(&subscribe_packet(
+                1,
+                &[
+                    ("devices/device-7/#", QoS::AtMostOnce),
+                    ("other/#", QoS::AtMostOnce),
+                ],
+            ))
+            .await;
+        match client.recv().await {
+            Some(Packet::SubAck(suback)) => assert_eq!(
+                suback.reason_codes,
+                vec![ReasonCode::GRANTED_QOS_0, ReasonCode::UnspecifiedError]
+            ),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+        client
+            .send(&publish_packet(
+                "devices/device-7/state",
+                b"on",
+                QoS::AtMostOnce,
+                false,
+                None,
+            ))
+            .await;
+        match client.recv().await {
+            Some(Packet::Publish(publish)) => assert_eq!(&publish.payload[..], b"on"),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    })
+    .await;
+}
