@@ -127,6 +127,17 @@ impl Broker {
             )?)),
             None => None,
         };
+        let passwords = Arc::new(std::sync::RwLock::new(passwords));
+        let mut auth_methods = auth_methods;
+        // With a password file, SCRAM-SHA-256 checks against it, unless the
+        // embedder brought its own.
+        if config.password_file.is_some()
+            && !auth_methods
+                .iter()
+                .any(|m| m.method() == auth::scram::METHOD)
+        {
+            auth_methods.push(Arc::new(auth::scram::Scram::new(Arc::clone(&passwords))));
+        }
         let acl = match &config.acl_file {
             Some(path) => Some(Arc::new(auth::acl::Acl::load(path).map_err(|error| {
                 std::io::Error::new(
@@ -149,7 +160,7 @@ impl Broker {
             metrics,
             tasks: Tasks::new(),
             auth_methods,
-            passwords: std::sync::RwLock::new(passwords),
+            passwords,
             acl: std::sync::RwLock::new(acl),
             connections_by_address: Default::default(),
             login_failures: Default::default(),

@@ -7,5 +7,6 @@
 pub mod acl;
 pub mod enhanced;
 pub mod password;
+pub mod scram;
 
 pub use enhanced::{AuthExchange, AuthStep, EnhancedAuth};

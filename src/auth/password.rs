@@ -1,6 +1,8 @@
 //! The password file: one `username:hash` line per user, the hash a PHC
 //! string (argon2id for new entries; PBKDF2-SHA512 is accepted too), as
-//! `petrel passwd` writes it. Blank lines and `#` comments are allowed.
+//! `petrel passwd` writes it; after the hash and a space, the user's
+//! SCRAM-SHA-256 credential when there is one (`petrel passwd` writes
+//! both). Blank lines and `#` comments are allowed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,10 +12,18 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-/// The users and their password hashes.
+use super::scram::Credential;
+
+/// The users, their password hashes and SCRAM credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PasswordFile {
-    users: BTreeMap<String, String>,
+    users: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    hash: String,
+    scram: Option<Credential>,
 }
 
 impl PasswordFile {
@@ -39,9 +49,22 @@ impl PasswordFile {
             if user.is_empty() {
                 return Err(format!("line {number}: empty user name"));
             }
+            let (hash, scram) = match hash.split_once(' ') {
+                Some((hash, scram)) => {
+                    let credential = Credential::decode(scram.trim()).ok_or_else(|| {
+                        format!("line {number}: user {user}: not a SCRAM-SHA-256 credential")
+                    })?;
+                    (hash, Some(credential))
+                }
+                None => (hash, None),
+            };
             PasswordHash::new(hash)
                 .map_err(|error| format!("line {number}: user {user}: not a PHC hash: {error}"))?;
-            if users.insert(user.to_owned(), hash.to_owned()).is_some() {
+            let entry = Entry {
+                hash: hash.to_owned(),
+                scram,
+            };
+            if users.insert(user.to_owned(), entry).is_some() {
                 return Err(format!("line {number}: user {user} appears twice"));
             }
         }
@@ -51,10 +74,10 @@ impl PasswordFile {
     /// Whether `password` is `user`'s. Slow on purpose (argon2id or
     /// PBKDF2): run it off the async threads.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
-        let Some(hash) = self.users.get(user) else {
+        let Some(entry) = self.users.get(user) else {
             return false;
         };
-        let Ok(hash) = PasswordHash::new(hash) else {
+        let Ok(hash) = PasswordHash::new(&entry.hash) else {
             return false;
         };
         let verifiers: [&dyn PasswordVerifier; 2] = [&Argon2::default(), &pbkdf2::Pbkdf2];
@@ -72,8 +95,17 @@ impl PasswordFile {
         let hash = Argon2::default()
             .hash_password(password, &salt)
             .map_err(|error| format!("cannot hash the password: {error}"))?;
-        self.users.insert(user.to_owned(), hash.to_string());
+        let entry = Entry {
+            hash: hash.to_string(),
+            scram: Some(Credential::new(password)),
+        };
+        self.users.insert(user.to_owned(), entry);
         Ok(())
+    }
+
+    /// `user`'s SCRAM-SHA-256 credential, if the file has one.
+    pub fn scram(&self, user: &str) -> Option<&Credential> {
+        self.users.get(user)?.scram.as_ref()
     }
 
     /// Removes `user`; true if they were there.
@@ -100,8 +132,11 @@ impl PasswordFile {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let write = |options: &std::fs::OpenOptions| -> std::io::Result<()> {
             let mut file = options.open(&temporary)?;
-            for (user, hash) in &self.users {
-                writeln!(file, "{user}:{hash}")?;
+            for (user, entry) in &self.users {
+                match &entry.scram {
+                    Some(scram) => writeln!(file, "{user}:{} {}", entry.hash, scram.encode())?,
+                    None => writeln!(file, "{user}:{}", entry.hash)?,
+                }
             }
             file.sync_all()?;
             std::fs::rename(&temporary, path)

@@ -178,7 +178,7 @@ pub struct Shared {
     /// The ACL in force, if one is configured.
     pub acl: std::sync::RwLock<Option<Arc<crate::auth::acl::Acl>>>,
     /// The password file in force, if one is configured.
-    pub passwords: std::sync::RwLock<Option<Arc<crate::auth::password::PasswordFile>>>,
+    pub passwords: Arc<std::sync::RwLock<Option<Arc<crate::auth::password::PasswordFile>>>>,
     /// Open connections by client address, while
     /// `max_connections_per_address` is set.
     pub connections_by_address: dashmap::DashMap<std::net::IpAddr, usize>,

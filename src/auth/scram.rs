@@ -1,0 +1,325 @@
+//! SCRAM-SHA-256 (RFC 5802, RFC 7677) as an MQTT 5 enhanced authentication
+//! method, the way EMQX offers it: CONNECT carries the client-first
+//! message, the broker answers with AUTH (server-first), the client sends
+//! AUTH (client-final), and CONNACK carries server-final. The password
+//! never crosses the wire, and the broker keeps only the salted keys,
+//! written to the password file by `petrel passwd`.
+
+use std::sync::{Arc, RwLock};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use password_hash::rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+
+use super::enhanced::{AuthExchange, AuthStep, EnhancedAuth};
+use super::password::PasswordFile;
+use crate::protocol::ReasonCode;
+
+/// The method's name in the Authentication Method property.
+pub const METHOD: &str = "SCRAM-SHA-256";
+/// PBKDF2 iterations for new credentials (RFC 7677 asks for at least 4096).
+pub const ITERATIONS: u32 = 4096;
+
+/// What the broker keeps for a user: never the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// PBKDF2 iterations.
+    pub iterations: u32,
+    /// The salt.
+    pub salt: Vec<u8>,
+    /// H(ClientKey).
+    pub stored_key: [u8; 32],
+    /// HMAC(SaltedPassword, "Server Key").
+    pub server_key: [u8; 32],
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    // An HMAC key may be of any length.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+impl Credential {
+    /// The credential for `password`, with a new random salt.
+    pub fn new(password: &[u8]) -> Credential {
+        let mut salt = vec![0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        Credential::derive(password, salt, ITERATIONS)
+    }
+
+    /// The credential for `password` with this salt and iteration count.
+    pub fn derive(password: &[u8], salt: Vec<u8>, iterations: u32) -> Credential {
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<Sha256>(password, &salt, iterations, &mut salted);
+        let client_key = hmac(&salted, b"Client Key");
+        Credential {
+            iterations,
+            salt,
+            stored_key: Sha256::digest(client_key).into(),
+            server_key: hmac(&salted, b"Server Key"),
+        }
+    }
+
+    /// The credential as the password file writes it:
+    /// `$scram-sha-256$i=4096$<salt>$<stored key>$<server key>` (base64).
+    pub fn encode(&self) -> String {
+        format!(
+            "$scram-sha-256$i={}${}${}${}",
+            self.iterations,
+            BASE64.encode(&self.salt),
+            BASE64.encode(self.stored_key),
+            BASE64.encode(self.server_key)
+        )
+    }
+
+    /// Reads what [`Credential::encode`] wrote.
+    pub fn decode(text: &str) -> Option<Credential> {
+        let mut parts = text.strip_prefix("$scram-sha-256$")?.split('$');
+        let iterations = parts.next()?.strip_prefix("i=")?.parse().ok()?;
+        let salt = BASE64.decode(parts.next()?).ok()?;
+        let stored_key = BASE64.decode(parts.next()?).ok()?.try_into().ok()?;
+        let server_key = BASE64.decode(parts.next()?).ok()?.try_into().ok()?;
+        if parts.next().is_some() || iterations == 0 {
+            return None;
+        }
+        Some(Credential {
+            iterations,
+            salt,
+            stored_key,
+            server_key,
+        })
+    }
+}
+
+/// The SCRAM-SHA-256 method, checking against the password file in force.
+#[derive(Debug)]
+pub struct Scram {
+    passwords: Arc<RwLock<Option<Arc<PasswordFile>>>>,
+}
+
+impl Scram {
+    /// The method, reading credentials from `passwords` (shared with the
+    /// broker, so a reload is seen).
+    pub fn new(passwords: Arc<RwLock<Option<Arc<PasswordFile>>>>) -> Scram {
+        Scram { passwords }
+    }
+}
+
+impl EnhancedAuth for Scram {
+    fn method(&self) -> &str {
+        METHOD
+    }
+
+    fn start(&self, _client_id: &str, _username: Option<&str>) -> Box<dyn AuthExchange> {
+        let passwords = self
+            .passwords
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Box::new(Exchange {
+            passwords,
+            state: State::Start,
+        })
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Start,
+    /// Sent server-first; waiting for client-final.
+    Challenged {
+        credential: Credential,
+        client_first_bare: String,
+        server_first: String,
+        nonce: String,
+    },
+    Done,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    passwords: Option<Arc<PasswordFile>>,
+    state: State,
+}
+
+/// The value of attribute `name` (`n`, `r`, `c`, `p` ...) in a SCRAM message.
+fn attribute(message: &str, name: char) -> Option<&str> {
+    message.split(',').find_map(|part| {
+        let mut chars = part.chars();
+        (chars.next() == Some(name) && chars.next() == Some('=')).then(|| &part[2..])
+    })
+}
+
+/// A SCRAM user name: `=2C` is `,` and `=3D` is `=` (RFC 5802, 5.1).
+fn unescape(name: &str) -> String {
+    name.replace("=2C", ",").replace("=3D", "=")
+}
+
+impl Exchange {
+    fn client_first(&mut self, data: &[u8]) -> AuthStep {
+        let failure = AuthStep::Failure(ReasonCode::NotAuthorized);
+        let Ok(message) = std::str::from_utf8(data) else {
+            return failure;
+        };
+        // No channel binding: the GS2 header is "n,," (or "y,,").
+        let Some(bare) = message
+            .strip_prefix("n,,")
+            .or_else(|| message.strip_prefix("y,,"))
+        else {
+            return failure;
+        };
+        let (Some(user), Some(client_nonce)) = (attribute(bare, 'n'), attribute(bare, 'r')) else {
+            return failure;
+        };
+        let user = unescape(user);
+        let credential = self
+            .passwords
+            .as_ref()
+            .and_then(|passwords| passwords.scram(&user).cloned());
+        // An unknown user still gets a challenge (with a made-up salt), so
+        // the exchange does not tell which user names exist.
+        let credential = credential.unwrap_or_else(|| Credential::new(&[]));
+        let mut random = [0u8; 18];
+        OsRng.fill_bytes(&mut random);
+        let nonce = format!("{client_nonce}{}", BASE64.encode(random));
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            BASE64.encode(&credential.salt),
+            credential.iterations
+        );
+        let reply = Bytes::from(server_first.clone().into_bytes());
+        self.state = State::Challenged {
+            credential,
+            client_first_bare: bare.to_owned(),
+            server_first,
+            nonce,
+        };
+        AuthStep::Continue(Some(reply))
+    }
+}
+
+impl AuthExchange for Exchange {
+    fn step(&mut self, data: Option<&[u8]>) -> AuthStep {
+        let failure = AuthStep::Failure(ReasonCode::NotAuthorized);
+        let data = data.unwrap_or_default();
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Start => self.client_first(data),
+            State::Challenged {
+                credential,
+                client_first_bare,
+                server_first,
+                nonce,
+            } => {
+                let Ok(message) = std::str::from_utf8(data) else {
+                    return failure;
+                };
+                let Some((without_proof, proof)) = message.rsplit_once(",p=") else {
+                    return failure;
+                };
+                if attribute(without_proof, 'r') != Some(nonce.as_str())
+                    || attribute(without_proof, 'c') != Some("biws")
+                {
+                    return failure;
+                }
+                let Some(proof) = BASE64.decode(proof).ok().filter(|p| p.len() == 32) else {
+                    return failure;
+                };
+                let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+                let signature = hmac(&credential.stored_key, auth_message.as_bytes());
+                let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
+                let stored: [u8; 32] = Sha256::digest(&client_key).into();
+                // Compare without an early exit.
+                let differs = stored
+                    .iter()
+                    .zip(credential.stored_key)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+                if differs != 0 {
+                    return AuthStep::Failure(ReasonCode::BadUserNameOrPassword);
+                }
+                let server_signature = hmac(&credential.server_key, auth_message.as_bytes());
+                let server_final = format!("v={}", BASE64.encode(server_signature));
+                AuthStep::Success(Some(Bytes::from(server_final.into_bytes())))
+            }
+            State::Done => failure,
+        }
+    }
+}
+
+/// The client's side of the exchange, for a client of this crate (a
+/// bridge to another broker): from the client-first-bare message it sent,
+/// the server-first it got and the password, the client-final message to
+/// send and the server-final message to expect.
+pub fn client_final(
+    password: &[u8],
+    client_first_bare: &str,
+    server_first: &str,
+) -> Option<(String, String)> {
+    let nonce = attribute(server_first, 'r')?;
+    let salt = BASE64.decode(attribute(server_first, 's')?).ok()?;
+    let iterations = attribute(server_first, 'i')?.parse().ok()?;
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, &salt, iterations, &mut salted);
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+    let without_proof = format!("c=biws,r={nonce}");
+    let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+    let signature = hmac(&stored_key, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(signature)
+        .map(|(k, s)| k ^ s)
+        .collect();
+    let server_signature = hmac(&hmac(&salted, b"Server Key"), auth_message.as_bytes());
+    Some((
+        format!("{without_proof},p={}", BASE64.encode(proof)),
+        format!("v={}", BASE64.encode(server_signature)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // RFC 7677's example: user "user", password "pencil".
+    #[test]
+    fn rfc_7677_example() {
+        let salt = BASE64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let credential = Credential::derive(b"pencil", salt, 4096);
+        let client_first_bare = "n=user,r=rOprNGfwEbeRWgbNEkqO";
+        let server_first =
+            "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        let without_proof = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+        let mut exchange = Exchange {
+            passwords: None,
+            state: State::Challenged {
+                credential,
+                client_first_bare: client_first_bare.to_owned(),
+                server_first: server_first.to_owned(),
+                nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".to_owned(),
+            },
+        };
+        let final_message =
+            format!("{without_proof},p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+        assert_eq!(
+            exchange.step(Some(final_message.as_bytes())),
+            AuthStep::Success(Some(Bytes::from_static(
+                b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+            )))
+        );
+    }
+
+    #[test]
+    fn credentials_round_trip_and_bad_ones_are_refused() {
+        let credential = Credential::new(b"secret");
+        assert_eq!(Credential::decode(&credential.encode()), Some(credential));
+        assert_eq!(
+            Credential::decode("$scram-sha-256$i=0$AA==$AA==$AA=="),
+            None
+        );
+        assert_eq!(Credential::decode("$argon2id$whatever"), None);
+    }
+}
