@@ -14,6 +14,7 @@
 //! allowed if an allowing rule of the client's (its user's block, or the
 //! anonymous block, and every `pattern`) matches; otherwise it is denied.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -136,21 +137,24 @@ impl Acl {
             None => &self.anonymous,
         };
         let mut allowed = false;
-        let patterns = self.patterns.iter().filter_map(|rule| {
-            substitute(&rule.filter, client).map(|filter| (rule.access, filter))
-        });
-        let rules = own
-            .iter()
-            .map(|rule| (rule.access, rule.filter.clone()))
-            .chain(patterns);
-        for (access, filter) in rules {
-            if !applies(&filter) {
+        for rule in own {
+            if applies(&rule.filter) {
+                if rule.access == Access::Deny {
+                    return false;
+                }
+                allowed |= rule.access.allows(action);
+            }
+        }
+        for rule in &self.patterns {
+            let Some(filter) = substitute(&rule.filter, client) else {
                 continue;
+            };
+            if applies(&filter) {
+                if rule.access == Access::Deny {
+                    return false;
+                }
+                allowed |= rule.access.allows(action);
             }
-            if access == Access::Deny {
-                return false;
-            }
-            allowed |= access.allows(action);
         }
         allowed
     }
@@ -180,7 +184,10 @@ fn parse_rule(rest: &str) -> Result<Rule, String> {
 /// None when it names the user name and the client has none, or when a
 /// substituted value would add wildcards or levels (a client id `+` must
 /// not widen a pattern).
-fn substitute(filter: &str, client: Client<'_>) -> Option<String> {
+fn substitute<'a>(filter: &'a str, client: Client<'_>) -> Option<Cow<'a, str>> {
+    if !filter.contains('%') {
+        return Some(Cow::Borrowed(filter));
+    }
     let unsafe_value = |value: &str| value.contains(['+', '#', '/']);
     if unsafe_value(client.client_id) && filter.contains("%c") {
         return None;
@@ -193,7 +200,7 @@ fn substitute(filter: &str, client: Client<'_>) -> Option<String> {
         }
         result = result.replace("%u", username);
     }
-    Some(result)
+    Some(Cow::Owned(result))
 }
 
 /// Whether every topic `filter` can match is matched by `rule`.
