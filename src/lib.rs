@@ -3,7 +3,9 @@
 //! # Architecture
 //!
 //! A tokio accept loop per listener hands each TCP, TLS or WebSocket
-//! connection to one task. That task frames the byte stream into packets
+//! connection to one task. That task first runs what its listener asks
+//! ([`transport`]: a PROXY protocol header, the TLS handshake, the
+//! WebSocket upgrade), then frames the byte stream into packets
 //! with [`protocol::decode`], runs the client's session state machine
 //! (CONNECT handshake, keep-alive, QoS 1/2 windows, will), and hands each
 //! PUBLISH to a shared, synchronous router: a topic trie that fans the
@@ -26,7 +28,9 @@
 //!    checks the fixed header against the maximum packet size before
 //!    buffering the body, and splits the payload out without copying it.
 //! 2. The session resolves a topic alias and checks the packet against the
-//!    protocol's rules, the broker's limits and the client's permissions.
+//!    protocol's rules, the broker's limits and the client's permissions
+//!    ([`auth`]: who the client is, from its password, SCRAM or
+//!    certificate, and what the ACL lets it do).
 //! 3. The router stores a retained message when RETAIN is set, walks the
 //!    trie once under a read lock (merging a client's overlapping
 //!    subscriptions into one delivery, picking one member of each shared
