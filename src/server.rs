@@ -166,7 +166,8 @@ async fn serve_upgraded<S, G>(
         Some(websocket) => {
             let span = session::connection_span(origin.peer, None);
             let timeout = shared.config.connect_timeout();
-            let Some(stream) = websocket.accept(stream, timeout).instrument(span).await else {
+            let accept = websocket.accept(stream, timeout, shared.config.max_packet_size);
+            let Some(stream) = accept.instrument(span).await else {
                 return;
             };
             let (reader, writer) = tokio::io::split(stream);

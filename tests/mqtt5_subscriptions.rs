@@ -503,3 +503,29 @@ async fn subscription_quota() {
     })
     .await;
 }
+
+// 4.8.2 (v5.0): each shared group delivers its own copy: a client that is
+// a member of two groups matching the topic gets one copy from each.
+#[tokio::test]
+async fn two_groups_two_copies() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut member = RawClient::connect_v5(broker.addr, "in-two-groups").await;
+        member
+            .subscribe(
+                1,
+                &[
+                    ("$share/g/jobs/+", QoS::AtMostOnce),
+                    ("$share/h/jobs/#", QoS::AtMostOnce),
+                ],
+            )
+            .await;
+        let mut publisher = RawClient::connect_v5(broker.addr, "pub").await;
+        publisher
+            .publish("jobs/a", b"x", QoS::AtMostOnce, false, 0)
+            .await;
+        publisher.ping_barrier().await;
+        assert_eq!(drain(&mut member).await.len(), 2);
+    })
+    .await;
+}

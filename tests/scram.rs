@@ -46,6 +46,16 @@ async fn scram_login(
     user: &str,
     password: &str,
 ) -> (RawClient, petrel::protocol::ConnAck, String) {
+    scram_login_as(broker, user, password, None).await
+}
+
+/// [`scram_login`] with a user name in CONNECT too.
+async fn scram_login_as(
+    broker: &TestBroker,
+    user: &str,
+    password: &str,
+    connect_username: Option<&str>,
+) -> (RawClient, petrel::protocol::ConnAck, String) {
     let mut client = RawClient::open(broker.addr).await;
     client.version = ProtocolVersion::V5;
     let client_first_bare = format!("n={user},r=fyko+d2lbbFgONRv9qkxdawL");
@@ -55,6 +65,7 @@ async fn scram_login(
             authentication_data: Some(Bytes::from(format!("n,,{client_first_bare}"))),
             ..ConnectProperties::default()
         },
+        username: connect_username.map(str::to_owned),
         ..connect_v5("scram-client", true, 0)
     };
     client.send(&Packet::Connect(Box::new(connect))).await;
@@ -122,6 +133,23 @@ async fn scram_sha_256_refuses_a_wrong_password() {
             assert_eq!(connack.reason_code, ReasonCode::BadUserNameOrPassword);
             client.expect_closed().await;
         }
+    })
+    .await;
+}
+
+// A CONNECT that also names the user (as many clients send it) logs in
+// when the name is the one SCRAM proved, and is refused when it is another.
+#[tokio::test]
+async fn scram_with_a_user_name_in_connect() {
+    timed(async {
+        let scram = scram_broker().await;
+        let (_client, connack, _) =
+            scram_login_as(&scram.broker, "alice", "correct horse", Some("alice")).await;
+        assert_eq!(connack.reason_code, ReasonCode::Success);
+        let (mut client, connack, _) =
+            scram_login_as(&scram.broker, "alice", "correct horse", Some("bob")).await;
+        assert_eq!(connack.reason_code, ReasonCode::BadUserNameOrPassword);
+        client.expect_closed().await;
     })
     .await;
 }

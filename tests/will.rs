@@ -225,3 +225,39 @@ async fn delayed_wills_are_published_on_shutdown() {
     })
     .await;
 }
+
+// [MQTT-3.1.2-8] (v5.0): a new connection with Clean Start ends the old
+// session, so its will, still waiting for its delay, goes at once.
+#[tokio::test]
+async fn clean_start_ends_the_session_and_sends_its_waiting_will() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let mut watcher = RawClient::connect_v5(broker.addr, "watcher").await;
+        watcher.subscribe(1, &[("wills/#", QoS::AtMostOnce)]).await;
+        let mut delayed = will("wills/restarted", b"gone", QoS::AtMostOnce, false);
+        delayed.properties.will_delay_interval = Some(3600);
+        let connect = Connect {
+            will: Some(delayed),
+            properties: petrel::protocol::ConnectProperties {
+                session_expiry_interval: Some(7200),
+                ..Default::default()
+            },
+            ..connect_v5("restarter", true, 0)
+        };
+        let (client, _) = RawClient::connect_with(broker.addr, connect).await;
+        drop(client);
+        let metrics = std::sync::Arc::clone(broker.broker.metrics());
+        eventually("the session parked", || {
+            metrics.clients_disconnected.get() == 1
+        })
+        .await;
+        let (_again, connack) =
+            RawClient::connect_with(broker.addr, connect_v5("restarter", true, 0)).await;
+        assert!(!connack.session_present);
+        assert_eq!(
+            watcher.recv_publish().await.topic.as_str(),
+            "wills/restarted"
+        );
+    })
+    .await;
+}

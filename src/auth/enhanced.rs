@@ -27,6 +27,12 @@ pub trait AuthExchange: Send + Debug {
     /// Takes the client's Authentication Data (from CONNECT or an AUTH)
     /// and says what comes next.
     fn step(&mut self, data: Option<&[u8]>) -> AuthStep;
+
+    /// After success: the user the client proved to be, if the method
+    /// names one (it is then the client's user name, for the ACL).
+    fn username(&self) -> Option<String> {
+        None
+    }
 }
 
 /// An authentication method, known by its name (the Authentication Method

@@ -51,6 +51,28 @@ impl Credential {
         Credential::derive(password, salt, ITERATIONS)
     }
 
+    /// A credential for a user the broker does not know: a salt derived
+    /// from the name with a key made at start-up (the same salt each time
+    /// the name is asked about, like a real user's), and random keys.
+    fn unknown(user: &str) -> Credential {
+        static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let secret = SECRET.get_or_init(|| {
+            let mut secret = [0u8; 32];
+            OsRng.fill_bytes(&mut secret);
+            secret
+        });
+        let mut stored_key = [0u8; 32];
+        let mut server_key = [0u8; 32];
+        OsRng.fill_bytes(&mut stored_key);
+        OsRng.fill_bytes(&mut server_key);
+        Credential {
+            iterations: ITERATIONS,
+            salt: hmac(secret, user.as_bytes())[..16].to_vec(),
+            stored_key,
+            server_key,
+        }
+    }
+
     /// The credential for `password` with this salt and iteration count.
     pub fn derive(password: &[u8], salt: Vec<u8>, iterations: u32) -> Credential {
         let mut salted = [0u8; 32];
@@ -123,6 +145,7 @@ impl EnhancedAuth for Scram {
         Box::new(Exchange {
             passwords,
             state: State::Start,
+            authenticated: None,
         })
     }
 }
@@ -133,6 +156,9 @@ enum State {
     /// Sent server-first; waiting for client-final.
     Challenged {
         credential: Credential,
+        user: String,
+        /// The GS2 header's base64, which client-final repeats (`c=`).
+        channel_binding: String,
         client_first_bare: String,
         server_first: String,
         nonce: String,
@@ -144,6 +170,8 @@ enum State {
 struct Exchange {
     passwords: Option<Arc<PasswordFile>>,
     state: State,
+    /// The user, once the proof checked out.
+    authenticated: Option<String>,
 }
 
 /// The value of attribute `name` (`n`, `r`, `c`, `p` ...) in a SCRAM message.
@@ -166,9 +194,9 @@ impl Exchange {
             return failure;
         };
         // No channel binding: the GS2 header is "n,," (or "y,,").
-        let Some(bare) = message
-            .strip_prefix("n,,")
-            .or_else(|| message.strip_prefix("y,,"))
+        let Some((header, bare)) = ["n,,", "y,,"]
+            .iter()
+            .find_map(|header| message.strip_prefix(header).map(|bare| (*header, bare)))
         else {
             return failure;
         };
@@ -180,9 +208,10 @@ impl Exchange {
             .passwords
             .as_ref()
             .and_then(|passwords| passwords.scram(&user).cloned());
-        // An unknown user still gets a challenge (with a made-up salt), so
+        // An unknown user still gets a challenge, with a salt that is the
+        // same every time for that name and keys no proof can match, so
         // the exchange does not tell which user names exist.
-        let credential = credential.unwrap_or_else(|| Credential::new(&[]));
+        let credential = credential.unwrap_or_else(|| Credential::unknown(&user));
         let mut random = [0u8; 18];
         OsRng.fill_bytes(&mut random);
         let nonce = format!("{client_nonce}{}", BASE64.encode(random));
@@ -194,6 +223,8 @@ impl Exchange {
         let reply = Bytes::from(server_first.clone().into_bytes());
         self.state = State::Challenged {
             credential,
+            user,
+            channel_binding: BASE64.encode(header),
             client_first_bare: bare.to_owned(),
             server_first,
             nonce,
@@ -203,6 +234,10 @@ impl Exchange {
 }
 
 impl AuthExchange for Exchange {
+    fn username(&self) -> Option<String> {
+        self.authenticated.clone()
+    }
+
     fn step(&mut self, data: Option<&[u8]>) -> AuthStep {
         let failure = AuthStep::Failure(ReasonCode::NotAuthorized);
         let data = data.unwrap_or_default();
@@ -210,6 +245,8 @@ impl AuthExchange for Exchange {
             State::Start => self.client_first(data),
             State::Challenged {
                 credential,
+                user,
+                channel_binding,
                 client_first_bare,
                 server_first,
                 nonce,
@@ -221,7 +258,7 @@ impl AuthExchange for Exchange {
                     return failure;
                 };
                 if attribute(without_proof, 'r') != Some(nonce.as_str())
-                    || attribute(without_proof, 'c') != Some("biws")
+                    || attribute(without_proof, 'c') != Some(channel_binding.as_str())
                 {
                     return failure;
                 }
@@ -242,6 +279,7 @@ impl AuthExchange for Exchange {
                 }
                 let server_signature = hmac(&credential.server_key, auth_message.as_bytes());
                 let server_final = format!("v={}", BASE64.encode(server_signature));
+                self.authenticated = Some(user);
                 AuthStep::Success(Some(Bytes::from(server_final.into_bytes())))
             }
             State::Done => failure,
@@ -295,8 +333,11 @@ mod tests {
         let without_proof = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
         let mut exchange = Exchange {
             passwords: None,
+            authenticated: None,
             state: State::Challenged {
                 credential,
+                user: "user".to_owned(),
+                channel_binding: "biws".to_owned(),
                 client_first_bare: client_first_bare.to_owned(),
                 server_first: server_first.to_owned(),
                 nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".to_owned(),

@@ -68,9 +68,14 @@ impl Target {
     }
 
     /// Targets with the same key are one delivery: the same session, not
-    /// through a shared group (each group delivers its own copy).
-    fn key(&self) -> (usize, bool) {
-        (Arc::as_ptr(&self.inbox) as usize, self.shared.is_some())
+    /// through a shared group (each group delivers its own copy, so the
+    /// group's subscription is part of the key).
+    fn key(&self) -> (usize, usize) {
+        let group = self
+            .shared
+            .as_ref()
+            .map_or(0, |filter| Arc::as_ptr(filter) as *const u8 as usize);
+        (Arc::as_ptr(&self.inbox) as usize, group)
     }
 }
 
@@ -204,6 +209,17 @@ impl Router {
             return false;
         };
         let inbox = Arc::clone(&subscriber.inbox);
+        // The new member gets it as its own subscription says.
+        let message = delivery.message;
+        let delivery = Delivery {
+            qos: message.qos.min(subscriber.options.qos),
+            retain: message.retain && subscriber.options.retain_as_published,
+            extras: DeliveryExtras::boxed(
+                subscriber.identifier.into_iter().collect(),
+                subscriber.shared.clone(),
+            ),
+            message,
+        };
         drop(tree);
         let mut routed = Routed::default();
         self.offer(&inbox, delivery, &mut routed);

@@ -61,17 +61,22 @@ where
             }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_millis(500), session.connection.close()).await;
-    shared.metrics.clients_connected.decrement();
+    // Offline first, and a session that ends unsubscribed first: nothing
+    // routed from here on is stranded in this inbox while the connection
+    // closes; then what it holds of shared groups goes to other members.
     session.inbox.set_online(false);
-    hand_over_shared(shared, &mut session);
-    let parked = if session.session_expiry == 0 {
+    if session.session_expiry == 0 {
         // [MQTT-3.1.2-6] (v3.1.1): a clean session ends with its connection.
         for filter in session.state.subscriptions.keys() {
             shared
                 .router
                 .unsubscribe(filter.as_str(), &session.client_id);
         }
+    }
+    hand_over_shared(shared, &mut session);
+    let _ = tokio::time::timeout(Duration::from_millis(500), session.connection.close()).await;
+    shared.metrics.clients_connected.decrement();
+    let parked = if session.session_expiry == 0 {
         None
     } else {
         shared.metrics.clients_disconnected.increment();

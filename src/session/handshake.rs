@@ -101,7 +101,12 @@ where
     check_connect(shared, &mut connection, &connect, &origin).await?;
     let (client_id, assigned) = client_id(shared, &mut connection, &connect).await?;
     tracing::Span::current().record("client_id", &*client_id);
-    if let (Some(username), Some(passwords)) = (&connect.username, shared.passwords()) {
+    // A user name with a password is checked against the password file;
+    // with an authentication method, the method checks instead.
+    let password_login = connect.properties.authentication_method.is_none();
+    if let (Some(username), Some(passwords), true) =
+        (&connect.username, shared.passwords(), password_login)
+    {
         let user = username.clone();
         let password = connect.password.clone().unwrap_or_default();
         // Hashing is slow on purpose: off the async threads.
@@ -119,6 +124,14 @@ where
         }
         None => None,
     };
+    let method_user = auth.as_ref().and_then(|(_, _, user)| user.clone());
+    if let (Some(proved), Some(claimed)) = (&method_user, &connect.username) {
+        if proved != claimed {
+            // The CONNECT names someone other than who authenticated.
+            refuse_login(shared, &mut connection, origin.peer.ip(), claimed).await;
+            return None;
+        }
+    }
     let negotiated = match Negotiated::new(&shared.config, &connect, assigned, &client_id) {
         Ok(negotiated) => negotiated,
         Err((reason_code, rule)) => {
@@ -129,7 +142,7 @@ where
         }
     };
     let mut connack_properties = negotiated.connack.clone();
-    if let Some((method, data)) = &auth {
+    if let Some((method, data, _)) = &auth {
         // [MQTT-4.12.0-5] (v5.0): CONNACK names the method.
         connack_properties.authentication_method = Some(method.method().to_owned());
         connack_properties.authentication_data = data.clone();
@@ -163,19 +176,26 @@ where
         max_bytes: shared.config.max_queued_bytes,
         queue_qos0: shared.config.queue_qos0,
     };
-    if let Some(parked) = parked.as_ref().filter(|parked| parked.will.is_some()) {
-        // [MQTT-3.1.3-9] (v5.0): back before the Will Delay Interval
-        // passed, so the will is not sent.
-        shared.metrics.wills_cancelled.increment();
-        tracing::debug!(will_at = ?parked.will_at, "reconnected within the will delay: will cancelled");
-    }
     let (state, inbox, receiver, session_present) = match parked {
         // [MQTT-3.1.2-4] (v3.1.1) [MQTT-3.1.2-5] (v5.0): resume the session.
-        Some(parked) if !connect.clean_start => (parked.state, parked.inbox, parked.receiver, true),
+        Some(parked) if !connect.clean_start => {
+            if parked.will.is_some() {
+                // [MQTT-3.1.3-9] (v5.0): back to this session before the
+                // Will Delay Interval passed, so the will is not sent.
+                shared.metrics.wills_cancelled.increment();
+                tracing::debug!(will_at = ?parked.will_at, "reconnected within the will delay: will cancelled");
+            }
+            (parked.state, parked.inbox, parked.receiver, true)
+        }
         other => {
             // [MQTT-3.1.2-6] (v3.1.1) [MQTT-3.1.2-4] (v5.0): clean start
             // discards what was there.
-            if let Some(old) = other {
+            if let Some(mut old) = other {
+                // The old session ends here, so a will still waiting for
+                // its delay goes now [MQTT-3.1.2-8] (v5.0).
+                if let Some(will) = old.will.take() {
+                    super::close::publish_will(shared, *will, &client_id);
+                }
                 shared.metrics.clients_disconnected.decrement();
                 for filter in old.state.subscriptions.keys() {
                     shared.router.unsubscribe(filter.as_str(), &client_id);
@@ -186,13 +206,11 @@ where
         }
     };
     inbox.set_online(true);
-    shared
-        .sessions
-        .attach(&lease, &inbox, shared.tasks.token().is_cancelled());
+    shared.sessions.attach(&lease, &inbox, shared.tasks.token());
     // Boxed: the session lives as long as the connection, and its futures
     // then hold a pointer rather than a copy each.
     connection.max_outgoing_packet = negotiated.max_outgoing_packet;
-    let auth = auth.map(|(method, _)| {
+    let auth = auth.map(|(method, _, _)| {
         Box::new(AuthState {
             method,
             username: connect.username.clone(),
@@ -206,6 +224,7 @@ where
             .identity
             .as_ref()
             .and_then(|identity| identity.username.as_deref())
+            .or(method_user.as_deref())
             .or(connect.username.as_deref())
             .map(Arc::from),
         peer: origin.peer,
@@ -255,15 +274,16 @@ where
 }
 
 /// Runs an enhanced authentication exchange (section 4.12): AUTH 0x18
-/// back and forth until the method decides. The method and the data for
-/// CONNACK on success; `None` once refused and closed.
+/// back and forth until the method decides. The method, the data for
+/// CONNACK and the user it proved on success; `None` once refused and
+/// closed.
 async fn authenticate<R, W>(
     shared: &Shared,
     connection: &mut Connection<R, W>,
     connect: &Connect,
     name: &str,
     client_id: &str,
-) -> Option<(Arc<dyn EnhancedAuth>, Option<bytes::Bytes>)>
+) -> Option<(Arc<dyn EnhancedAuth>, Option<bytes::Bytes>, Option<String>)>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -283,7 +303,7 @@ where
     let mut data = connect.properties.authentication_data.clone();
     loop {
         match exchange.step(data.as_deref()) {
-            AuthStep::Success(out) => return Some((method, out)),
+            AuthStep::Success(out) => return Some((method, out, exchange.username())),
             AuthStep::Failure(reason_code) => {
                 tracing::info!(method = %name, ?reason_code, "authentication failed");
                 refuse(connection, reason_code, ConnAckProperties::default()).await;

@@ -197,7 +197,12 @@ impl SessionManager {
     /// Records the inbox of the connection holding `lease`, through which it
     /// is interrupted; applies a takeover that came before, and the
     /// shutdown if it has begun.
-    pub fn attach(&self, lease: &Lease, inbox: &Arc<Inbox>, shutting_down: bool) {
+    pub fn attach(
+        &self,
+        lease: &Lease,
+        inbox: &Arc<Inbox>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) {
         inbox.clear_interrupt();
         let mut inner = lease.slot.inner();
         if let Some(active) = inner
@@ -211,7 +216,9 @@ impl SessionManager {
             }
         }
         drop(inner);
-        if shutting_down {
+        // Looked at after the inbox is in place: a shutdown that began in
+        // between either finds the inbox or is seen here.
+        if shutdown.is_cancelled() {
             inbox.interrupt(Interrupt::ShuttingDown);
         }
     }
@@ -376,7 +383,7 @@ mod tests {
             queue_qos0: false,
         };
         let (inbox, receiver) = Inbox::new(Arc::clone(&id), limits);
-        manager.attach(&first, &inbox, false);
+        manager.attach(&first, &inbox, &tokio_util::sync::CancellationToken::new());
         assert_eq!(inbox.interruption(), None);
         let second = {
             let manager = Arc::clone(&manager);
@@ -405,7 +412,11 @@ mod tests {
         let parked = parked.expect("the parked session is handed over");
         assert_eq!(parked.state.next_packet_id, 42);
         // The next connection starts uninterrupted.
-        manager.attach(&second, &parked.inbox, false);
+        manager.attach(
+            &second,
+            &parked.inbox,
+            &tokio_util::sync::CancellationToken::new(),
+        );
         assert_eq!(parked.inbox.interruption(), None);
     }
 
@@ -440,7 +451,7 @@ mod tests {
             }
             tokio::task::yield_now().await;
         }
-        manager.attach(&first, &inbox, false);
+        manager.attach(&first, &inbox, &tokio_util::sync::CancellationToken::new());
         assert_eq!(inbox.interruption(), Some(Interrupt::TakenOver));
         manager.release(&id, first, None);
         let _ = tokio::time::timeout(Duration::from_secs(5), second)

@@ -14,6 +14,7 @@ use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -27,6 +28,13 @@ pub struct WebSocket {
     pub path: String,
 }
 
+/// The largest WebSocket message or frame accepted: a little over the
+/// largest MQTT packet, so a client cannot make the broker buffer more
+/// than `max_packet_size` allows through frames either.
+fn frame_limit(max_packet_size: usize) -> usize {
+    max_packet_size.saturating_add(16)
+}
+
 impl WebSocket {
     /// Runs the HTTP upgrade on `stream`, for at most `timeout`. `None`
     /// when it failed (wrong path, not a WebSocket request) or took too
@@ -34,14 +42,24 @@ impl WebSocket {
     // The upgrade callback's type is tungstenite's; its error is an HTTP
     // response, larger than clippy likes.
     #[allow(clippy::result_large_err)]
-    pub async fn accept<S>(&self, stream: S, timeout: Duration) -> Option<WsStream<S>>
+    pub async fn accept<S>(
+        &self,
+        stream: S,
+        timeout: Duration,
+        max_packet_size: usize,
+    ) -> Option<WsStream<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let path = self.path.clone();
         let callback =
             move |request: &Request, response: Response| upgrade(&path, request, response);
-        let handshake = tokio_tungstenite::accept_hdr_async(stream, callback);
+        let limit = frame_limit(max_packet_size);
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(limit))
+            .max_frame_size(Some(limit));
+        let handshake =
+            tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(inner)) => Some(WsStream {
                 inner,
