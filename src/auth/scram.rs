@@ -155,7 +155,7 @@ enum State {
     Start,
     /// Sent server-first; waiting for client-final.
     Challenged {
-        credential: Credential,
+        credential: Box<Credential>,
         user: String,
         /// The GS2 header's base64, which client-final repeats (`c=`).
         channel_binding: String,
@@ -222,7 +222,7 @@ impl Exchange {
         );
         let reply = Bytes::from(server_first.clone().into_bytes());
         self.state = State::Challenged {
-            credential,
+            credential: Box::new(credential),
             user,
             channel_binding: BASE64.encode(header),
             client_first_bare: bare.to_owned(),
@@ -335,7 +335,7 @@ mod tests {
             passwords: None,
             authenticated: None,
             state: State::Challenged {
-                credential,
+                credential: Box::new(credential),
                 user: "user".to_owned(),
                 channel_binding: "biws".to_owned(),
                 client_first_bare: client_first_bare.to_owned(),
