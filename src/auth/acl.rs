@@ -5,9 +5,11 @@
 //! # lines before the first `user` apply to anonymous clients
 //! topic read $SYS/#
 //! user alice
-//! topic readwrite home/#      # access: read, write, readwrite (default), deny
+//! # access: read, write, readwrite (the default) or deny
+//! topic readwrite home/#
 //! topic deny home/secret
-//! pattern write devices/%c/status   # every client; %c client id, %u user name
+//! # every client; %c is its client id, %u its user name
+//! pattern write devices/%c/status
 //! ```
 //!
 //! Evaluation: a `deny` rule that matches wins; otherwise the access is
@@ -147,6 +149,11 @@ impl Acl {
         }
         for rule in &self.patterns {
             let Some(filter) = substitute(&rule.filter, client) else {
+                // A name that would widen the pattern: it cannot allow, and
+                // a deny pattern cannot be dodged with it.
+                if rule.access == Access::Deny {
+                    return false;
+                }
                 continue;
             };
             if applies(&filter) {
@@ -166,6 +173,9 @@ fn parse_rule(rest: &str) -> Result<Rule, String> {
         Some(("write", filter)) => (Access::Write, filter),
         Some(("readwrite", filter)) => (Access::ReadWrite, filter),
         Some(("deny", filter)) => (Access::Deny, filter),
+        None if matches!(rest, "read" | "write" | "readwrite" | "deny") => {
+            return Err(format!("`{rest}` needs a topic after it"));
+        }
         _ => (Access::ReadWrite, rest),
     };
     let filter = filter.trim();
@@ -295,6 +305,17 @@ pattern write users/%u/inbox
             client_id: "+",
         };
         assert!(!acl.allows(sneaky, "devices/other/x", Action::Write));
+        // A deny pattern is not dodged by a client id it cannot hold.
+        let guarded =
+            Acl::parse("topic readwrite devices/#\npattern deny devices/%c/config\n").unwrap();
+        let slashed = Client {
+            username: None,
+            client_id: "a/b",
+        };
+        assert!(!guarded.allows(slashed, "devices/a/b/config", Action::Write));
+        assert!(Acl::parse("topic deny\n")
+            .unwrap_err()
+            .contains("needs a topic"));
     }
 
     #[test]

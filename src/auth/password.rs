@@ -86,9 +86,13 @@ impl PasswordFile {
 
     /// Adds `user` or changes their password (hashed with argon2id).
     pub fn set(&mut self, user: &str, password: &[u8]) -> Result<(), String> {
-        if user.is_empty() || user.contains(':') || user.contains(char::is_whitespace) {
+        if user.is_empty()
+            || user.starts_with('#')
+            || user.contains(':')
+            || user.contains(char::is_whitespace)
+        {
             return Err(format!(
-                "user name {user:?} must be non-empty, without `:` or spaces"
+                "user name {user:?} must be non-empty, not start with `#`, and hold no `:` or spaces"
             ));
         }
         let salt = SaltString::generate(&mut OsRng);
@@ -188,6 +192,7 @@ mod tests {
             .contains("line 2"));
         let mut file = PasswordFile::default();
         assert!(file.set("a:b", b"x").is_err());
+        assert!(file.set("#admin", b"x").is_err());
     }
 
     #[test]

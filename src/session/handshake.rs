@@ -401,6 +401,10 @@ where
     W: AsyncWrite + Unpin,
 {
     connection.version = connect.protocol;
+    // Even a refusal must fit the client's Maximum Packet Size.
+    if let Some(maximum) = connect.properties.maximum_packet_size {
+        connection.max_outgoing_packet = maximum.get();
+    }
     let v5 = connect.protocol.is_v5();
     if let Some(will) = &connect.will {
         if let Err(reason) = super::inbound::check_topic(&shared.config, will.topic.as_str()) {
@@ -438,8 +442,13 @@ where
             .as_ref()
             .is_some_and(|identity| identity.certificate)
         || (connect.username.is_some() && shared.passwords().is_some());
-    let allow_anonymous = origin.allow_anonymous.or(shared.config.allow_anonymous);
-    if allow_anonymous == Some(false) && !authenticated {
+    // Unset everywhere: allowed, unless a password file says logins are
+    // expected.
+    let allow_anonymous = origin
+        .allow_anonymous
+        .or(shared.config.allow_anonymous)
+        .unwrap_or(shared.config.password_file.is_none());
+    if !allow_anonymous && !authenticated {
         // No authentication is configured, so nobody is authorised.
         tracing::info!("anonymous clients are not allowed; refusing");
         refuse(
