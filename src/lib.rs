@@ -167,6 +167,9 @@ impl Broker {
             passwords,
             acl: std::sync::RwLock::new(acl),
             connections_by_address: Default::default(),
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            ),
             login_failures: Default::default(),
         });
         let mut local_addrs = Vec::with_capacity(listeners.len());

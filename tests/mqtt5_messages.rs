@@ -522,3 +522,56 @@ async fn reason_strings_follow_request_problem_information() {
     })
     .await;
 }
+
+// [MQTT-3.3.4-9] (v5.0) across a reconnect: what was in flight is re-sent
+// within the new connection's Receive Maximum, the rest as
+// acknowledgements free the window, each with its packet id.
+#[tokio::test]
+async fn resend_after_reconnect_respects_the_new_receive_maximum() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let session = |receive_maximum: u16, clean_start: bool| petrel::protocol::Connect {
+            properties: ConnectProperties {
+                session_expiry_interval: Some(60),
+                receive_maximum: NonZeroU16::new(receive_maximum),
+                ..ConnectProperties::default()
+            },
+            ..connect_v5("windowed", clean_start, 0)
+        };
+        let (mut subscriber, _) = RawClient::connect_with(broker.addr, session(4, true)).await;
+        subscriber.subscribe(1, &[("work", QoS::AtLeastOnce)]).await;
+        let mut publisher = RawClient::connect_v5(broker.addr, "pub").await;
+        for n in 1..=4u8 {
+            publisher
+                .publish("work", &[n], QoS::AtLeastOnce, false, u16::from(n))
+                .await;
+        }
+        let mut first_ids = Vec::new();
+        for _ in 0..4 {
+            first_ids.push(subscriber.recv_publish().await.packet_id);
+        }
+        drop(subscriber);
+        let metrics = broker.broker.metrics();
+        eventually("the session parked", || {
+            metrics.clients_disconnected.get() == 1
+        })
+        .await;
+        let (mut subscriber, connack) =
+            RawClient::connect_with(broker.addr, session(2, false)).await;
+        assert!(connack.session_present);
+        let a = subscriber.recv_publish().await;
+        let b = subscriber.recv_publish().await;
+        assert!(a.dup && b.dup);
+        assert_eq!(vec![a.packet_id, b.packet_id], first_ids[..2].to_vec());
+        assert!(
+            subscriber.ping_barrier().await.is_empty(),
+            "over the new window"
+        );
+        acknowledge(&mut subscriber, &a).await;
+        let c = subscriber.recv_publish().await;
+        assert!(c.dup);
+        assert_eq!(c.packet_id, first_ids[2]);
+        assert!(subscriber.ping_barrier().await.is_empty());
+    })
+    .await;
+}

@@ -39,6 +39,7 @@ fn shared() -> Arc<Shared> {
         passwords: Default::default(),
         acl: Default::default(),
         connections_by_address: Default::default(),
+        password_checks: tokio::sync::Semaphore::new(1),
         login_failures: Default::default(),
     })
 }

@@ -109,10 +109,13 @@ where
     {
         let user = username.clone();
         let password = connect.password.clone().unwrap_or_default();
-        // Hashing is slow on purpose: off the async threads.
+        // Hashing is slow on purpose: off the async threads, and a few at
+        // a time.
+        let permit = shared.password_checks.acquire().await;
         let verified = tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
             .await
             .unwrap_or(false);
+        drop(permit);
         if !verified {
             refuse_login(shared, &mut connection, origin.peer.ip(), username).await;
             return None;

@@ -186,6 +186,9 @@ pub struct Shared {
     /// Open connections by client address, while
     /// `max_connections_per_address` is set.
     pub connections_by_address: dashmap::DashMap<std::net::IpAddr, usize>,
+    /// Password checks running at once are bounded by this (argon2 takes
+    /// memory and CPU by design), so a flood of logins queues instead.
+    pub password_checks: tokio::sync::Semaphore,
     /// Recent failed logins by address: how many, and when the last was.
     pub login_failures: dashmap::DashMap<std::net::IpAddr, (u32, tokio::time::Instant)>,
 }
@@ -288,6 +291,7 @@ mod tests {
             passwords: Default::default(),
             acl: Default::default(),
             connections_by_address: Default::default(),
+            password_checks: tokio::sync::Semaphore::new(1),
             login_failures: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -30,6 +30,7 @@ where
     // [MQTT-3.3.4-7] (v5.0): never more unacknowledged QoS 1/2 PUBLISH
     // than the client's Receive Maximum.
     let window = usize::from(session.limits.send_window);
+    send_unsent(shared, session, window);
     while session.state.inflight.len() < window && session.connection.unsent() < WRITE_HIGH_WATER {
         if session.state.pending.is_empty()
             && session
@@ -86,6 +87,7 @@ where
                 packet_id,
                 delivery,
                 phase: Phase::Published,
+                unsent: false,
             });
         }
         shared.metrics.messages_sent.increment();
@@ -162,6 +164,35 @@ where
     }
 }
 
+/// Sends in-flight messages that waited for room in the client's window
+/// (after a reconnect), as acknowledgements free it.
+fn send_unsent<R, W>(shared: &Shared, session: &mut Session<R, W>, window: usize)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    while session.state.unsent() > 0
+        && session.state.inflight.len() - session.state.unsent() < window
+    {
+        let Some(entry) = session.state.next_unsent().cloned() else {
+            return;
+        };
+        let expiry = entry
+            .delivery
+            .message
+            .remaining_expiry(Instant::now())
+            .unwrap_or(Some(0));
+        send_publish(
+            shared,
+            session,
+            &entry.delivery,
+            Some(entry.packet_id),
+            true,
+            expiry,
+        );
+    }
+}
+
 /// Re-sends every unacknowledged message in its original order, PUBLISH
 /// with DUP set or PUBREL [MQTT-4.4.0-1] (v3.1.1) [MQTT-4.4.0-1] (v5.0).
 /// Expiry does not apply to a message whose delivery has started
@@ -175,7 +206,18 @@ where
     let now = Instant::now();
     let inflight = std::mem::take(&mut session.state.inflight);
     session.state.rebuild_index();
-    for entry in inflight {
+    // Within the client's Receive Maximum, which may be smaller than last
+    // time [MQTT-3.3.4-9] (v5.0); the rest is sent as acknowledgements
+    // free the window.
+    let window = usize::from(session.limits.send_window);
+    let mut sent = 0;
+    for mut entry in inflight {
+        if entry.phase == Phase::Published && sent >= window {
+            entry.unsent = true;
+            session.state.track(entry);
+            continue;
+        }
+        sent += 1;
         match entry.phase {
             Phase::Published => {
                 let expiry = entry

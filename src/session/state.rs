@@ -80,6 +80,11 @@ pub struct Inflight {
     pub delivery: Delivery,
     /// How far the exchange has got.
     pub phase: Phase,
+    /// Waiting to be re-sent: a reconnecting client's Receive Maximum can
+    /// be smaller than what was in flight, and the rest waits its turn
+    /// with its packet id.
+    #[serde(default)]
+    pub unsent: bool,
 }
 
 /// A session's state.
@@ -102,6 +107,9 @@ pub struct SessionState {
     /// stored (see [`SessionState::rebuild_index`]).
     #[serde(skip)]
     ids_in_use: HashSet<u16>,
+    /// How many of `inflight` are `unsent`; derived.
+    #[serde(skip)]
+    unsent: usize,
 }
 
 impl SessionState {
@@ -124,12 +132,28 @@ impl SessionState {
     /// Adds an outbound message to the in-flight list, in sending order.
     pub fn track(&mut self, inflight: Inflight) {
         self.ids_in_use.insert(inflight.packet_id.get());
+        self.unsent += usize::from(inflight.unsent);
         self.inflight.push_back(inflight);
+    }
+
+    /// In-flight messages waiting to be re-sent.
+    pub fn unsent(&self) -> usize {
+        self.unsent
+    }
+
+    /// The oldest in-flight message waiting to be re-sent, now counted as
+    /// sent.
+    pub fn next_unsent(&mut self) -> Option<&Inflight> {
+        let entry = self.inflight.iter_mut().find(|i| i.unsent)?;
+        entry.unsent = false;
+        self.unsent -= 1;
+        Some(entry)
     }
 
     /// Recomputes the derived id index, after the state was loaded.
     pub fn rebuild_index(&mut self) {
         self.ids_in_use = self.inflight.iter().map(|i| i.packet_id.get()).collect();
+        self.unsent = self.inflight.iter().filter(|i| i.unsent).count();
     }
 
     /// The in-flight entry with `packet_id`.
@@ -146,6 +170,9 @@ impl SessionState {
             .iter()
             .position(|i| i.packet_id == packet_id && i.phase == phase && i.delivery.qos == qos)?;
         self.ids_in_use.remove(&packet_id.get());
+        if self.inflight[index].unsent {
+            self.unsent -= 1;
+        }
         if self.ids_in_use.is_empty() && self.ids_in_use.capacity() > 64 {
             self.ids_in_use = HashSet::new();
         }
