@@ -107,9 +107,10 @@ pub struct SessionState {
     /// stored (see [`SessionState::rebuild_index`]).
     #[serde(skip)]
     ids_in_use: HashSet<u16>,
-    /// How many of `inflight` are `unsent`; derived.
+    /// How many of `inflight` are `unsent` (at most 65,535, like packet
+    /// ids); derived.
     #[serde(skip)]
-    unsent: usize,
+    unsent: u16,
 }
 
 impl SessionState {
@@ -132,13 +133,13 @@ impl SessionState {
     /// Adds an outbound message to the in-flight list, in sending order.
     pub fn track(&mut self, inflight: Inflight) {
         self.ids_in_use.insert(inflight.packet_id.get());
-        self.unsent += usize::from(inflight.unsent);
+        self.unsent += u16::from(inflight.unsent);
         self.inflight.push_back(inflight);
     }
 
     /// In-flight messages waiting to be re-sent.
     pub fn unsent(&self) -> usize {
-        self.unsent
+        usize::from(self.unsent)
     }
 
     /// The oldest in-flight message waiting to be re-sent, now counted as
@@ -153,7 +154,8 @@ impl SessionState {
     /// Recomputes the derived id index, after the state was loaded.
     pub fn rebuild_index(&mut self) {
         self.ids_in_use = self.inflight.iter().map(|i| i.packet_id.get()).collect();
-        self.unsent = self.inflight.iter().filter(|i| i.unsent).count();
+        let unsent = self.inflight.iter().filter(|i| i.unsent).count();
+        self.unsent = u16::try_from(unsent).unwrap_or(u16::MAX);
     }
 
     /// The in-flight entry with `packet_id`.
