@@ -252,6 +252,18 @@ impl Router {
         write(&self.tree).remove(group, inner, client_id)
     }
 
+    /// [`Router::unsubscribe`], only if the subscription is `inbox`'s (a
+    /// session that is gone must not take a newer one's with it).
+    pub fn unsubscribe_inbox(&self, filter: &str, inbox: &Arc<Inbox>) -> bool {
+        let (group, inner) = match shared::parse(filter) {
+            Ok(Some((group, inner))) => (Some(group), inner),
+            _ => (None, filter),
+        };
+        write(&self.tree).remove_if(group, inner, inbox.client_id(), |subscriber| {
+            Arc::ptr_eq(&subscriber.inbox, inbox)
+        })
+    }
+
     /// Retained messages matching `filter`, for a new subscription.
     pub fn retained_matching(&self, filter: &str) -> Vec<Arc<Message>> {
         read(&self.retained).matching(filter)

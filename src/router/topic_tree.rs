@@ -69,9 +69,14 @@ impl<S> Node<S> {
     }
 
     /// Removes `client` from this node's subscribers or from `group`.
-    fn remove_here(&mut self, group: Option<&str>, client: &str) -> bool {
+    fn remove_here(
+        &mut self,
+        group: Option<&str>,
+        client: &str,
+        which: &dyn Fn(&S) -> bool,
+    ) -> bool {
         let Some(name) = group else {
-            return remove_member(&mut self.subscribers, client);
+            return remove_member(&mut self.subscribers, client, which);
         };
         let Some(groups) = self.groups.as_mut() else {
             return false;
@@ -79,7 +84,7 @@ impl<S> Node<S> {
         let Some(index) = groups.iter().position(|g| &*g.name == name) else {
             return false;
         };
-        let removed = remove_member(&mut groups[index].members, client);
+        let removed = remove_member(&mut groups[index].members, client, which);
         if groups[index].members.is_empty() {
             groups.swap_remove(index);
             if groups.is_empty() {
@@ -99,8 +104,15 @@ impl<S> Node<S> {
     }
 }
 
-fn remove_member<S>(members: &mut Vec<(Arc<str>, S)>, client: &str) -> bool {
-    let Some(index) = members.iter().position(|(id, _)| &**id == client) else {
+fn remove_member<S>(
+    members: &mut Vec<(Arc<str>, S)>,
+    client: &str,
+    which: &dyn Fn(&S) -> bool,
+) -> bool {
+    let Some(index) = members
+        .iter()
+        .position(|(id, subscriber)| &**id == client && which(subscriber))
+    else {
         return false;
     };
     // Order is kept: a shared group's round robin walks it.
@@ -185,8 +197,20 @@ impl<S> TopicTree<S> {
     /// Removes `client`'s subscription to `filter` (in shared group
     /// `group`, if given); true if it existed.
     pub fn remove(&mut self, group: Option<&str>, filter: &str, client: &str) -> bool {
+        self.remove_if(group, filter, client, |_| true)
+    }
+
+    /// [`TopicTree::remove`], only if `which` says the subscriber found is
+    /// the one meant.
+    pub fn remove_if(
+        &mut self,
+        group: Option<&str>,
+        filter: &str,
+        client: &str,
+        which: impl Fn(&S) -> bool,
+    ) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
-        let removed = Self::remove_at(&mut self.root, &levels, group, client);
+        let removed = Self::remove_at(&mut self.root, &levels, group, client, &which);
         if removed {
             self.subscriptions -= 1;
         }
@@ -194,9 +218,15 @@ impl<S> TopicTree<S> {
     }
 
     /// Removes the subscriber and prunes nodes left empty.
-    fn remove_at(node: &mut Node<S>, levels: &[&str], group: Option<&str>, client: &str) -> bool {
+    fn remove_at(
+        node: &mut Node<S>,
+        levels: &[&str],
+        group: Option<&str>,
+        client: &str,
+        which: &dyn Fn(&S) -> bool,
+    ) -> bool {
         let Some((first, rest)) = levels.split_first() else {
-            return node.remove_here(group, client);
+            return node.remove_here(group, client, which);
         };
         let Some(children) = node.children.as_mut() else {
             return false;
@@ -204,7 +234,7 @@ impl<S> TopicTree<S> {
         let Some(child) = children.get_mut(*first) else {
             return false;
         };
-        let removed = Self::remove_at(child, rest, group, client);
+        let removed = Self::remove_at(child, rest, group, client, which);
         if child.children.is_none() && child.subscribers.is_empty() && child.groups.is_none() {
             children.remove(*first);
             if children.is_empty() {

@@ -26,8 +26,12 @@ pub fn run_due(shared: &Shared, now: Instant) {
             publish_will(shared, *will, &due.client_id);
         }
         if let Some(parked) = due.expired {
+            // Only this session's: a new connection for the client id
+            // may have subscribed since the slot was let go.
             for filter in parked.state.subscriptions.keys() {
-                shared.router.unsubscribe(filter.as_str(), &due.client_id);
+                shared
+                    .router
+                    .unsubscribe_inbox(filter.as_str(), &parked.inbox);
             }
             shared.metrics.sessions_expired.increment();
             shared.metrics.clients_disconnected.decrement();

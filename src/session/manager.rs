@@ -235,12 +235,14 @@ impl SessionManager {
     /// Ends a connection's claim on `client_id`'s session: parks the session
     /// for the next connection (`Some`), or forgets it (`None`).
     pub fn release(&self, client_id: &Arc<str>, mut lease: Lease, parked: Option<Parked>) {
+        let mut crowded = false;
         if let Some(parked) = &parked {
             let due = [parked.will_at, parked.expires_at];
             let mut deadlines = self.deadlines();
             for at in due.into_iter().flatten() {
                 deadlines.push(Reverse((at, Arc::clone(client_id))));
             }
+            crowded = deadlines.len() > 2 * self.slots.len() + 1024;
             drop(deadlines);
             if parked.will_at.is_some() || parked.expires_at.is_some() {
                 self.deadline_added.notify_one();
@@ -251,12 +253,34 @@ impl SessionManager {
             self.slots
                 .remove_if(client_id, |_, current| Arc::ptr_eq(current, &lease.slot));
         }
+        // After the session is parked, so its own new deadline is kept.
+        if crowded {
+            self.compact_deadlines();
+        }
     }
 
     fn deadlines(&self) -> MutexGuard<'_, Deadlines> {
         self.deadlines
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops deadlines no parked session has any more (a client that comes
+    /// and goes leaves one behind each time), so the heap stays near the
+    /// number of sessions.
+    fn compact_deadlines(&self) {
+        let entries = std::mem::take(&mut *self.deadlines()).into_vec();
+        let kept: Vec<_> = entries
+            .into_iter()
+            .filter(|Reverse((at, client_id))| {
+                self.slots.get(client_id).is_some_and(|slot| {
+                    slot.inner().parked.as_ref().is_some_and(|parked| {
+                        parked.expires_at == Some(*at) || parked.will_at == Some(*at)
+                    })
+                })
+            })
+            .collect();
+        self.deadlines().extend(kept);
     }
 
     /// The earliest deadline of a parked session, if any.
@@ -457,5 +481,51 @@ mod tests {
         let _ = tokio::time::timeout(Duration::from_secs(5), second)
             .await
             .expect("the second acquire completes");
+    }
+
+    // A client that comes and goes leaves a deadline each time; the heap
+    // is compacted, and the last deadline still expires the session.
+    #[tokio::test]
+    async fn deadlines_stay_bounded_and_the_last_one_holds() {
+        let manager = SessionManager::new();
+        let id: Arc<str> = Arc::from("flapping");
+        let limits = crate::router::inbox::InboxLimits {
+            max_messages: 1,
+            max_bytes: 1,
+            queue_qos0: false,
+        };
+        let (inbox, receiver) = Inbox::new(Arc::clone(&id), limits);
+        let mut parked = Parked {
+            state: SessionState::default(),
+            inbox,
+            receiver,
+            expires_at: None,
+            will: None,
+            will_at: None,
+        };
+        let start = Instant::now();
+        for round in 0..3000u64 {
+            let (lease, _) = manager.acquire(&id).await;
+            parked.expires_at = Some(start + Duration::from_secs(60 + round));
+            manager.release(&id, lease, Some(parked));
+            let (lease, back) = manager.acquire(&id).await;
+            parked = back.expect("the session was parked");
+            // Parked again at once below, by the next round's release; the
+            // lease is let go first.
+            manager.release(&id, lease, None);
+        }
+        assert!(
+            manager.deadlines().len() < 2000,
+            "{}",
+            manager.deadlines().len()
+        );
+        let (lease, _) = manager.acquire(&id).await;
+        parked.expires_at = Some(start + Duration::from_secs(10));
+        manager.release(&id, lease, Some(parked));
+        let due = manager.take_due(start + Duration::from_secs(11));
+        assert!(
+            due.iter().any(|d| d.expired.is_some()),
+            "the session expired"
+        );
     }
 }
