@@ -23,8 +23,10 @@ impl Drop for ScramBroker {
     }
 }
 
-async fn scram_broker() -> ScramBroker {
-    let dir = std::env::temp_dir().join(format!("petrel-scram-{}", std::process::id()));
+/// A broker with a password file holding alice; `name` keeps each test's
+/// files apart (tests of one binary can share a process).
+async fn scram_broker(name: &str) -> ScramBroker {
+    let dir = std::env::temp_dir().join(format!("petrel-scram-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("passwd");
     let mut passwords = PasswordFile::default();
@@ -105,7 +107,7 @@ async fn scram_login_as(
 #[tokio::test]
 async fn scram_sha_256_logs_in() {
     timed(async {
-        let scram = scram_broker().await;
+        let scram = scram_broker("login").await;
         let (mut client, connack, expected) =
             scram_login(&scram.broker, "alice", "correct horse").await;
         assert_eq!(connack.reason_code, ReasonCode::Success);
@@ -127,7 +129,7 @@ async fn scram_sha_256_logs_in() {
 #[tokio::test]
 async fn scram_sha_256_refuses_a_wrong_password() {
     timed(async {
-        let scram = scram_broker().await;
+        let scram = scram_broker("wrong").await;
         for (user, password) in [("alice", "wrong"), ("mallory", "anything")] {
             let (mut client, connack, _) = scram_login(&scram.broker, user, password).await;
             assert_eq!(connack.reason_code, ReasonCode::BadUserNameOrPassword);
@@ -142,7 +144,7 @@ async fn scram_sha_256_refuses_a_wrong_password() {
 #[tokio::test]
 async fn scram_with_a_user_name_in_connect() {
     timed(async {
-        let scram = scram_broker().await;
+        let scram = scram_broker("named").await;
         let (_client, connack, _) =
             scram_login_as(&scram.broker, "alice", "correct horse", Some("alice")).await;
         assert_eq!(connack.reason_code, ReasonCode::Success);
