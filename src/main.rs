@@ -224,6 +224,10 @@ fn init_logging(config: &Config, verbose: u8) {
 }
 
 async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
+    // Signals are caught from before the first listener opens: a SIGTERM
+    // that arrives as soon as the broker listens is a clean shutdown, not
+    // the default action.
+    let signals = Signals::install();
     // A configured listener that cannot bind is fatal. Of the default pair,
     // one is enough: a host or container without IPv6 still gets 127.0.0.1.
     let defaults = config.listeners.is_empty();
@@ -261,7 +265,7 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "petrel started");
-    wait_for_shutdown_signal(&broker).await;
+    signals.wait_for_shutdown(&broker).await;
     tracing::info!("shutting down");
     if !broker.shutdown().await {
         tracing::warn!("some connections did not close within shutdown_timeout");
@@ -269,35 +273,61 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-#[cfg(unix)]
-async fn wait_for_shutdown_signal(broker: &Broker) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = interrupt.recv() => return,
-            _ = terminate.recv() => return,
-            _ = hangup.recv() => {
-                let errors = broker.reload();
-                if errors.is_empty() {
-                    tracing::info!("SIGHUP: certificates, password file and ACL reloaded");
-                }
-                for error in errors {
-                    tracing::error!(%error, "SIGHUP: not reloaded; the one in force stays");
+/// The signals the broker acts on: SIGINT and SIGTERM stop it, SIGHUP
+/// reloads certificates, passwords and the ACL.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(interrupt), Ok(terminate), Ok(hangup)) => Some([interrupt, terminate, hangup]),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                None
+            }
+        };
+        Signals { streams }
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> Signals {
+        Signals {}
+    }
+
+    /// Waits for SIGINT or SIGTERM, reloading on SIGHUP meanwhile.
+    #[cfg(unix)]
+    async fn wait_for_shutdown(self, broker: &Broker) {
+        let Some([mut interrupt, mut terminate, mut hangup]) = self.streams else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => return,
+                _ = terminate.recv() => return,
+                _ = hangup.recv() => {
+                    let errors = broker.reload();
+                    if errors.is_empty() {
+                        tracing::info!("SIGHUP: certificates, password file and ACL reloaded");
+                    }
+                    for error in errors {
+                        tracing::error!(%error, "SIGHUP: not reloaded; the one in force stays");
+                    }
                 }
             }
         }
     }
-}
 
-#[cfg(not(unix))]
-async fn wait_for_shutdown_signal(broker: &Broker) {
-    let _ = tokio::signal::ctrl_c().await;
+    #[cfg(not(unix))]
+    async fn wait_for_shutdown(self, _broker: &Broker) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
