@@ -135,7 +135,7 @@ where
             return None;
         }
     }
-    let negotiated = match Negotiated::new(&shared.config, &connect, assigned, &client_id) {
+    let mut negotiated = match Negotiated::new(&shared.config, &connect, assigned, &client_id) {
         Ok(negotiated) => negotiated,
         Err((reason_code, rule)) => {
             shared.metrics.protocol_errors.increment();
@@ -144,22 +144,23 @@ where
             return None;
         }
     };
-    let mut connack_properties = negotiated.connack.clone();
+    // The CONNACK is built here, whole but for Session Present (which does
+    // not change its size), and sent once the session is claimed.
+    let mut properties = std::mem::take(&mut negotiated.connack);
     if let Some((method, data, _)) = &auth {
         // [MQTT-4.12.0-5] (v5.0): CONNACK names the method.
-        connack_properties.authentication_method = Some(method.method().to_owned());
-        connack_properties.authentication_data = data.clone();
+        properties.authentication_method = Some(method.method().to_owned());
+        properties.authentication_data = data.clone();
     }
+    let mut connack = Packet::ConnAck(ConnAck {
+        session_present: true,
+        reason_code: ReasonCode::Success,
+        properties,
+    });
     // [MQTT-3.1.2-24] (v5.0): a client whose Maximum Packet Size cannot
     // take even the CONNACK cannot be served; closed before its session is
     // touched.
-    let connack_size = Packet::ConnAck(ConnAck {
-        session_present: true,
-        reason_code: ReasonCode::Success,
-        properties: connack_properties.clone(),
-    })
-    .encoded_len(connect.protocol)
-    .unwrap_or(usize::MAX);
+    let connack_size = connack.encoded_len(connect.protocol).unwrap_or(usize::MAX);
     if connack_size > negotiated.max_outgoing_packet as usize {
         shared.metrics.protocol_errors.increment();
         tracing::info!(
@@ -246,12 +247,10 @@ where
     });
     // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (v3.1.1) [MQTT-3.2.2-2] (v5.0):
     // session present tells the truth.
-    let connack = ConnAck {
-        session_present,
-        reason_code: ReasonCode::Success,
-        properties: connack_properties,
-    };
-    session.send(Packet::ConnAck(connack));
+    if let Packet::ConnAck(connack) = &mut connack {
+        connack.session_present = session_present;
+    }
+    session.send(connack);
     super::outbound::resend_inflight(shared, &mut session);
     shared.metrics.clients_connected.increment();
     if session_present {

@@ -233,7 +233,9 @@ where
             "3.3.2.3.8: a PUBLISH from a client carries a Subscription Identifier",
         ));
     }
-    let topic = if v5 {
+    // The alias table is made only for a client that uses aliases (a
+    // topic-less PUBLISH without one does not decode).
+    let topic = if properties.topic_alias.is_some() {
         session
             .aliases
             .get_or_insert_with(Default::default)
