@@ -164,20 +164,7 @@ impl TlsClient {
 
     /// The next packet, or `None` once the broker has closed.
     async fn recv(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(packet) =
-                protocol::decode(&mut self.buf, usize::MAX, ProtocolVersion::V3_1_1).expect("valid")
-            {
-                return Some(packet);
-            }
-            let read = tokio::time::timeout(RECV_TIMEOUT, self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("timed out waiting for a packet");
-            match read {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
+        read_packet(&mut self.stream, &mut self.buf, ProtocolVersion::V3_1_1).await
     }
 
     async fn connect(&mut self, client_id: &str) -> ReasonCode {

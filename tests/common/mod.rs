@@ -140,6 +140,30 @@ pub fn unsubscribe_packet(packet_id: u16, filters: &[&str]) -> Packet {
     })
 }
 
+/// The next packet the broker sends on `stream` (any byte stream: TCP,
+/// TLS), or `None` once it has closed; bytes past it stay in `buf`.
+pub async fn read_packet<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+) -> Option<Packet> {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        if let Some(packet) =
+            protocol::decode(buf, usize::MAX, version).expect("broker sends valid packets")
+        {
+            return Some(packet);
+        }
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(buf))
+            .await
+            .expect("timed out waiting for a packet");
+        match read {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// A client speaking raw packets over TCP.
 pub struct RawClient {
     pub stream: TcpStream,
@@ -217,21 +241,7 @@ impl RawClient {
 
     /// The next packet, or `None` if the broker closed the connection.
     pub async fn try_recv(&mut self) -> Option<Packet> {
-        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
-        loop {
-            if let Some(packet) = protocol::decode(&mut self.buf, usize::MAX, self.version)
-                .expect("broker sends valid packets")
-            {
-                return Some(packet);
-            }
-            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("timed out waiting for a packet");
-            match read {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
+        read_packet(&mut self.stream, &mut self.buf, self.version).await
     }
 
     pub async fn recv(&mut self) -> Packet {
