@@ -66,6 +66,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod store;
 pub mod sys;
 pub mod transport;
 
@@ -152,13 +153,26 @@ impl Broker {
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
+        let (store, loaded) = if config.persistence {
+            let (store, loaded) =
+                store::Store::open(&config, Arc::clone(&metrics)).map_err(|error| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
+                })?;
+            (Some(Arc::new(store)), Some(loaded))
+        } else {
+            (None, None)
+        };
+        let mut router = Router::new(
+            config.max_retained_messages,
+            config.max_retained_bytes,
+            config.shared_subscription_strategy,
+            Arc::clone(&metrics),
+        );
+        if let Some(store) = &store {
+            router = router.with_journal(Arc::clone(store) as Arc<dyn router::Journal>);
+        }
         let shared = Arc::new(Shared {
-            router: Arc::new(Router::new(
-                config.max_retained_messages,
-                config.max_retained_bytes,
-                config.shared_subscription_strategy,
-                Arc::clone(&metrics),
-            )),
+            router: Arc::new(router),
             config: Arc::new(config),
             sessions: SessionManager::new(),
             metrics,
@@ -171,7 +185,11 @@ impl Broker {
                 std::thread::available_parallelism().map_or(2, usize::from),
             ),
             login_failures: Default::default(),
+            store,
         });
+        if let Some(loaded) = loaded {
+            session::restore::restore(&shared, loaded);
+        }
         let mut local_addrs = Vec::with_capacity(listeners.len());
         let mut tls = Vec::new();
         for listener in listeners {
@@ -250,6 +268,11 @@ impl Broker {
         self.shared.sessions.interrupt_all();
         let finished = self.shared.tasks.shutdown_and_wait(timeout).await;
         session::expiry::publish_delayed_wills(&self.shared);
+        if let Some(store) = &self.shared.store {
+            // What the sessions wrote as they closed is committed and
+            // synced before the broker returns.
+            store.close();
+        }
         finished
     }
 }

@@ -24,6 +24,9 @@ struct Cli {
     /// Listen on ADDR:PORT instead of the configured listeners (repeatable).
     #[arg(short, long, value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+    /// Keep the durable store in DIR instead of the configured `data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// More logging (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -194,6 +197,9 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         Some(path) => Config::load(path).map_err(|error| format!("{}: {error}", path.display()))?,
         None => Config::default(),
     };
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
     if !cli.listen.is_empty() {
         // Like Mosquitto's -p: replaces the configured listeners for this
         // run, and is as explicit a choice as the configuration file.

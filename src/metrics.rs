@@ -81,6 +81,10 @@ pub struct Metrics {
     /// Messages dropped for one client because they exceed the Maximum
     /// Packet Size it announced.
     pub messages_too_large: Counter,
+    /// Transactions committed to the durable store.
+    pub store_commits: Counter,
+    /// Store commits that failed (and were retried).
+    pub store_failures: Counter,
     /// Bytes read from client sockets.
     pub bytes_received: Counter,
     /// Bytes written to client sockets.

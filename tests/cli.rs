@@ -129,8 +129,11 @@ fn listening_port(reader: &mut impl BufRead) -> u16 {
 #[tokio::test]
 async fn sigterm_shuts_down_cleanly() {
     timed(async {
+        let data = std::env::temp_dir().join(format!("petrel-sigterm-{}", std::process::id()));
         let mut child = Command::new(PETREL)
             .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -172,6 +175,9 @@ async fn sigterm_shuts_down_cleanly() {
         let exit = exit.expect("petrel did not exit after SIGTERM");
         assert!(exit.success(), "exit status {exit}");
         drain.join().unwrap();
+        // The default persistence made a store there.
+        assert!(data.join("petrel.redb").is_file());
+        let _ = std::fs::remove_dir_all(&data);
     })
     .await;
 }
@@ -243,6 +249,8 @@ async fn sighup_reloads_the_password_file() {
             .arg("-c")
             .arg(&config)
             .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -58,6 +58,26 @@ pub const DEFAULT_TOPIC_ALIAS_MAXIMUM: u16 = 64;
 /// ask for it; the client id is appended.
 pub const DEFAULT_RESPONSE_INFORMATION: &str = "response/";
 
+/// Default directory of the durable store.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default milliseconds between syncs of the store with `durability =
+/// "periodic"`.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
+
+/// When the store's writes reach the disk (docs/persistence.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Before a QoS 1/2 PUBLISH, SUBSCRIBE or UNSUBSCRIBE is acknowledged
+    /// (group commit: the writes of many clients share one sync).
+    #[default]
+    Sync,
+    /// Every `flush_interval_ms`; a crash loses what came since.
+    Periodic,
+    /// Only at a clean shutdown (and once a minute, to bound the file).
+    None,
+}
+
 /// How one member of a shared subscription group is chosen for a message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -184,6 +204,16 @@ pub struct Config {
     pub response_information: String,
     /// Send MQTT 5 clients to another server.
     pub redirect: Option<RedirectConfig>,
+    /// Whether retained messages and persistent sessions (subscriptions,
+    /// queued and in-flight messages, will delays) are kept on disk, in
+    /// `data_dir`, and survive a restart or a crash.
+    pub persistence: bool,
+    /// Directory of the durable store (`--data-dir` overrides it).
+    pub data_dir: std::path::PathBuf,
+    /// When the store's writes reach the disk: `sync`, `periodic` or `none`.
+    pub durability: Durability,
+    /// Milliseconds between syncs with `durability = "periodic"`.
+    pub flush_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -227,6 +257,10 @@ impl Default for Config {
             validate_utf8_payload: true,
             response_information: DEFAULT_RESPONSE_INFORMATION.to_owned(),
             redirect: None,
+            persistence: true,
+            data_dir: std::path::PathBuf::from(DEFAULT_DATA_DIR),
+            durability: Durability::Sync,
+            flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
         }
     }
 }
@@ -314,6 +348,10 @@ impl Config {
                 self.max_subscriptions_per_client,
             ),
             ("max_keep_alive", usize::from(self.max_keep_alive)),
+            (
+                "flush_interval_ms",
+                usize::try_from(self.flush_interval_ms).unwrap_or(usize::MAX),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -334,6 +372,9 @@ impl Config {
                     crate::protocol::PROTOCOL_MAX_PACKET_SIZE
                 ),
             ));
+        }
+        if self.persistence && self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::key("data_dir", "must name a directory"));
         }
         if self.max_qos > 2 {
             return Err(ConfigError::key("max_qos", "must be 0, 1 or 2"));

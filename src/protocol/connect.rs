@@ -31,7 +31,7 @@ pub struct Connect {
 }
 
 /// The will message carried in CONNECT.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastWill {
     /// Topic the will is published to.
     pub topic: TopicName,

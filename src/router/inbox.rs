@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 
 use super::message::Delivery;
+use super::Journal;
 use crate::protocol::QoS;
 
 /// What became of an offered delivery.
@@ -71,6 +72,12 @@ pub struct Inbox {
     dropping: AtomicBool,
     /// An [`Interrupt`] for the session (0: none).
     interrupt: AtomicU8,
+    /// Whether the session outlives the broker process: its QoS 1/2
+    /// deliveries are journaled as they are queued.
+    durable: AtomicBool,
+    /// Set while the session waits for the store (see
+    /// [`Inbox::await_store`]).
+    awaiting_store: AtomicBool,
     /// Set by the session while its client is not reading what it is sent:
     /// then a full queue is the client's doing, and publishers are not held
     /// back for it.
@@ -110,6 +117,8 @@ impl Inbox {
             online: AtomicBool::new(true),
             dropping: AtomicBool::new(false),
             peer_blocked: AtomicBool::new(false),
+            durable: AtomicBool::new(false),
+            awaiting_store: AtomicBool::new(false),
             interrupt: AtomicU8::new(0),
         });
         let receiver = InboxReceiver {
@@ -135,6 +144,28 @@ impl Inbox {
     /// Whether the session is connected.
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Acquire)
+    }
+
+    /// Marks the session as one that outlives the broker process.
+    pub fn set_durable(&self, durable: bool) {
+        self.durable.store(durable, Ordering::Release);
+    }
+
+    /// Whether the session outlives the broker process.
+    pub fn is_durable(&self) -> bool {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Marks the session as waiting for the store; true if it was not
+    /// already (then the store is to be asked to wake it).
+    pub fn await_store(&self) -> bool {
+        !self.awaiting_store.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wakes a session that waits for the store.
+    pub fn wake_from_store(&self) {
+        self.awaiting_store.store(false, Ordering::Release);
+        self.ready.notify_one();
     }
 
     /// Tells the session to stop, and wakes it.
@@ -177,8 +208,11 @@ impl Inbox {
         over_half(&queue, &self.limits)
     }
 
-    /// Queues `delivery` unless a bound says no. Never waits.
-    pub fn offer(&self, delivery: Delivery) -> Offer {
+    /// Queues `delivery` unless a bound says no, and tells `journal` of a
+    /// QoS 1/2 delivery queued for a durable session (under the queue's
+    /// lock, so the store hears of it before the session can take it).
+    /// Never waits.
+    pub fn offer(&self, delivery: Delivery, journal: Option<&dyn Journal>) -> Offer {
         if delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0 && !self.is_online() {
             return Offer::OfflineQoS0;
         }
@@ -195,6 +229,11 @@ impl Inbox {
             return self.dropped();
         }
         let was_empty = queue.items.is_empty();
+        if let Some(journal) = journal {
+            if delivery.qos != QoS::AtMostOnce && self.is_durable() {
+                journal.queued(&self.client_id, &delivery);
+            }
+        }
         queue.items.push_back(delivery);
         queue.bytes += size;
         let congested = over_half(&queue, &self.limits);

@@ -2,6 +2,7 @@
 //! by every subscriber through an `Arc`, payload a shared `Bytes`.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,9 +11,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::{PublishProperties, QoS, TopicName};
 
+/// The next message id (see [`Message::id`]).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Makes every message id from now on larger than `id`: the store calls it
+/// with the largest id it holds, so ids stay unique across restarts.
+pub fn reserve_ids_through(id: u64) {
+    NEXT_ID.fetch_max(id.saturating_add(1), Ordering::Relaxed);
+}
+
 /// A message on its way from one publisher to its subscribers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// Unique in this broker (across restarts, with a store): what a
+    /// session's stored queue entry refers to. Ids grow in the order
+    /// messages are received.
+    pub id: u64,
     /// The topic it was published to.
     pub topic: TopicName,
     /// The payload, shared with the publisher's read buffer.
@@ -48,6 +62,7 @@ impl Message {
         publisher: Option<Arc<str>>,
     ) -> Message {
         Message {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             topic,
             payload,
             qos,

@@ -21,6 +21,17 @@ use message::{Delivery, DeliveryExtras, Message};
 use retain::{RetainOutcome, RetainStore};
 use topic_tree::{Match, TopicTree};
 
+/// Where the router reports what must outlive the process: the store,
+/// when persistence is on. Called under the router's and the inbox's
+/// locks, in the order the changes happen, so it must only take note and
+/// never wait.
+pub trait Journal: Send + Sync + std::fmt::Debug {
+    /// A QoS 1/2 delivery was queued for the durable session `client_id`.
+    fn queued(&self, client_id: &Arc<str>, delivery: &Delivery);
+    /// `topic`'s retained message is now `message` (none: cleared).
+    fn retained(&self, topic: &str, message: Option<&Arc<Message>>);
+}
+
 /// One subscription as the trie holds it.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
@@ -44,6 +55,10 @@ pub struct Routed {
     pub queued: usize,
     /// A session whose queue is over half full while its client keeps up.
     pub congested: Option<Arc<Inbox>>,
+    /// Whether the journal was told of it (a retained change, or a queue
+    /// entry of a durable session): then its acknowledgement may have to
+    /// wait for the store.
+    pub journaled: bool,
 }
 
 /// One session a message goes to, before subscriptions of the same
@@ -86,6 +101,7 @@ pub struct Router {
     retained: RwLock<RetainStore>,
     strategy: SharedStrategy,
     metrics: Arc<Metrics>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl Router {
@@ -103,7 +119,20 @@ impl Router {
             retained: RwLock::new(RetainStore::new(max_retained, max_retained_bytes)),
             strategy,
             metrics,
+            journal: None,
         }
+    }
+
+    /// The router, reporting durable changes to `journal`.
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Puts a retained message loaded from the store back, without
+    /// journaling it again; false if the bounds leave no room for it.
+    pub fn restore_retained(&self, message: Arc<Message>) -> bool {
+        write(&self.retained).apply(&message) == RetainOutcome::Stored
     }
 
     /// Routes a message: updates the retained store when RETAIN is set, then
@@ -115,8 +144,22 @@ impl Router {
     /// behind for lack of CPU (see [`Inbox::is_congested`]), for the
     /// publisher to let it catch up.
     pub fn publish(&self, message: Arc<Message>) -> Routed {
+        let mut routed = Routed::default();
         if message.retain {
-            let outcome = write(&self.retained).apply(&message);
+            let mut retained = write(&self.retained);
+            let outcome = retained.apply(&message);
+            if let Some(journal) = &self.journal {
+                // Under the lock: the store sees the changes of one topic
+                // in the order they were made.
+                let topic = message.topic.as_str();
+                match outcome {
+                    RetainOutcome::Stored => journal.retained(topic, retained.get(topic)),
+                    RetainOutcome::Cleared => journal.retained(topic, None),
+                    RetainOutcome::Full => {}
+                }
+                routed.journaled = outcome != RetainOutcome::Full;
+            }
+            drop(retained);
             if outcome == RetainOutcome::Full {
                 self.metrics.retained_dropped.increment();
                 tracing::warn!(
@@ -142,7 +185,6 @@ impl Router {
             }
         });
         targets.sort_unstable_by_key(Target::key);
-        let mut routed = Routed::default();
         for same in targets.chunk_by(|a, b| a.key() == b.key()) {
             routed.matched += 1;
             let delivery = match same {
@@ -178,10 +220,16 @@ impl Router {
     }
 
     fn offer(&self, inbox: &Arc<Inbox>, delivery: Delivery, routed: &mut Routed) {
-        match inbox.offer(delivery) {
-            Offer::Queued => routed.queued += 1,
+        let journal = self.journal.as_deref();
+        let durable = journal.is_some() && delivery.qos != QoS::AtMostOnce && inbox.is_durable();
+        match inbox.offer(delivery, journal) {
+            Offer::Queued => {
+                routed.queued += 1;
+                routed.journaled |= durable;
+            }
             Offer::QueuedCongested => {
                 routed.queued += 1;
+                routed.journaled |= durable;
                 if routed.congested.is_none() {
                     routed.congested = Some(Arc::clone(inbox));
                 }
@@ -271,7 +319,14 @@ impl Router {
 
     /// Drops retained messages whose expiry has passed.
     pub fn remove_expired_retained(&self, now: std::time::Instant) -> usize {
-        write(&self.retained).remove_expired(now)
+        let mut retained = write(&self.retained);
+        let removed = retained.remove_expired(now);
+        if let Some(journal) = &self.journal {
+            for topic in &removed {
+                journal.retained(topic, None);
+            }
+        }
+        removed.len()
     }
 
     /// Retained messages held.

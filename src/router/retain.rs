@@ -99,18 +99,24 @@ impl RetainStore {
             .collect()
     }
 
+    /// The retained message of `topic`.
+    pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+        self.messages.get(topic)
+    }
+
     /// Removes the messages whose Message Expiry Interval has passed;
-    /// returns how many.
-    pub fn remove_expired(&mut self, now: std::time::Instant) -> usize {
+    /// returns their topics.
+    pub fn remove_expired(&mut self, now: std::time::Instant) -> Vec<String> {
         if self.expiring == 0 {
-            return 0;
+            return Vec::new();
         }
-        let before = self.messages.len();
+        let mut removed = Vec::new();
         let mut freed = 0;
         let mut expiring = 0;
-        self.messages.retain(|_, message| {
+        self.messages.retain(|topic, message| {
             if message.is_expired(now) {
                 freed += message.payload.len();
+                removed.push(topic.clone());
                 return false;
             }
             expiring += usize::from(message.properties.message_expiry_interval.is_some());
@@ -118,7 +124,7 @@ impl RetainStore {
         });
         self.bytes -= freed;
         self.expiring = expiring;
-        before - self.messages.len()
+        removed
     }
 
     /// Messages held.

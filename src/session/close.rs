@@ -53,7 +53,10 @@ where
             // The will waits for its delay unless the session ends first
             // [MQTT-3.1.2-8] (v5.0): at once without a session to outlive
             // the connection, or when the broker stops.
-            if delay == 0 || session.session_expiry == 0 || matches!(exit, Exit::Shutdown) {
+            // A session the store keeps outlives the broker, and its
+            // will keeps waiting across the restart.
+            let ends_here = matches!(exit, Exit::Shutdown) && shared.store.is_none();
+            if delay == 0 || session.session_expiry == 0 || ends_here {
                 publish_will(shared, *will, &session.client_id);
             } else {
                 let wait = delay.min(session.session_expiry);
@@ -76,25 +79,46 @@ where
     hand_over_shared(shared, &mut session);
     let _ = tokio::time::timeout(Duration::from_millis(500), session.connection.close()).await;
     shared.metrics.clients_connected.decrement();
-    let parked = if session.session_expiry == 0 {
-        None
-    } else {
-        shared.metrics.clients_disconnected.increment();
-        let expires_at = (session.session_expiry != u32::MAX)
-            .then(|| now + Duration::from_secs(u64::from(session.session_expiry)));
-        let (will, will_at) = delayed_will.unzip();
-        Some(Parked {
-            state: session.state,
-            inbox: session.inbox,
-            receiver: session.receiver,
-            expires_at,
-            will,
-            will_at,
-        })
+    let store = super::durable::store(shared, &session).cloned();
+    if session.session_expiry == 0 {
+        let Session {
+            client_id,
+            lease,
+            receiver,
+            ..
+        } = *session;
+        // The inbox closes before the store forgets the session, so
+        // nothing is journaled for it afterwards.
+        drop(receiver);
+        if let Some(store) = store {
+            store.session_removed(&client_id);
+        }
+        shared.sessions.release(&client_id, lease, None);
+        return;
+    }
+    shared.metrics.clients_disconnected.increment();
+    let expires_at = (session.session_expiry != u32::MAX)
+        .then(|| now + Duration::from_secs(u64::from(session.session_expiry)));
+    if let Some(store) = store {
+        super::durable::record_inflight(&store, &session);
+        let will = delayed_will.as_ref().map(|(will, at)| {
+            let wait = at.saturating_duration_since(now);
+            (&**will, std::time::SystemTime::now() + wait)
+        });
+        store.session_closed(&session.client_id, session.session_expiry, will);
+    }
+    let (will, will_at) = delayed_will.unzip();
+    let parked = Parked {
+        state: session.state,
+        inbox: session.inbox,
+        receiver: session.receiver,
+        expires_at,
+        will,
+        will_at,
     };
     shared
         .sessions
-        .release(&session.client_id, session.lease, parked);
+        .release(&session.client_id, session.lease, Some(parked));
 }
 
 fn log_exit<R, W>(shared: &Shared, session: &Session<R, W>, exit: &Exit) {
@@ -210,12 +234,17 @@ fn hand_over_shared<R, W>(shared: &Shared, session: &mut Session<R, W>) {
     session
         .receiver
         .drain_into(&mut session.state.pending, usize::MAX);
+    let store = super::durable::store(shared, session).cloned();
     let pending = std::mem::take(&mut session.state.pending);
     for delivery in pending {
+        let message_id = delivery.message.id;
+        let qos = delivery.qos;
         if delivery.shared().is_none()
             || !shared.router.redeliver_shared(delivery.clone(), client_id)
         {
             session.state.pending.push_back(delivery);
+        } else if let Some(store) = store.as_ref().filter(|_| qos != QoS::AtMostOnce) {
+            store.completed(client_id, message_id);
         }
     }
     let handed: Vec<_> = session
@@ -230,10 +259,14 @@ fn hand_over_shared<R, W>(shared: &Shared, session: &mut Session<R, W>) {
         .map(|inflight| (inflight.packet_id, inflight.delivery.clone()))
         .collect();
     for (packet_id, delivery) in handed {
+        let message_id = delivery.message.id;
         if shared.router.redeliver_shared(delivery, client_id) {
             session
                 .state
                 .complete(packet_id, QoS::AtLeastOnce, Phase::Published);
+            if let Some(store) = &store {
+                store.completed(client_id, message_id);
+            }
         }
     }
 }

@@ -115,6 +115,7 @@ where
             }
             throttled_until = session.throttle.as_ref().and_then(|t| t.resume_at);
         }
+        super::durable::release_held(shared, session);
         pull_deliveries(shared, session);
         if let Some(inbox) = &session.congested {
             // Flow control: input stays paused while the subscriber is
@@ -143,7 +144,10 @@ where
         }
         let backed_up = session.connection.unsent() >= WRITE_HIGH_WATER;
         session.inbox.set_peer_blocked(backed_up);
-        let can_read = !backed_up && !paused && throttled_until.is_none();
+        let can_read = !backed_up
+            && !paused
+            && throttled_until.is_none()
+            && !super::durable::is_backed_up(session);
         tokio::select! {
             biased;
             _ = &mut timer, if wake.is_some() => {
@@ -175,7 +179,8 @@ where
                     }
                 }
             },
-            // Deliveries (pulled at the top of the loop), takeover, shutdown.
+            // Deliveries (pulled at the top of the loop), takeover,
+            // shutdown, and the store's progress.
             _ = session.receiver.changed() => {}
         }
     }

@@ -21,7 +21,7 @@ use crate::protocol::{
     Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, DecodeError, Packet, PacketType,
     ReasonCode,
 };
-use crate::router::inbox::{Inbox, InboxLimits};
+use crate::router::inbox::Inbox;
 
 enum FirstPacket {
     Packet(Packet),
@@ -175,11 +175,7 @@ where
         claim = shared.sessions.acquire(&client_id) => claim,
     };
     let (lease, parked) = claim;
-    let limits = InboxLimits {
-        max_messages: shared.config.max_queued_messages,
-        max_bytes: shared.config.max_queued_bytes,
-        queue_qos0: shared.config.queue_qos0,
-    };
+    let limits = super::restore::inbox_limits(&shared.config);
     let (state, inbox, receiver, session_present) = match parked {
         // [MQTT-3.1.2-4] (v3.1.1) [MQTT-3.1.2-5] (v5.0): resume the session.
         Some(parked) if !connect.clean_start => {
@@ -204,12 +200,30 @@ where
                 for filter in old.state.subscriptions.keys() {
                     shared.router.unsubscribe(filter.as_str(), &client_id);
                 }
+                let durable = old.inbox.is_durable();
+                // Its inbox closes before the store forgets it, so nothing
+                // is journaled for it afterwards.
+                drop(old);
+                if let Some(store) = shared.store.as_ref().filter(|_| durable) {
+                    store.session_removed(&client_id);
+                }
             }
             let (inbox, receiver) = Inbox::new(Arc::clone(&client_id), limits);
             (SessionState::default(), inbox, receiver, false)
         }
     };
     inbox.set_online(true);
+    if let Some(store) = &shared.store {
+        // A session with an expiry outlives the connection, and the broker
+        // process too.
+        let durable = negotiated.session_expiry > 0;
+        if durable {
+            store.session_opened(&client_id, negotiated.session_expiry);
+        } else if inbox.is_durable() {
+            store.session_removed(&client_id);
+        }
+        inbox.set_durable(durable);
+    }
     shared.sessions.attach(&lease, &inbox, shared.tasks.token());
     // Boxed: the session lives as long as the connection, and its futures
     // then hold a pointer rather than a copy each.
@@ -244,6 +258,7 @@ where
         aliases: None,
         auth,
         throttle: super::throttle::Throttle::new(&shared.config),
+        held: None,
     });
     // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (v3.1.1) [MQTT-3.2.2-2] (v5.0):
     // session present tells the truth.

@@ -51,9 +51,13 @@ where
     match packet {
         Packet::Publish(publish) => handle_publish(shared, session, publish)?,
         Packet::PubAck(ack) => {
-            session
-                .state
-                .complete(ack.packet_id, QoS::AtLeastOnce, Phase::Published);
+            complete(
+                shared,
+                session,
+                ack.packet_id,
+                QoS::AtLeastOnce,
+                Phase::Published,
+            );
         }
         Packet::PubRec(ack) => {
             let known = session
@@ -63,14 +67,27 @@ where
             match known {
                 // [MQTT-4.3.3-1] (v3.1.1): PUBREC is answered with PUBREL.
                 Some(inflight) if !ack.reason_code.is_error() => {
+                    let first = inflight.phase == Phase::Published;
                     inflight.phase = Phase::Released;
-                    session.send(Packet::PubRel(Ack::new(ack.packet_id)));
+                    let delivery = inflight.delivery.clone();
+                    let mut changed = false;
+                    if let Some(store) = super::durable::store(shared, session).filter(|_| first) {
+                        store.sent(&session.client_id, &delivery, ack.packet_id, true);
+                        changed = true;
+                    }
+                    let ticket = super::durable::ticket(shared, changed);
+                    let pubrel = Packet::PubRel(Ack::new(ack.packet_id));
+                    super::durable::send_after(shared, session, pubrel, ticket);
                 }
                 // 4.3.3 (v5.0): a PUBREC with an error code ends the flow.
                 Some(_) => {
-                    session
-                        .state
-                        .complete(ack.packet_id, QoS::ExactlyOnce, Phase::Published);
+                    complete(
+                        shared,
+                        session,
+                        ack.packet_id,
+                        QoS::ExactlyOnce,
+                        Phase::Published,
+                    );
                 }
                 None => {
                     let pubrel =
@@ -80,9 +97,13 @@ where
             }
         }
         Packet::PubComp(ack) => {
-            session
-                .state
-                .complete(ack.packet_id, QoS::ExactlyOnce, Phase::Released);
+            complete(
+                shared,
+                session,
+                ack.packet_id,
+                QoS::ExactlyOnce,
+                Phase::Released,
+            );
         }
         Packet::PubRel(ack) => {
             // [MQTT-4.3.3-2] (v3.1.1): release the id, answer PUBCOMP.
@@ -92,8 +113,15 @@ where
             } else {
                 ReasonCode::PacketIdentifierNotFound
             };
+            // Once PUBCOMP is sent the client may use the id again: the
+            // store must not hold it as awaited after a crash.
+            let store = super::durable::store(shared, session).filter(|_| known);
+            if let Some(store) = store {
+                store.pubrel(&session.client_id, ack.packet_id, false);
+            }
+            let ticket = super::durable::ticket(shared, store.is_some());
             let pubcomp = ack_with(session, ack.packet_id, reason_code);
-            session.send(Packet::PubComp(pubcomp));
+            super::durable::send_after(shared, session, Packet::PubComp(pubcomp), ticket);
         }
         Packet::Subscribe(subscribe) => handle_subscribe(shared, session, subscribe)?,
         Packet::Unsubscribe(unsubscribe) => handle_unsubscribe(shared, session, unsubscribe),
@@ -121,6 +149,23 @@ where
         }
     }
     Ok(())
+}
+
+/// Ends the outbound flow of `packet_id` if it is a `qos` delivery in
+/// `phase`; the store forgets it.
+fn complete<R, W>(
+    shared: &Shared,
+    session: &mut Session<R, W>,
+    packet_id: crate::protocol::PacketId,
+    qos: QoS,
+    phase: Phase,
+) {
+    let Some(done) = session.state.complete(packet_id, qos, phase) else {
+        return;
+    };
+    if let Some(store) = super::durable::store(shared, session) {
+        store.completed(&session.client_id, done.delivery.message.id);
+    }
 }
 
 /// Re-authentication (4.12.1): AUTH 0x19 with the method the client
@@ -288,6 +333,7 @@ where
         ));
     }
     let mut reason_code = ReasonCode::Success;
+    let mut changed_store = false;
     if !session.may(shared, topic.as_str(), Action::Write) {
         // Not this client's to publish: 0x87 at 5.0; a 3.1.1 client,
         // which has no way to hear it, gets its usual acknowledgement and
@@ -318,6 +364,7 @@ where
             Some(Arc::clone(&session.client_id)),
         ));
         let routed = shared.router.publish(message);
+        changed_store = routed.journaled;
         if routed.congested.is_some() {
             session.congested = routed.congested;
         }
@@ -325,17 +372,24 @@ where
             reason_code = ReasonCode::NoMatchingSubscribers;
         }
     }
+    // With durability "sync", the acknowledgement waits until what it
+    // acknowledges is on disk.
     match (qos, packet_id) {
         (QoS::AtLeastOnce, Some(id)) => {
             let puback = ack_with(session, id, reason_code);
-            session.send(Packet::PubAck(puback));
+            let ticket = super::durable::ticket(shared, changed_store);
+            super::durable::send_after(shared, session, Packet::PubAck(puback), ticket);
         }
         (QoS::ExactlyOnce, Some(id)) => {
-            if !reason_code.is_error() {
-                session.state.awaiting_pubrel.insert(id.get());
+            if !reason_code.is_error() && session.state.awaiting_pubrel.insert(id.get()) {
+                if let Some(store) = super::durable::store(shared, session) {
+                    store.pubrel(&session.client_id, id, true);
+                    changed_store = true;
+                }
             }
             let pubrec = ack_with(session, id, reason_code);
-            session.send(Packet::PubRec(pubrec));
+            let ticket = super::durable::ticket(shared, changed_store);
+            super::durable::send_after(shared, session, Packet::PubRec(pubrec), ticket);
         }
         _ => {}
     }
@@ -400,6 +454,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let identifier = subscribe.properties.subscription_identifier;
+    let mut changed_store = false;
     let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
     let mut retained = VecDeque::new();
     // A filter repeated within one SUBSCRIBE: the last one wins
@@ -491,7 +546,14 @@ where
                 });
             }
         }
-        session.state.subscriptions.insert(filter, options);
+        if let Some(store) = super::durable::store(shared, session) {
+            store.subscribed(&session.client_id, &filter, options, identifier);
+            changed_store = true;
+        }
+        session
+            .state
+            .subscriptions
+            .insert(filter, options, identifier);
     }
     // [MQTT-3.8.4-1] [MQTT-3.8.4-2] (v3.1.1): SUBACK with the same id, one
     // return code per filter, before any retained message.
@@ -500,7 +562,8 @@ where
         reason_codes,
         properties: Default::default(),
     };
-    session.send(Packet::SubAck(suback));
+    let ticket = super::durable::ticket(shared, changed_store);
+    super::durable::send_after(shared, session, Packet::SubAck(suback), ticket);
     queue_retained(shared, session, retained);
     Ok(())
 }
@@ -537,11 +600,17 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
+    let mut changed_store = false;
     for filter in &unsubscribe.filters {
         let existed = shared
             .router
             .unsubscribe(filter.as_str(), &session.client_id);
-        session.state.subscriptions.remove(filter);
+        if session.state.subscriptions.remove(filter) {
+            if let Some(store) = super::durable::store(shared, session) {
+                store.unsubscribed(&session.client_id, filter);
+                changed_store = true;
+            }
+        }
         reason_codes.push(if existed {
             ReasonCode::Success
         } else {
@@ -554,7 +623,8 @@ where
         reason_codes,
         properties: Default::default(),
     };
-    session.send(Packet::UnsubAck(unsuback));
+    let ticket = super::durable::ticket(shared, changed_store);
+    super::durable::send_after(shared, session, Packet::UnsubAck(unsuback), ticket);
 }
 
 /// DISCONNECT from the client: any reason but 0x00 sends the will; a Session Expiry

@@ -194,6 +194,21 @@ impl SessionManager {
         }
     }
 
+    /// Puts a session read from the store back, parked, with its deadlines.
+    pub fn restore(&self, client_id: Arc<str>, parked: Parked) {
+        let due = [parked.will_at, parked.expires_at];
+        {
+            let mut deadlines = self.deadlines();
+            for at in due.into_iter().flatten() {
+                deadlines.push(Reverse((at, Arc::clone(&client_id))));
+            }
+        }
+        let slot = Arc::new(Slot::default());
+        slot.inner().parked = Some(Box::new(parked));
+        self.slots.insert(client_id, slot);
+        self.deadline_added.notify_one();
+    }
+
     /// Records the inbox of the connection holding `lease`, through which it
     /// is interrupted; applies a takeover that came before, and the
     /// shutdown if it has begun.

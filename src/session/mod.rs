@@ -9,12 +9,14 @@
 pub mod alias;
 pub mod close;
 pub mod driver;
+pub mod durable;
 pub mod expiry;
 pub mod handshake;
 pub mod inbound;
 pub mod manager;
 pub mod negotiate;
 pub mod outbound;
+pub mod restore;
 pub mod state;
 pub mod throttle;
 
@@ -75,6 +77,8 @@ pub struct Session<R, W> {
     pub auth: Option<Box<AuthState>>,
     /// The publish rate limit, when one is configured.
     pub throttle: Option<Box<throttle::Throttle>>,
+    /// Packets waiting for the store ([`durable`]).
+    pub held: Option<Box<durable::HeldPackets>>,
 }
 
 /// A client's enhanced authentication (section 4.12).
@@ -135,8 +139,14 @@ where
         }
     }
 
-    /// Sends a packet the broker built; see [`send_or_log`].
+    /// Sends a packet the broker built; see [`send_or_log`]. While packets
+    /// wait for the store, it waits behind them.
     pub fn send(&mut self, packet: Packet) {
+        if let Some((ticket, _)) = self.held.as_ref().and_then(|held| held.back()) {
+            let ticket = *ticket;
+            durable::hold(self, ticket, durable::Held::Packet(Box::new(packet)));
+            return;
+        }
         send_or_log(&mut self.connection, packet);
     }
 }
@@ -191,6 +201,8 @@ pub struct Shared {
     pub password_checks: tokio::sync::Semaphore,
     /// Recent failed logins by address: how many, and when the last was.
     pub login_failures: dashmap::DashMap<std::net::IpAddr, (u32, tokio::time::Instant)>,
+    /// The durable store, when `persistence` is on.
+    pub store: Option<Arc<crate::store::Store>>,
 }
 
 impl Shared {
@@ -293,6 +305,7 @@ mod tests {
             connections_by_address: Default::default(),
             password_checks: tokio::sync::Semaphore::new(1),
             login_failures: Default::default(),
+            store: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())

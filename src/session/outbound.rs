@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::state::{Inflight, Phase};
-use super::{Session, Shared};
+use super::{durable, Session, Shared};
 use crate::auth::acl::Action;
 use crate::connection::WRITE_HIGH_WATER;
 use crate::protocol::{
@@ -32,6 +32,9 @@ where
     let window = usize::from(session.limits.send_window);
     send_unsent(shared, session, window);
     while session.state.inflight.len() < window && session.connection.unsent() < WRITE_HIGH_WATER {
+        if durable::holds_publish(session) {
+            return;
+        }
         if session.state.pending.is_empty()
             && session
                 .receiver
@@ -64,11 +67,13 @@ where
     };
     let Ok(expiry) = expiry else {
         shared.metrics.messages_expired.increment();
+        forget(shared, session, &delivery);
         return true;
     };
     if !session.may(shared, delivery.message.topic.as_str(), Action::Read) {
         // A subscription the ACL allowed can still match a topic it denies.
         shared.metrics.acl_denied.increment();
+        forget(shared, session, &delivery);
         return true;
     }
     let packet_id = if delivery.qos == QoS::AtMostOnce {
@@ -81,6 +86,25 @@ where
         };
         Some(packet_id)
     };
+    if let (Some(packet_id), QoS::ExactlyOnce) = (packet_id, delivery.qos) {
+        if let Some(store) = durable::store(shared, session) {
+            // A QoS 2 message's packet id must survive a crash before the
+            // client sees it: sent again under another id, it would be a
+            // second message to the client.
+            store.sent(&session.client_id, &delivery, packet_id, false);
+            let ticket = durable::ticket(shared, true).filter(|ticket| *ticket > store.durable());
+            if let Some(ticket) = ticket {
+                session.state.track(Inflight {
+                    packet_id,
+                    delivery,
+                    phase: Phase::Published,
+                    unsent: false,
+                });
+                durable::hold(session, ticket, durable::Held::Publish(packet_id));
+                return true;
+            }
+        }
+    }
     if send_publish(shared, session, &delivery, packet_id, false, expiry) {
         if let Some(packet_id) = packet_id {
             session.state.track(Inflight {
@@ -91,8 +115,50 @@ where
             });
         }
         shared.metrics.messages_sent.increment();
+    } else {
+        forget(shared, session, &delivery);
     }
     true
+}
+
+/// A QoS 1/2 delivery that will not be sent: the store forgets it.
+fn forget<R, W>(shared: &Shared, session: &Session<R, W>, delivery: &Delivery) {
+    if delivery.qos == QoS::AtMostOnce {
+        return;
+    }
+    if let Some(store) = durable::store(shared, session) {
+        store.completed(&session.client_id, delivery.message.id);
+    }
+}
+
+/// Sends an in-flight QoS 2 message for the first time, now that its
+/// packet id is durable.
+pub fn send_held_publish<R, W>(shared: &Shared, session: &mut Session<R, W>, packet_id: PacketId)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Some(entry) = session
+        .state
+        .inflight
+        .iter()
+        .find(|i| i.packet_id == packet_id && i.phase == Phase::Published)
+    else {
+        return;
+    };
+    let delivery = entry.delivery.clone();
+    let expiry = delivery
+        .message
+        .remaining_expiry(Instant::now())
+        .unwrap_or(Some(0));
+    if send_publish(shared, session, &delivery, Some(packet_id), false, expiry) {
+        shared.metrics.messages_sent.increment();
+    } else {
+        session
+            .state
+            .complete(packet_id, QoS::ExactlyOnce, Phase::Published);
+        forget(shared, session, &delivery);
+    }
 }
 
 /// Encodes a delivery straight from the shared message: no per-subscriber
@@ -228,6 +294,8 @@ where
                 let packet_id = Some(entry.packet_id);
                 if send_publish(shared, session, &entry.delivery, packet_id, true, expiry) {
                     session.state.track(entry);
+                } else {
+                    forget(shared, session, &entry.delivery);
                 }
             }
             Phase::Released => {

@@ -5,33 +5,47 @@
 //! persistent session.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::num::NonZeroU32;
 
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{PacketId, QoS, SubscriptionOptions, TopicFilter};
 use crate::router::message::Delivery;
 
+/// Packet ids in use. The broker chooses them, not the client, so a fixed
+/// hasher is safe, and it keeps every session 16 bytes smaller than a
+/// randomly keyed one.
+type PacketIds =
+    HashSet<u16, std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>>;
+
 /// A session's subscriptions with the options granted. A vector grown one
 /// entry at a time: most clients hold a handful, and every idle connection
 /// pays for the container (a hash map of one entry costs three times more).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Subscriptions(Vec<(TopicFilter, SubscriptionOptions)>);
+pub struct Subscriptions(Vec<(TopicFilter, SubscriptionOptions, Option<NonZeroU32>)>);
 
 impl Subscriptions {
-    /// Adds `filter`, or replaces its options if it is already there.
-    pub fn insert(&mut self, filter: TopicFilter, options: SubscriptionOptions) {
-        if let Some(entry) = self.0.iter_mut().find(|(f, _)| *f == filter) {
+    /// Adds `filter` with its options and Subscription Identifier, or
+    /// replaces them if it is already there.
+    pub fn insert(
+        &mut self,
+        filter: TopicFilter,
+        options: SubscriptionOptions,
+        identifier: Option<NonZeroU32>,
+    ) {
+        if let Some(entry) = self.0.iter_mut().find(|(f, _, _)| *f == filter) {
             entry.1 = options;
+            entry.2 = identifier;
             return;
         }
         self.0.reserve_exact(1);
-        self.0.push((filter, options));
+        self.0.push((filter, options, identifier));
     }
 
     /// Removes `filter`; true if it was there.
     pub fn remove(&mut self, filter: &TopicFilter) -> bool {
-        let Some(index) = self.0.iter().position(|(f, _)| f == filter) else {
+        let Some(index) = self.0.iter().position(|(f, _, _)| f == filter) else {
             return false;
         };
         self.0.swap_remove(index);
@@ -40,15 +54,22 @@ impl Subscriptions {
 
     /// The filters.
     pub fn keys(&self) -> impl Iterator<Item = &TopicFilter> {
-        self.0.iter().map(|(filter, _)| filter)
+        self.0.iter().map(|(filter, _, _)| filter)
+    }
+
+    /// Every subscription: filter, options, identifier.
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = &(TopicFilter, SubscriptionOptions, Option<NonZeroU32>)> {
+        self.0.iter()
     }
 
     /// The options granted for `filter`.
     pub fn get(&self, filter: &TopicFilter) -> Option<&SubscriptionOptions> {
         self.0
             .iter()
-            .find(|(f, _)| f == filter)
-            .map(|(_, options)| options)
+            .find(|(f, _, _)| f == filter)
+            .map(|(_, options, _)| options)
     }
 
     /// How many there are.
@@ -106,7 +127,7 @@ pub struct SessionState {
     /// The packet ids in `inflight`, for O(1) allocation; derived, so not
     /// stored (see [`SessionState::rebuild_index`]).
     #[serde(skip)]
-    ids_in_use: HashSet<u16>,
+    ids_in_use: PacketIds,
     /// How many of `inflight` are `unsent` (at most 65,535, like packet
     /// ids); derived.
     #[serde(skip)]
@@ -176,7 +197,7 @@ impl SessionState {
             self.unsent -= 1;
         }
         if self.ids_in_use.is_empty() && self.ids_in_use.capacity() > 64 {
-            self.ids_in_use = HashSet::new();
+            self.ids_in_use = PacketIds::default();
         }
         self.inflight.remove(index)
     }

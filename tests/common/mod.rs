@@ -51,10 +51,13 @@ impl TestBroker {
     }
 }
 
-/// The defaults, with `$SYS` off so it never interleaves with test traffic.
+/// The defaults, with `$SYS` off so it never interleaves with test traffic,
+/// and state kept in memory (tests/persistence.rs gives each broker a
+/// store of its own).
 pub fn test_config() -> Config {
     Config {
         sys_interval: 0,
+        persistence: false,
         ..Config::default()
     }
 }

@@ -1,0 +1,341 @@
+//! The writer thread: the only code that writes the database. It takes
+//! every operation queued since its last commit and applies them in one
+//! transaction (group commit), synced as the configured durability says,
+//! then tells waiting sessions how far the store has come.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableTable, WriteTransaction};
+
+use super::records::{self, encode, EntryRecord};
+use super::{Inner, Op};
+use crate::config::Durability;
+use crate::router::message::Message;
+
+/// With `durability = "none"`, the longest time between syncs: redb only
+/// reuses the space of what a synced commit freed.
+const NONE_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// Wait after a failed commit before trying again.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// The writer's state.
+pub struct Writer {
+    database: Database,
+    /// How many queue entries refer to each stored message: a message is
+    /// written with its first entry and deleted with its last.
+    references: HashMap<u64, u32>,
+    inner: Arc<Inner>,
+    flush_interval: Duration,
+}
+
+impl Writer {
+    /// A writer for `database`, whose messages have `references`.
+    pub fn new(
+        database: Database,
+        references: HashMap<u64, u32>,
+        inner: Arc<Inner>,
+        flush_interval: Duration,
+    ) -> Writer {
+        Writer {
+            database,
+            references,
+            inner,
+            flush_interval,
+        }
+    }
+
+    fn sync_interval(&self) -> Option<Duration> {
+        match self.inner.durability {
+            Durability::Sync => None,
+            Durability::Periodic => Some(self.flush_interval),
+            Durability::None => Some(NONE_SYNC_INTERVAL),
+        }
+    }
+
+    /// Runs until the store is closed.
+    pub fn run(mut self) {
+        let mut last_sync = Instant::now();
+        let mut unsynced = false;
+        let mut failing = false;
+        let mut batch: Vec<Op> = Vec::new();
+        loop {
+            let (seq, closing) = self.wait_for_work(&mut batch, last_sync, unsynced);
+            let now = Instant::now();
+            let sync = closing
+                || self
+                    .sync_interval()
+                    .is_none_or(|interval| now >= last_sync + interval);
+            match self.commit(&batch, sync) {
+                Ok(()) => {
+                    batch.clear();
+                    if sync {
+                        last_sync = now;
+                    }
+                    unsynced = !sync;
+                    if failing {
+                        failing = false;
+                        tracing::info!("store writes succeed again");
+                    }
+                    self.inner.metrics.store_commits.increment();
+                    self.inner
+                        .durable
+                        .store(seq, std::sync::atomic::Ordering::Release);
+                    let waiters = std::mem::take(&mut self.inner.pending().waiters);
+                    for inbox in waiters {
+                        inbox.wake_from_store();
+                    }
+                }
+                Err(error) => {
+                    self.inner.metrics.store_failures.increment();
+                    if closing {
+                        tracing::error!(%error, lost = batch.len(), "store: the last writes could not be committed");
+                        return;
+                    }
+                    if !failing {
+                        failing = true;
+                        tracing::error!(%error, "store: commit failed; acknowledgements that wait for it are held back, retrying");
+                    }
+                    std::thread::sleep(RETRY_DELAY);
+                }
+            }
+            if closing && batch.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Waits until there is something to do, and moves what is queued to
+    /// the end of `batch`. Returns the sequence number of the last
+    /// operation taken, and whether the store is closing.
+    fn wait_for_work(
+        &self,
+        batch: &mut Vec<Op>,
+        last_sync: Instant,
+        unsynced: bool,
+    ) -> (u64, bool) {
+        let mut pending = self.inner.pending();
+        loop {
+            if !pending.ops.is_empty() || pending.closing || !batch.is_empty() {
+                break;
+            }
+            let due = self
+                .sync_interval()
+                .filter(|_| unsynced)
+                .map(|interval| last_sync + interval);
+            match due {
+                None => {
+                    pending = self
+                        .inner
+                        .work
+                        .wait(pending)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                Some(due) => {
+                    let now = Instant::now();
+                    if now >= due {
+                        break;
+                    }
+                    pending = self
+                        .inner
+                        .work
+                        .wait_timeout(pending, due - now)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+        batch.append(&mut pending.ops);
+        (pending.seq, pending.closing)
+    }
+
+    fn commit(&mut self, batch: &[Op], sync: bool) -> Result<(), redb::Error> {
+        let mut transaction = self.database.begin_write()?;
+        transaction.set_durability(if sync {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        })?;
+        // Reference counts change only if the commit succeeds.
+        let mut changed = HashMap::new();
+        apply(&transaction, batch, &self.references, &mut changed)?;
+        transaction.commit()?;
+        for (message_id, count) in changed {
+            if count == 0 {
+                self.references.remove(&message_id);
+            } else {
+                self.references.insert(message_id, count);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A message as stored: when it was received (milliseconds since the
+/// Unix epoch, for its expiry), and the message.
+pub fn encode_message(message: &Message) -> Vec<u8> {
+    let age = u64::try_from(message.received_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+    encode(&(records::now_ms().saturating_sub(age), message))
+}
+
+struct Counts<'a> {
+    base: &'a HashMap<u64, u32>,
+    changed: &'a mut HashMap<u64, u32>,
+}
+
+impl Counts<'_> {
+    fn get(&self, message_id: u64) -> u32 {
+        self.changed
+            .get(&message_id)
+            .or_else(|| self.base.get(&message_id))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn set(&mut self, message_id: u64, count: u32) {
+        self.changed.insert(message_id, count);
+    }
+}
+
+fn apply(
+    transaction: &WriteTransaction,
+    batch: &[Op],
+    base: &HashMap<u64, u32>,
+    changed: &mut HashMap<u64, u32>,
+) -> Result<(), redb::Error> {
+    let mut sessions = transaction.open_table(records::SESSIONS)?;
+    let mut subscriptions = transaction.open_table(records::SUBSCRIPTIONS)?;
+    let mut queue = transaction.open_table(records::QUEUE)?;
+    let mut messages = transaction.open_table(records::MESSAGES)?;
+    let mut pubrel = transaction.open_table(records::PUBREL)?;
+    let mut wills = transaction.open_table(records::WILLS)?;
+    let mut retained = transaction.open_table(records::RETAINED)?;
+    let mut counts = Counts { base, changed };
+    for op in batch {
+        match op {
+            Op::Session { client_id, record } => {
+                sessions.insert(&**client_id, encode(record).as_slice())?;
+            }
+            Op::RemoveSession(client_id) => {
+                let client = &**client_id;
+                sessions.remove(client)?;
+                wills.remove(client)?;
+                let mut filters = Vec::new();
+                for item in subscriptions.range((client, "")..)? {
+                    let (key, _) = item?;
+                    let (owner, filter) = key.value();
+                    if owner != client {
+                        break;
+                    }
+                    filters.push(filter.to_owned());
+                }
+                for filter in filters {
+                    subscriptions.remove((client, filter.as_str()))?;
+                }
+                let ids: Vec<u16> = pubrel
+                    .range((client, 0u16)..=(client, u16::MAX))?
+                    .map(|item| item.map(|(key, _)| key.value().1))
+                    .collect::<Result<_, _>>()?;
+                for packet_id in ids {
+                    pubrel.remove((client, packet_id))?;
+                }
+                let message_ids: Vec<u64> = queue
+                    .range((client, 0u64)..=(client, u64::MAX))?
+                    .map(|item| item.map(|(key, _)| key.value().1))
+                    .collect::<Result<_, _>>()?;
+                for message_id in message_ids {
+                    queue.remove((client, message_id))?;
+                    release(&mut messages, &mut counts, message_id)?;
+                }
+            }
+            Op::Subscribe {
+                client_id,
+                filter,
+                record,
+            } => {
+                subscriptions.insert((&**client_id, filter.as_str()), encode(record).as_slice())?;
+            }
+            Op::Unsubscribe { client_id, filter } => {
+                subscriptions.remove((&**client_id, filter.as_str()))?;
+            }
+            Op::Entry {
+                client_id,
+                delivery,
+                packet_id,
+                released,
+            } => {
+                let message_id = delivery.message.id;
+                let record = EntryRecord {
+                    qos: delivery.qos,
+                    retain: delivery.retain,
+                    extras: delivery.extras.as_deref().cloned(),
+                    packet_id: *packet_id,
+                    released: *released,
+                };
+                let existed = queue
+                    .insert((&**client_id, message_id), encode(&record).as_slice())?
+                    .is_some();
+                if !existed {
+                    let count = counts.get(message_id);
+                    if count == 0 {
+                        messages
+                            .insert(message_id, encode_message(&delivery.message).as_slice())?;
+                    }
+                    counts.set(message_id, count + 1);
+                }
+            }
+            Op::RemoveEntry {
+                client_id,
+                message_id,
+            } => {
+                if queue.remove((&**client_id, *message_id))?.is_some() {
+                    release(&mut messages, &mut counts, *message_id)?;
+                }
+            }
+            Op::Pubrel {
+                client_id,
+                packet_id,
+                awaited,
+            } => {
+                if *awaited {
+                    pubrel.insert((&**client_id, *packet_id), ())?;
+                } else {
+                    pubrel.remove((&**client_id, *packet_id))?;
+                }
+            }
+            Op::Will { client_id, record } => match record {
+                Some(record) => {
+                    wills.insert(&**client_id, encode(record.as_ref()).as_slice())?;
+                }
+                None => {
+                    wills.remove(&**client_id)?;
+                }
+            },
+            Op::Retained { topic, message } => match message {
+                Some(message) => {
+                    retained.insert(topic.as_str(), encode_message(message).as_slice())?;
+                }
+                None => {
+                    retained.remove(topic.as_str())?;
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// One queue entry less refers to `message_id`; the message goes with
+/// the last.
+fn release(
+    messages: &mut redb::Table<u64, &[u8]>,
+    counts: &mut Counts<'_>,
+    message_id: u64,
+) -> Result<(), redb::Error> {
+    let count = counts.get(message_id).saturating_sub(1);
+    counts.set(message_id, count);
+    if count == 0 {
+        messages.remove(message_id)?;
+    }
+    Ok(())
+}
