@@ -21,6 +21,7 @@ fn shared() -> Arc<Shared> {
     let config = Config {
         max_packet_size: 4096,
         max_queued_messages: 16,
+        persistence: false,
         ..Config::default()
     };
     let metrics = Arc::new(Metrics::default());
@@ -41,6 +42,7 @@ fn shared() -> Arc<Shared> {
         connections_by_address: Default::default(),
         password_checks: tokio::sync::Semaphore::new(1),
         login_failures: Default::default(),
+        store: None,
     })
 }
 
