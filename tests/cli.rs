@@ -109,21 +109,6 @@ fn public_listen_without_allow_anonymous_refuses_to_start() {
 }
 
 /// Reads the broker's log until it reports its listening address.
-fn listening_port(reader: &mut impl BufRead) -> u16 {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "broker exited before listening"
-        );
-        if let Some(rest) = line.split("address=Some(").nth(1) {
-            let address = rest.split(')').next().unwrap();
-            return address.parse::<std::net::SocketAddr>().unwrap().port();
-        }
-    }
-}
-
 // SIGTERM: clients are disconnected and the process exits 0 within
 // shutdown_timeout.
 #[tokio::test]

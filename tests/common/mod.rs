@@ -600,3 +600,20 @@ pub mod raw {
         out
     }
 }
+
+/// The port of the first listener a `petrel` process logged (its info
+/// line names the bound address), read from its standard output.
+pub fn listening_port(reader: &mut impl std::io::BufRead) -> u16 {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "broker exited before listening"
+        );
+        if let Some(rest) = line.split("address=Some(").nth(1) {
+            let address = rest.split(')').next().unwrap();
+            return address.parse::<std::net::SocketAddr>().unwrap().port();
+        }
+    }
+}
