@@ -77,12 +77,17 @@ impl Drop for Broker {
     }
 }
 
-fn publish(index: u32, packet_id: u16) -> Packet {
-    let qos = if index % 2 == 0 {
+/// Even messages go at QoS 1, odd ones at QoS 2.
+fn qos_of(index: u32) -> QoS {
+    if index.is_multiple_of(2) {
         QoS::AtLeastOnce
     } else {
         QoS::ExactlyOnce
-    };
+    }
+}
+
+fn publish(index: u32, packet_id: u16) -> Packet {
+    let qos = qos_of(index);
     Packet::Publish(Publish {
         dup: false,
         qos,
@@ -247,14 +252,7 @@ async fn round(dir: &Path, number: u32) {
     let missing: Vec<u32> = acked
         .iter()
         .copied()
-        .filter(|index| {
-            let qos = if index % 2 == 0 {
-                QoS::AtLeastOnce
-            } else {
-                QoS::ExactlyOnce
-            };
-            !seen.contains_key(&(qos, *index))
-        })
+        .filter(|index| !seen.contains_key(&(qos_of(*index), *index)))
         .collect();
     assert!(
         missing.is_empty(),
