@@ -28,18 +28,49 @@ impl Kind {
     }
 }
 
+/// Petrel's store in a run: off (everything in memory), or on with one of
+/// the `durability` modes. Mosquitto always runs without persistence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Store {
+    /// `persistence = false`.
+    Off,
+    /// `durability = "sync"`.
+    Sync,
+    /// `durability = "periodic"` (flush_interval_ms = 1000).
+    Periodic,
+    /// `durability = "none"`.
+    None,
+}
+
+impl Store {
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Off => "off",
+            Store::Sync => "sync",
+            Store::Periodic => "periodic",
+            Store::None => "none",
+        }
+    }
+}
+
 /// A broker process the tool started.
 pub struct Broker {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// Petrel's store in this run.
+    pub store: Store,
     child: Child,
     _config: Option<tempfile_path::TempPath>,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -54,16 +85,34 @@ pub struct Usage {
 
 impl Broker {
     /// Starts `kind` on a free port of 127.0.0.1 and waits until it accepts.
-    pub fn start(kind: Kind) -> Result<Broker, Error> {
+    pub fn start(kind: Kind, store: Store) -> Result<Broker, Error> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut data_dir = None;
         let (child, config) = match kind {
             Kind::Petrel => {
+                let persistence = match store {
+                    Store::Off => "persistence = false\n".to_owned(),
+                    durability => {
+                        let dir = std::env::temp_dir()
+                            .join(format!("petrel-load-data-{}-{port}", std::process::id()));
+                        let _ = std::fs::remove_dir_all(&dir);
+                        let text = format!(
+                            "persistence = true\ndata_dir = \"{}\"\ndurability = \"{}\"\n",
+                            dir.display(),
+                            durability.name()
+                        );
+                        data_dir = Some(dir);
+                        text
+                    }
+                };
                 let config = tempfile_path::TempPath::write(
                     "petrel-load",
                     "toml",
-                    "sys_interval = 0\nlog_level = \"warn\"\nmax_connections = 1000000\n\
-                     max_queued_messages = 100000\nmax_inflight = 65535\n",
+                    &format!(
+                        "sys_interval = 0\nlog_level = \"warn\"\nmax_connections = 1000000\n\
+                         max_queued_messages = 100000\nmax_inflight = 65535\n{persistence}"
+                    ),
                 )?;
                 let child = Command::new(petrel_binary())
                     .arg("-c")
@@ -103,8 +152,10 @@ impl Broker {
         let broker = Broker {
             kind,
             addr,
+            store,
             child,
             _config: Some(config),
+            data_dir,
         };
         broker.wait_until_listening()?;
         Ok(broker)

@@ -52,6 +52,17 @@ impl Client {
         client_id: &str,
         keep_alive: u16,
     ) -> Result<Client, Error> {
+        Client::connect_session(broker, local, client_id, keep_alive, true).await
+    }
+
+    /// [`Client::connect`], with a persistent session unless `clean_start`.
+    pub async fn connect_session(
+        broker: SocketAddr,
+        local: Option<IpAddr>,
+        client_id: &str,
+        keep_alive: u16,
+        clean_start: bool,
+    ) -> Result<Client, Error> {
         let socket = if broker.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -75,7 +86,7 @@ impl Client {
         };
         let connect = Connect {
             protocol: VERSION,
-            clean_start: true,
+            clean_start,
             keep_alive,
             client_id: client_id.to_owned(),
             will: None,

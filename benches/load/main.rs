@@ -39,6 +39,9 @@ struct Cli {
     /// memory figures).
     #[arg(long, global = true)]
     addr: Option<SocketAddr>,
+    /// Petrel's durable store: off, or on with a durability mode.
+    #[arg(long, value_enum, default_value = "off", global = true)]
+    store: broker::Store,
     /// Run against Petrel and Mosquitto alternately and compare medians.
     #[arg(long, global = true)]
     compare: bool,
@@ -78,6 +81,10 @@ pub enum Scenario {
         /// Total messages per second across publishers; 0 = as fast as possible.
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// The subscriber keeps a persistent session (clean session 0), so
+        /// QoS 1/2 deliveries to it go through the store.
+        #[arg(long)]
+        persistent: bool,
     },
     /// One publisher, N subscribers on one topic. Unpaced, the publisher
     /// stays at most `window` messages ahead of the subscribers' average,
@@ -162,7 +169,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         return check(&cli, &report);
     }
     if !cli.compare {
-        let broker = Broker::start(cli.broker)?;
+        let broker = Broker::start(cli.broker, cli.store)?;
         let report = scenarios::run(&cli.scenario, broker.addr, Some(&broker), duration).await?;
         report.print(cli.json);
         return check(&cli, &report);
@@ -176,7 +183,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             [Kind::Mosquitto, Kind::Petrel]
         };
         for kind in order {
-            let broker = Broker::start(kind)?;
+            let broker = Broker::start(kind, cli.store)?;
             let report =
                 scenarios::run(&cli.scenario, broker.addr, Some(&broker), duration).await?;
             report.print(cli.json);

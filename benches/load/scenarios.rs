@@ -56,15 +56,19 @@ pub async fn run(
             window,
             payload,
             rate,
+            persistent,
         } => {
             let mut report = fan_in(
                 addr,
                 broker,
-                publishers,
-                qos_of(qos)?,
-                window,
-                payload,
-                rate,
+                FanIn {
+                    publishers,
+                    qos: qos_of(qos)?,
+                    window,
+                    payload,
+                    rate,
+                    persistent,
+                },
                 duration,
             )
             .await?;
@@ -80,11 +84,14 @@ pub async fn run(
             let mut report = fan_in(
                 addr,
                 broker,
-                publishers,
-                qos_of(qos)?,
-                1024,
-                payload,
-                rate,
+                FanIn {
+                    publishers,
+                    qos: qos_of(qos)?,
+                    window: 1024,
+                    payload,
+                    rate,
+                    persistent: false,
+                },
                 duration,
             )
             .await?;
@@ -400,8 +407,11 @@ fn usage(broker: Option<&Broker>) -> Option<Usage> {
 fn report(
     scenario: &str,
     broker: Option<&Broker>,
-    parameters: Vec<(&'static str, String)>,
+    mut parameters: Vec<(&'static str, String)>,
 ) -> Report {
+    if let Some(broker) = broker.filter(|broker| broker.kind == crate::broker::Kind::Petrel) {
+        parameters.push(("store", broker.store.name().to_owned()));
+    }
     Report {
         scenario: scenario.to_owned(),
         broker: broker.map_or("external", |b| b.kind.name()).to_owned(),
@@ -466,18 +476,32 @@ fn add_traffic_figures(report: &mut Report, traffic: Traffic<'_>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn fan_in(
-    addr: SocketAddr,
-    broker: Option<&Broker>,
+/// Parameters of the fan-in scenario.
+struct FanIn {
     publishers: usize,
     qos: QoS,
     window: usize,
     payload: usize,
     rate: u64,
+    persistent: bool,
+}
+
+async fn fan_in(
+    addr: SocketAddr,
+    broker: Option<&Broker>,
+    parameters: FanIn,
     duration: Duration,
 ) -> Result<Report, Error> {
-    let mut subscriber = Client::connect(addr, None, "load-fan-in-sub", 60).await?;
+    let FanIn {
+        publishers,
+        qos,
+        window,
+        payload,
+        rate,
+        persistent,
+    } = parameters;
+    let mut subscriber =
+        Client::connect_session(addr, None, "load-fan-in-sub", 60, !persistent).await?;
     subscriber.subscribe("bench/#", qos).await?;
     let mut clients = Vec::new();
     for index in 0..publishers {
@@ -528,6 +552,7 @@ async fn fan_in(
             ("window", window.to_string()),
             ("payload", payload.to_string()),
             ("rate", rate.to_string()),
+            ("persistent", persistent.to_string()),
             ("duration_s", duration.as_secs_f64().to_string()),
         ],
     );

@@ -72,6 +72,8 @@ enum Op {
         delivery: Delivery,
         packet_id: Option<u16>,
         released: bool,
+        /// Queued just now: the entry did not exist before this operation.
+        fresh: bool,
     },
     RemoveEntry {
         client_id: Arc<str>,
@@ -308,6 +310,7 @@ impl Store {
             delivery: delivery.clone(),
             packet_id: Some(packet_id.get()),
             released,
+            fresh: false,
         });
     }
 
@@ -361,6 +364,7 @@ impl Journal for Store {
             delivery: delivery.clone(),
             packet_id: None,
             released: false,
+            fresh: true,
         });
     }
 

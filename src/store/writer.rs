@@ -67,7 +67,17 @@ impl Writer {
                 || self
                     .sync_interval()
                     .is_none_or(|interval| now >= last_sync + interval);
-            match self.commit(&batch, sync) {
+            let t0 = Instant::now();
+            let n = batch.len();
+            let result = self.commit(&batch, sync);
+            if std::env::var_os("PETREL_DEBUG_STORE").is_some() {
+                eprintln!(
+                    "batch {n} ops, {:?}, skipped {}",
+                    t0.elapsed(),
+                    settled_within(&batch).iter().filter(|s| **s).count()
+                );
+            }
+            match result {
                 Ok(()) => {
                     batch.clear();
                     if sync {
@@ -212,7 +222,11 @@ fn apply(
     let mut wills = transaction.open_table(records::WILLS)?;
     let mut retained = transaction.open_table(records::RETAINED)?;
     let mut counts = Counts { base, changed };
-    for op in batch {
+    let skip = settled_within(batch);
+    for (index, op) in batch.iter().enumerate() {
+        if skip.get(index).copied().unwrap_or(false) {
+            continue;
+        }
         match op {
             Op::Session { client_id, record } => {
                 sessions.insert(&**client_id, encode(record).as_slice())?;
@@ -264,6 +278,7 @@ fn apply(
                 delivery,
                 packet_id,
                 released,
+                ..
             } => {
                 let message_id = delivery.message.id;
                 let record = EntryRecord {
@@ -323,6 +338,54 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// The operations a batch need not apply: a delivery queued and completed
+/// within the same batch (an online subscriber that acknowledged before the
+/// commit) never reaches the disk, nor do its updates in between. The
+/// publisher's acknowledgement still waits for the commit, but the message
+/// was delivered by then.
+fn settled_within(batch: &[Op]) -> Vec<bool> {
+    let mut skip = Vec::new();
+    // Entries created in this batch: key -> the operations on it so far.
+    let mut created: HashMap<(&str, u64), Vec<usize>> = HashMap::new();
+    for (index, op) in batch.iter().enumerate() {
+        match op {
+            Op::Entry {
+                client_id,
+                delivery,
+                fresh,
+                ..
+            } => {
+                let key = (&**client_id, delivery.message.id);
+                if *fresh {
+                    created.entry(key).or_default().push(index);
+                } else if let Some(operations) = created.get_mut(&key) {
+                    operations.push(index);
+                }
+            }
+            Op::RemoveEntry {
+                client_id,
+                message_id,
+            } => {
+                if let Some(operations) = created.remove(&(&**client_id, *message_id)) {
+                    if skip.is_empty() {
+                        skip = vec![false; batch.len()];
+                    }
+                    for settled in operations {
+                        skip[settled] = true;
+                    }
+                    skip[index] = true;
+                }
+            }
+            // Whatever the batch created for the session goes with it.
+            Op::RemoveSession(client_id) => {
+                created.retain(|(client, _), _| *client != &**client_id)
+            }
+            _ => {}
+        }
+    }
+    skip
 }
 
 /// One queue entry less refers to `message_id`; the message goes with
