@@ -67,17 +67,7 @@ impl Writer {
                 || self
                     .sync_interval()
                     .is_none_or(|interval| now >= last_sync + interval);
-            let t0 = Instant::now();
-            let n = batch.len();
-            let result = self.commit(&batch, sync);
-            if std::env::var_os("PETREL_DEBUG_STORE").is_some() {
-                eprintln!(
-                    "batch {n} ops, {:?}, skipped {}",
-                    t0.elapsed(),
-                    settled_within(&batch).iter().filter(|s| **s).count()
-                );
-            }
-            match result {
+            match self.commit(&batch, sync) {
                 Ok(()) => {
                     batch.clear();
                     if sync {
@@ -161,6 +151,11 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &[Op], sync: bool) -> Result<(), redb::Error> {
+        let skip = settled_within(batch);
+        if !batch.is_empty() && skip.len() == batch.len() && skip.iter().all(|s| *s) {
+            // Everything settled in memory: there is nothing to write.
+            return Ok(());
+        }
         let mut transaction = self.database.begin_write()?;
         transaction.set_durability(if sync {
             redb::Durability::Immediate
@@ -169,7 +164,7 @@ impl Writer {
         })?;
         // Reference counts change only if the commit succeeds.
         let mut changed = HashMap::new();
-        apply(&transaction, batch, &self.references, &mut changed)?;
+        apply(&transaction, batch, &skip, &self.references, &mut changed)?;
         transaction.commit()?;
         for (message_id, count) in changed {
             if count == 0 {
@@ -211,6 +206,7 @@ impl Counts<'_> {
 fn apply(
     transaction: &WriteTransaction,
     batch: &[Op],
+    skip: &[bool],
     base: &HashMap<u64, u32>,
     changed: &mut HashMap<u64, u32>,
 ) -> Result<(), redb::Error> {
@@ -222,7 +218,6 @@ fn apply(
     let mut wills = transaction.open_table(records::WILLS)?;
     let mut retained = transaction.open_table(records::RETAINED)?;
     let mut counts = Counts { base, changed };
-    let skip = settled_within(batch);
     for (index, op) in batch.iter().enumerate() {
         if skip.get(index).copied().unwrap_or(false) {
             continue;
