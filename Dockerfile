@@ -17,4 +17,4 @@ WORKDIR /var/lib/petrel
 VOLUME ["/var/lib/petrel"]
 EXPOSE 1883 8883
 ENTRYPOINT ["/usr/local/bin/petrel"]
-CMD ["--config", "/etc/petrel/petrel.toml"]
+CMD ["--config", "/etc/petrel/petrel.toml", "--data-dir", "/var/lib/petrel"]

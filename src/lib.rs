@@ -22,6 +22,17 @@
 //! housekeeping ticker ([`housekeeping`]): delayed wills, session expiry,
 //! expired retained messages and `$SYS`. Nothing else keeps a timer.
 //!
+//! With `persistence` on, one OS thread runs beside the runtime: the
+//! [`store`]'s writer, which owns the embedded database, so blocking disk
+//! I/O and `fsync` never run on a runtime worker. Sessions hand it changes
+//! without waiting, and the router reports what it changes for durable
+//! sessions through the [`router::Journal`] trait, under its own locks, so
+//! the store sees changes in the order they happened (the router knows the
+//! store only as that trait). The writer applies what queued up since its
+//! last commit in one transaction (group commit). An acknowledgement that
+//! must wait for the disk (`durability = "sync"`) is held in its session,
+//! which keeps reading, until the writer wakes it through its inbox.
+//!
 //! # A PUBLISH, end to end
 //!
 //! 1. The connection task reads into a `BytesMut`; [`protocol::decode`]
@@ -36,7 +47,10 @@
 //!    subscriptions into one delivery, picking one member of each shared
 //!    group), and `try_send`s a shared message into each subscriber's
 //!    inbox.
-//! 4. The publisher gets its PUBACK or PUBREC once the router has returned.
+//! 4. The publisher gets its PUBACK or PUBREC once the router has returned
+//!    (and, with `durability = "sync"`, once the store has synced what the
+//!    message changed: its queue entries for persistent sessions, a
+//!    retained message).
 //!    Routing never waits; if a subscriber's queue is over half full while
 //!    its client keeps up, the publisher's input pauses briefly so the
 //!    subscriber can catch up (a client that does not read is never waited

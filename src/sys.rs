@@ -53,6 +53,14 @@ pub fn snapshot(shared: &Shared, uptime: Duration) -> Vec<(&'static str, String)
             shared.router.retained_count().to_string(),
         ),
         (
+            "$SYS/broker/store/commits",
+            metrics.store_commits.get().to_string(),
+        ),
+        (
+            "$SYS/broker/store/failures",
+            metrics.store_failures.get().to_string(),
+        ),
+        (
             "$SYS/broker/load/bytes/received",
             metrics.bytes_received.get().to_string(),
         ),

@@ -19,6 +19,8 @@ const TOPICS: &[&str] = &[
     "$SYS/broker/publish/messages/dropped",
     "$SYS/broker/subscriptions/count",
     "$SYS/broker/retained messages/count",
+    "$SYS/broker/store/commits",
+    "$SYS/broker/store/failures",
     "$SYS/broker/load/bytes/received",
     "$SYS/broker/load/bytes/sent",
 ];

@@ -148,7 +148,12 @@ impl Router {
         if message.retain {
             let mut retained = write(&self.retained);
             let outcome = retained.apply(&message);
-            if let Some(journal) = &self.journal {
+            // `$SYS` is made anew by the running broker, never stored.
+            let journal = self
+                .journal
+                .as_ref()
+                .filter(|_| !message.topic.as_str().starts_with("$SYS/"));
+            if let Some(journal) = journal {
                 // Under the lock: the store sees the changes of one topic
                 // in the order they were made.
                 let topic = message.topic.as_str();

@@ -124,9 +124,15 @@ pub fn is_backed_up<R, W>(session: &Session<R, W>) -> bool {
         .is_some_and(|held| held.len() >= HELD_LIMIT)
 }
 
-/// Writes the packet ids of the session's in-flight QoS 1 messages (QoS 2
-/// ones are written as they are sent), as it is parked.
+/// As the session is parked: writes the packet ids of its in-flight QoS 1
+/// messages (QoS 2 ones are written as they are sent), and the QoS 1/2
+/// deliveries it had taken from its inbox but not sent.
 pub fn record_inflight<R, W>(store: &Store, session: &Session<R, W>) {
+    for delivery in &session.state.pending {
+        if delivery.qos != crate::protocol::QoS::AtMostOnce {
+            store.kept(&session.client_id, delivery);
+        }
+    }
     for inflight in &session.state.inflight {
         if inflight.delivery.qos == crate::protocol::QoS::AtLeastOnce {
             store.sent(

@@ -314,6 +314,19 @@ impl Store {
         });
     }
 
+    /// A delivery waits in a session's queue (written again if it was
+    /// already: retained messages for a new subscription are not
+    /// journaled as they are queued).
+    pub fn kept(&self, client_id: &Arc<str>, delivery: &Delivery) {
+        self.submit(Op::Entry {
+            client_id: Arc::clone(client_id),
+            delivery: delivery.clone(),
+            packet_id: None,
+            released: false,
+            fresh: false,
+        });
+    }
+
     /// A delivery is finished with: acknowledged, expired, refused, or
     /// handed to another session.
     pub fn completed(&self, client_id: &Arc<str>, message_id: u64) {
