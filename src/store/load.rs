@@ -200,7 +200,13 @@ impl Cleanup {
 /// A stored message with its expiry brought up to date: the interval is
 /// what is left of it now. `None` if it has run out.
 fn decode_message(bytes: &[u8], now_ms: u64) -> Result<(Message, bool), postcard::Error> {
-    let (received_ms, mut message): (u64, Message) = decode(bytes)?;
+    let (received_ms, message): (u64, Message) = decode(bytes)?;
+    Ok(bring_up_to_date(received_ms, message, now_ms))
+}
+
+/// A message received at `received_ms`, its expiry interval cut to what
+/// is left of it at `now_ms`; true if nothing is left.
+fn bring_up_to_date(received_ms: u64, mut message: Message, now_ms: u64) -> (Message, bool) {
     let mut expired = false;
     if let Some(interval) = message.properties.message_expiry_interval {
         let age = now_ms.saturating_sub(received_ms) / 1000;
@@ -208,7 +214,7 @@ fn decode_message(bytes: &[u8], now_ms: u64) -> Result<(Message, bool), postcard
         expired = left == 0;
         message.properties.message_expiry_interval = Some(u32::try_from(left).unwrap_or(u32::MAX));
     }
-    Ok((message, expired))
+    (message, expired)
 }
 
 type Read = (Loaded, HashMap<u64, u32>, Cleanup);
@@ -242,7 +248,6 @@ fn read(path: &Path, database: &Database) -> Result<Read, ReadError> {
         largest_id = largest_id.max(id.value());
         messages.insert(id.value(), Arc::new(message));
     }
-    reserve_ids_through(largest_id);
 
     let mut sessions: HashMap<String, StoredSession> = HashMap::new();
     let table = transaction.open_table(records::SESSIONS)?;
@@ -301,21 +306,32 @@ fn read(path: &Path, database: &Database) -> Result<Read, ReadError> {
         let (client_id, message_id) = key.value();
         let record: EntryRecord = decode(value.value())
             .map_err(|e| ReadError::Store(corrupt(path, records::QUEUE.name(), e)))?;
-        let Some(message) = messages.get(&message_id) else {
-            return Err(ReadError::Store(corrupt(
-                path,
-                records::QUEUE.name(),
-                format!("entry of {client_id:?} refers to message {message_id}, which is missing"),
-            )));
-        };
         let Some(session) = sessions.get_mut(client_id) else {
             cleanup.entries.push((client_id.to_owned(), message_id));
             continue;
         };
-        *references.entry(message_id).or_default() += 1;
+        let message = match record.message {
+            Some((received_ms, message)) => {
+                largest_id = largest_id.max(message.id);
+                Arc::new(bring_up_to_date(received_ms, message, now_ms).0)
+            }
+            None => {
+                let Some(message) = messages.get(&message_id) else {
+                    return Err(ReadError::Store(corrupt(
+                        path,
+                        records::QUEUE.name(),
+                        format!(
+                            "entry of {client_id:?} refers to message {message_id}, which is missing"
+                        ),
+                    )));
+                };
+                *references.entry(message_id).or_default() += 1;
+                Arc::clone(message)
+            }
+        };
         session.entries.push(StoredEntry {
             delivery: Delivery {
-                message: Arc::clone(message),
+                message,
                 qos: record.qos,
                 retain: record.retain,
                 extras: record.extras.map(Box::new),
@@ -324,6 +340,8 @@ fn read(path: &Path, database: &Database) -> Result<Read, ReadError> {
             released: record.released,
         });
     }
+    // Ids stay unique across the restart: new messages get larger ones.
+    reserve_ids_through(largest_id);
     for id in messages.keys() {
         if !references.contains_key(id) {
             cleanup.messages.push(*id);

@@ -8,7 +8,7 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{LastWill, QoS, SubscriptionOptions};
-use crate::router::message::DeliveryExtras;
+use crate::router::message::{DeliveryExtras, Message};
 
 /// The layout this build writes and reads.
 pub const FORMAT_VERSION: u64 = 1;
@@ -55,9 +55,14 @@ pub struct SubscriptionRecord {
 }
 
 /// One outbound message of a session: queued, or in flight with its
-/// packet id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// packet id. A message only this entry refers to is kept in it (one
+/// record to write and to delete, the common case); one that several
+/// sessions hold is kept once in [`MESSAGES`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct EntryRecord {
+    /// The message itself with when it was received, when it is kept
+    /// here. First, so that one byte tells (see [`is_inline`]).
+    pub message: Option<(u64, Message)>,
     /// The QoS it is delivered at.
     pub qos: QoS,
     /// The RETAIN flag it is delivered with.
@@ -68,6 +73,28 @@ pub struct EntryRecord {
     pub packet_id: Option<u16>,
     /// QoS 2: PUBREC received, PUBREL sent.
     pub released: bool,
+}
+
+/// An [`EntryRecord`] as written, borrowing what it holds.
+#[derive(Debug, Serialize)]
+pub struct EntryOut<'a> {
+    /// See [`EntryRecord::message`].
+    pub message: Option<(u64, &'a Message)>,
+    /// See [`EntryRecord::qos`].
+    pub qos: QoS,
+    /// See [`EntryRecord::retain`].
+    pub retain: bool,
+    /// See [`EntryRecord::extras`].
+    pub extras: Option<&'a DeliveryExtras>,
+    /// See [`EntryRecord::packet_id`].
+    pub packet_id: Option<u16>,
+    /// See [`EntryRecord::released`].
+    pub released: bool,
+}
+
+/// Whether an encoded [`EntryRecord`] holds its message.
+pub fn is_inline(encoded: &[u8]) -> bool {
+    encoded.first() == Some(&1)
 }
 
 /// A will waiting for its Will Delay Interval.
@@ -85,6 +112,14 @@ pub fn encode<T: Serialize + ?Sized>(record: &T) -> Vec<u8> {
     // keys, no unsized sequences); an empty value would fail to decode
     // and stop the next start-up loudly rather than pass unnoticed.
     postcard::to_stdvec(record).unwrap_or_default()
+}
+
+/// Encodes a record into `buffer`, replacing what it held (one buffer
+/// serves a whole batch).
+pub fn encode_into<T: Serialize + ?Sized>(record: &T, buffer: &mut Vec<u8>) {
+    buffer.clear();
+    let reused = std::mem::take(buffer);
+    *buffer = postcard::to_extend(record, reused).unwrap_or_default();
 }
 
 /// Decodes a record.

@@ -3,13 +3,13 @@
 //! transaction (group commit), synced as the configured durability says,
 //! then tells waiting sessions how far the store has come.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, WriteTransaction};
 
-use super::records::{self, encode, EntryRecord};
+use super::records::{self, encode_into};
 use super::{Inner, Op};
 use crate::config::Durability;
 use crate::router::message::Message;
@@ -151,8 +151,8 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &[Op], sync: bool) -> Result<(), redb::Error> {
-        let skip = settled_within(batch);
-        if !batch.is_empty() && skip.len() == batch.len() && skip.iter().all(|s| *s) {
+        let plan = Plan::of(batch);
+        if !batch.is_empty() && plan.settled == batch.len() {
             // Everything settled in memory: there is nothing to write.
             return Ok(());
         }
@@ -164,7 +164,7 @@ impl Writer {
         })?;
         // Reference counts change only if the commit succeeds.
         let mut changed = HashMap::new();
-        apply(&transaction, batch, &skip, &self.references, &mut changed)?;
+        apply(&transaction, batch, &plan, &self.references, &mut changed)?;
         transaction.commit()?;
         for (message_id, count) in changed {
             if count == 0 {
@@ -177,11 +177,11 @@ impl Writer {
     }
 }
 
-/// A message as stored: when it was received (milliseconds since the
-/// Unix epoch, for its expiry), and the message.
-pub fn encode_message(message: &Message) -> Vec<u8> {
+/// When `message` was received, in milliseconds since the Unix epoch (its
+/// expiry counts from there), given the time now.
+fn received_ms(message: &Message, now_ms: u64) -> u64 {
     let age = u64::try_from(message.received_at.elapsed().as_millis()).unwrap_or(u64::MAX);
-    encode(&(records::now_ms().saturating_sub(age), message))
+    now_ms.saturating_sub(age)
 }
 
 struct Counts<'a> {
@@ -203,10 +203,80 @@ impl Counts<'_> {
     }
 }
 
+/// What a batch needs before it is applied.
+struct Plan {
+    /// Operations not to apply: a delivery queued and completed within
+    /// the batch (an online subscriber that acknowledged before the commit)
+    /// never reaches the disk, nor do its updates in between. The
+    /// publisher's acknowledgement still waits for the commit, but the
+    /// message was delivered by then.
+    skip: Vec<bool>,
+    /// How many are skipped.
+    settled: usize,
+    /// Messages queued for more than one session in this batch: kept once,
+    /// in the messages table, rather than in each entry.
+    shared: HashSet<u64>,
+}
+
+impl Plan {
+    fn of(batch: &[Op]) -> Plan {
+        let mut skip = vec![false; batch.len()];
+        let mut settled = 0;
+        // Entries created in this batch: key -> the operations on it so far.
+        let mut created: HashMap<(&str, u64), Vec<usize>> = HashMap::new();
+        let mut first_holder: HashMap<u64, &str> = HashMap::new();
+        let mut shared = HashSet::new();
+        for (index, op) in batch.iter().enumerate() {
+            match op {
+                Op::Entry {
+                    client_id,
+                    delivery,
+                    fresh,
+                    ..
+                } => {
+                    let id = delivery.message.id;
+                    let key = (&**client_id, id);
+                    if *fresh {
+                        created.entry(key).or_default().push(index);
+                        if *first_holder.entry(id).or_insert(client_id) != &**client_id {
+                            shared.insert(id);
+                        }
+                    } else if let Some(operations) = created.get_mut(&key) {
+                        operations.push(index);
+                    }
+                }
+                Op::RemoveEntry {
+                    client_id,
+                    message_id,
+                } => {
+                    if let Some(operations) = created.remove(&(&**client_id, *message_id)) {
+                        for settled_index in operations {
+                            skip[settled_index] = true;
+                            settled += 1;
+                        }
+                        skip[index] = true;
+                        settled += 1;
+                    }
+                }
+                // Whatever the batch created for the session goes with it.
+                Op::RemoveSession(client_id) => {
+                    created.retain(|(client, _), _| *client != &**client_id)
+                }
+                _ => {}
+            }
+        }
+        Plan {
+            skip,
+            settled,
+            shared,
+        }
+    }
+}
+
 fn apply(
     transaction: &WriteTransaction,
     batch: &[Op],
-    skip: &[bool],
+    plan: &Plan,
     base: &HashMap<u64, u32>,
     changed: &mut HashMap<u64, u32>,
 ) -> Result<(), redb::Error> {
@@ -218,13 +288,16 @@ fn apply(
     let mut wills = transaction.open_table(records::WILLS)?;
     let mut retained = transaction.open_table(records::RETAINED)?;
     let mut counts = Counts { base, changed };
+    let now_ms = records::now_ms();
+    let mut buffer = Vec::new();
     for (index, op) in batch.iter().enumerate() {
-        if skip.get(index).copied().unwrap_or(false) {
+        if plan.skip[index] {
             continue;
         }
         match op {
             Op::Session { client_id, record } => {
-                sessions.insert(&**client_id, encode(record).as_slice())?;
+                encode_into(record, &mut buffer);
+                sessions.insert(&**client_id, buffer.as_slice())?;
             }
             Op::RemoveSession(client_id) => {
                 let client = &**client_id;
@@ -249,13 +322,17 @@ fn apply(
                 for packet_id in ids {
                     pubrel.remove((client, packet_id))?;
                 }
-                let message_ids: Vec<u64> = queue
+                let entries: Vec<(u64, bool)> = queue
                     .range((client, 0u64)..=(client, u64::MAX))?
-                    .map(|item| item.map(|(key, _)| key.value().1))
+                    .map(|item| {
+                        item.map(|(key, value)| (key.value().1, records::is_inline(value.value())))
+                    })
                     .collect::<Result<_, _>>()?;
-                for message_id in message_ids {
+                for (message_id, inline) in entries {
                     queue.remove((client, message_id))?;
-                    release(&mut messages, &mut counts, message_id)?;
+                    if !inline {
+                        release(&mut messages, &mut counts, message_id)?;
+                    }
                 }
             }
             Op::Subscribe {
@@ -263,7 +340,8 @@ fn apply(
                 filter,
                 record,
             } => {
-                subscriptions.insert((&**client_id, filter.as_str()), encode(record).as_slice())?;
+                encode_into(record, &mut buffer);
+                subscriptions.insert((&**client_id, filter.as_str()), buffer.as_slice())?;
             }
             Op::Unsubscribe { client_id, filter } => {
                 subscriptions.remove((&**client_id, filter.as_str()))?;
@@ -273,33 +351,49 @@ fn apply(
                 delivery,
                 packet_id,
                 released,
-                ..
+                fresh,
             } => {
-                let message_id = delivery.message.id;
-                let record = EntryRecord {
+                let message = &delivery.message;
+                let key = (&**client_id, message.id);
+                // An entry keeps how it was first written; a new one holds
+                // its message unless another session does too.
+                let old = if *fresh {
+                    None
+                } else {
+                    queue
+                        .get(key)?
+                        .map(|value| records::is_inline(value.value()))
+                };
+                let inline = old.unwrap_or_else(|| {
+                    counts.get(message.id) == 0 && !plan.shared.contains(&message.id)
+                });
+                let record = records::EntryOut {
+                    message: inline.then(|| (received_ms(message, now_ms), &**message)),
                     qos: delivery.qos,
                     retain: delivery.retain,
-                    extras: delivery.extras.as_deref().cloned(),
+                    extras: delivery.extras.as_deref(),
                     packet_id: *packet_id,
                     released: *released,
                 };
-                let existed = queue
-                    .insert((&**client_id, message_id), encode(&record).as_slice())?
-                    .is_some();
-                if !existed {
-                    let count = counts.get(message_id);
+                encode_into(&record, &mut buffer);
+                let existed = queue.insert(key, buffer.as_slice())?.is_some();
+                if !existed && !inline {
+                    let count = counts.get(message.id);
                     if count == 0 {
-                        messages
-                            .insert(message_id, encode_message(&delivery.message).as_slice())?;
+                        encode_into(&(received_ms(message, now_ms), &**message), &mut buffer);
+                        messages.insert(message.id, buffer.as_slice())?;
                     }
-                    counts.set(message_id, count + 1);
+                    counts.set(message.id, count + 1);
                 }
             }
             Op::RemoveEntry {
                 client_id,
                 message_id,
             } => {
-                if queue.remove((&**client_id, *message_id))?.is_some() {
+                let referenced = queue
+                    .remove((&**client_id, *message_id))?
+                    .map(|old| !records::is_inline(old.value()));
+                if referenced == Some(true) {
                     release(&mut messages, &mut counts, *message_id)?;
                 }
             }
@@ -316,7 +410,8 @@ fn apply(
             }
             Op::Will { client_id, record } => match record {
                 Some(record) => {
-                    wills.insert(&**client_id, encode(record.as_ref()).as_slice())?;
+                    encode_into(record.as_ref(), &mut buffer);
+                    wills.insert(&**client_id, buffer.as_slice())?;
                 }
                 None => {
                     wills.remove(&**client_id)?;
@@ -324,7 +419,8 @@ fn apply(
             },
             Op::Retained { topic, message } => match message {
                 Some(message) => {
-                    retained.insert(topic.as_str(), encode_message(message).as_slice())?;
+                    encode_into(&(received_ms(message, now_ms), &**message), &mut buffer);
+                    retained.insert(topic.as_str(), buffer.as_slice())?;
                 }
                 None => {
                     retained.remove(topic.as_str())?;
@@ -333,54 +429,6 @@ fn apply(
         }
     }
     Ok(())
-}
-
-/// The operations a batch need not apply: a delivery queued and completed
-/// within the same batch (an online subscriber that acknowledged before the
-/// commit) never reaches the disk, nor do its updates in between. The
-/// publisher's acknowledgement still waits for the commit, but the message
-/// was delivered by then.
-fn settled_within(batch: &[Op]) -> Vec<bool> {
-    let mut skip = Vec::new();
-    // Entries created in this batch: key -> the operations on it so far.
-    let mut created: HashMap<(&str, u64), Vec<usize>> = HashMap::new();
-    for (index, op) in batch.iter().enumerate() {
-        match op {
-            Op::Entry {
-                client_id,
-                delivery,
-                fresh,
-                ..
-            } => {
-                let key = (&**client_id, delivery.message.id);
-                if *fresh {
-                    created.entry(key).or_default().push(index);
-                } else if let Some(operations) = created.get_mut(&key) {
-                    operations.push(index);
-                }
-            }
-            Op::RemoveEntry {
-                client_id,
-                message_id,
-            } => {
-                if let Some(operations) = created.remove(&(&**client_id, *message_id)) {
-                    if skip.is_empty() {
-                        skip = vec![false; batch.len()];
-                    }
-                    for settled in operations {
-                        skip[settled] = true;
-                    }
-                    skip[index] = true;
-                }
-            }
-            // Whatever the batch created for the session goes with it.
-            Op::RemoveSession(client_id) => {
-                created.retain(|(client, _), _| *client != &**client_id)
-            }
-            _ => {}
-        }
-    }
-    skip
 }
 
 /// One queue entry less refers to `message_id`; the message goes with
