@@ -352,6 +352,47 @@ async fn qos2_awaiting_pubrel_survives_a_restart() {
     .await;
 }
 
+// A message queued for several persistent sessions is kept once and stays
+// until the last of them has it: one acknowledges it, the broker restarts,
+// the other still gets it [MQTT-3.1.2-4] (v3.1.1).
+#[tokio::test]
+async fn a_message_for_several_sessions_stays_until_each_has_it() {
+    timed(async {
+        let dir = DataDir::new("fan-out");
+        let broker = dir.start().await;
+        for client_id in ["first", "second"] {
+            let (mut subscriber, _) = persistent(broker.addr, client_id).await;
+            subscriber
+                .subscribe(1, &[("shared/topic", QoS::AtLeastOnce)])
+                .await;
+            subscriber.disconnect().await;
+        }
+        let mut publisher = RawClient::connect(broker.addr, "publisher").await;
+        publisher
+            .publish("shared/topic", b"for both", QoS::AtLeastOnce, false, 1)
+            .await;
+        publisher.disconnect().await;
+        let broker = restart(broker, &dir).await;
+        let (mut first, _) = persistent(broker.addr, "first").await;
+        let got = receive(&mut first, 1).await;
+        assert_eq!(got[0].payload.as_ref(), b"for both");
+        assert!(first.ping_barrier().await.is_empty());
+        first.disconnect().await;
+        let broker = restart(broker, &dir).await;
+        let (mut second, _) = persistent(broker.addr, "second").await;
+        let got = receive(&mut second, 1).await;
+        assert_eq!(got[0].payload.as_ref(), b"for both");
+        second.disconnect().await;
+        let (mut first, _) = persistent(broker.addr, "first").await;
+        assert!(
+            first.ping_barrier().await.is_empty(),
+            "delivered to the first once"
+        );
+        broker.broker.shutdown().await;
+    })
+    .await;
+}
+
 /// An MQTT 5 CONNECT with a Session Expiry Interval.
 fn expiring(client_id: &str, seconds: u32) -> petrel::protocol::Connect {
     petrel::protocol::Connect {
