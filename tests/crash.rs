@@ -184,15 +184,7 @@ async fn receive_until(subscriber: &mut RawClient, sentinel: &[u8]) -> HashMap<(
     loop {
         match subscriber.recv().await {
             Packet::Publish(publish) => {
-                match (publish.qos, publish.packet_id) {
-                    (QoS::AtLeastOnce, Some(packet_id)) => {
-                        subscriber.send(&Packet::PubAck(Ack::new(packet_id))).await;
-                    }
-                    (QoS::ExactlyOnce, Some(packet_id)) => {
-                        subscriber.send(&Packet::PubRec(Ack::new(packet_id))).await;
-                    }
-                    _ => {}
-                }
+                subscriber.answer(&publish).await;
                 if publish.payload.as_ref() == sentinel {
                     return seen;
                 }

@@ -77,15 +77,9 @@ async fn receive(client: &mut RawClient, count: usize) -> Vec<petrel::protocol::
     while received.len() < count || awaiting_pubrel > 0 {
         match client.recv().await {
             Packet::Publish(publish) => {
-                match (publish.qos, publish.packet_id) {
-                    (QoS::AtLeastOnce, Some(packet_id)) => {
-                        client.send(&Packet::PubAck(Ack::new(packet_id))).await;
-                    }
-                    (QoS::ExactlyOnce, Some(packet_id)) => {
-                        client.send(&Packet::PubRec(Ack::new(packet_id))).await;
-                        awaiting_pubrel += 1;
-                    }
-                    _ => {}
+                client.answer(&publish).await;
+                if publish.qos == QoS::ExactlyOnce {
+                    awaiting_pubrel += 1;
                 }
                 received.push(publish);
             }

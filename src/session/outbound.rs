@@ -94,12 +94,9 @@ where
             store.sent(&session.client_id, &delivery, packet_id, false);
             let ticket = durable::ticket(shared, true).filter(|ticket| *ticket > store.durable());
             if let Some(ticket) = ticket {
-                session.state.track(Inflight {
-                    packet_id,
-                    delivery,
-                    phase: Phase::Published,
-                    unsent: false,
-                });
+                session
+                    .state
+                    .track(Inflight::published(packet_id, delivery));
                 durable::hold(session, ticket, durable::Held::Publish(packet_id));
                 return true;
             }
@@ -107,12 +104,9 @@ where
     }
     if send_publish(shared, session, &delivery, packet_id, false, expiry) {
         if let Some(packet_id) = packet_id {
-            session.state.track(Inflight {
-                packet_id,
-                delivery,
-                phase: Phase::Published,
-                unsent: false,
-            });
+            session
+                .state
+                .track(Inflight::published(packet_id, delivery));
         }
         shared.metrics.messages_sent.increment();
     } else {

@@ -108,6 +108,18 @@ pub struct Inflight {
     pub unsent: bool,
 }
 
+impl Inflight {
+    /// A message just sent (or about to be) with `packet_id`.
+    pub fn published(packet_id: PacketId, delivery: Delivery) -> Inflight {
+        Inflight {
+            packet_id,
+            delivery,
+            phase: Phase::Published,
+            unsent: false,
+        }
+    }
+}
+
 /// A session's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionState {

@@ -431,6 +431,22 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+impl RawClient {
+    /// Answers a received PUBLISH as its receiver: PUBACK at QoS 1, PUBREC
+    /// at QoS 2 (the PUBREL is for the caller to answer).
+    pub async fn answer(&mut self, publish: &Publish) {
+        match (publish.qos, publish.packet_id) {
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                self.send(&Packet::PubAck(Ack::new(packet_id))).await;
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                self.send(&Packet::PubRec(Ack::new(packet_id))).await;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Acknowledges a received PUBLISH as its QoS requires (QoS 2: PUBREC,
 /// then PUBCOMP for the PUBREL).
 pub async fn acknowledge(client: &mut RawClient, publish: &Publish) {
