@@ -71,6 +71,7 @@
 //! ```
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 pub mod connection;
 pub mod housekeeping;
@@ -214,6 +215,9 @@ impl Broker {
                 .spawn(server::accept_loop(Arc::clone(&shared), listener));
         }
         shared.tasks.spawn(housekeeping::run(Arc::clone(&shared)));
+        for bridge in shared.config.bridges.clone() {
+            shared.tasks.spawn(bridge::run(Arc::clone(&shared), bridge));
+        }
         Ok(Broker {
             shared,
             local_addrs,

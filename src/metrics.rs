@@ -85,6 +85,10 @@ pub struct Metrics {
     pub store_commits: Counter,
     /// Store commits that failed (and were retried).
     pub store_failures: Counter,
+    /// Bridge connections established.
+    pub bridge_connections: Counter,
+    /// Bridge connection attempts that failed, and bridge connections lost.
+    pub bridge_failures: Counter,
     /// Bytes read from client sockets.
     pub bytes_received: Counter,
     /// Bytes written to client sockets.

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod bridge;
 mod listener;
 
+pub use bridge::{BridgeConfig, BridgeProtocol, BridgeTlsConfig, Direction, TopicRule};
 pub use listener::{default_listeners, ListenerConfig, TlsConfig, WebSocketConfig};
 
 /// Default MQTT port.
@@ -214,6 +216,9 @@ pub struct Config {
     pub durability: Durability,
     /// Milliseconds between syncs with `durability = "periodic"`.
     pub flush_interval_ms: u64,
+    /// Bridges to other brokers (`[[bridge]]` tables).
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<BridgeConfig>,
 }
 
 impl Default for Config {
@@ -261,6 +266,7 @@ impl Default for Config {
             data_dir: std::path::PathBuf::from(DEFAULT_DATA_DIR),
             durability: Durability::Sync,
             flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            bridges: Vec::new(),
         }
     }
 }
@@ -393,6 +399,18 @@ impl Config {
         }
         for (index, listener) in self.listeners.iter().enumerate() {
             listener.validate(index)?;
+        }
+        for (index, bridge) in self.bridges.iter().enumerate() {
+            bridge.validate(index)?;
+            if self.bridges[..index]
+                .iter()
+                .any(|other| other.name == bridge.name)
+            {
+                return Err(ConfigError::key(
+                    &format!("bridge[{index}].name"),
+                    format!("`{}` names two bridges", bridge.name),
+                ));
+            }
         }
         self.check_anonymous_access(&self.listeners())
     }

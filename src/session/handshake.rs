@@ -492,6 +492,21 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    if connect
+        .client_id
+        .starts_with(crate::bridge::LOCAL_ID_PREFIX)
+    {
+        // The broker's own bridges hold these sessions.
+        shared.metrics.protocol_errors.increment();
+        tracing::info!(client_id = %connect.client_id, "client id reserved for bridges; refusing");
+        refuse(
+            connection,
+            ReasonCode::ClientIdentifierNotValid,
+            ConnAckProperties::default(),
+        )
+        .await;
+        return None;
+    }
     if !connect.client_id.is_empty() {
         return Some((Arc::from(connect.client_id.as_str()), false));
     }

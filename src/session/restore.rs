@@ -43,6 +43,27 @@ pub fn inbox_limits(config: &crate::config::Config) -> InboxLimits {
 }
 
 fn restore_session(shared: &Shared, stored: StoredSession) {
+    if let Some(name) = stored
+        .client_id
+        .strip_prefix(crate::bridge::LOCAL_ID_PREFIX)
+    {
+        if !shared
+            .config
+            .bridges
+            .iter()
+            .any(|bridge| bridge.name == name)
+        {
+            tracing::info!(
+                bridge = name,
+                dropped = stored.entries.len(),
+                "a bridge no longer configured: its queue is dropped"
+            );
+            if let Some(store) = &shared.store {
+                store.session_removed(&stored.client_id);
+            }
+            return;
+        }
+    }
     let StoredSession {
         client_id,
         expiry_interval,

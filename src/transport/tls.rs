@@ -164,7 +164,8 @@ fn open(path: &Path) -> Result<BufReader<File>, String> {
         .map_err(|error| format!("cannot read {}: {error}", path.display()))
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The PEM certificates in `path` (at least one).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut open(path)?)
         .collect::<Result<_, _>>()
         .map_err(|error| format!("{}: {error}", path.display()))?;
@@ -174,7 +175,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+/// The PEM private key in `path`.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     rustls_pemfile::private_key(&mut open(path)?)
         .map_err(|error| format!("{}: {error}", path.display()))?
         .ok_or_else(|| format!("{}: no PEM private key in it", path.display()))

@@ -1,0 +1,268 @@
+//! Bridges between two in-process brokers: messages out to the remote, in
+//! from it and both ways, with Mosquitto's topic prefixes; nothing echoed
+//! back; the connection state under `$SYS`; and store-and-forward while
+//! the remote is down.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use petrel::protocol::{QoS, ReasonCode};
+use petrel::Config;
+
+/// A broker (`local`) with one bridge called `uplink` to `remote`, whose
+/// `[[bridge]]` table gets `extra` and whose topic rules are `rules`
+/// (TOML `[[bridge.topic]]` tables).
+fn bridged_config(remote: SocketAddr, extra: &str, rules: &str) -> Config {
+    let text = format!(
+        "sys_interval = 0\npersistence = false\n\n[[bridge]]\nname = \"uplink\"\n\
+         addresses = [\"{remote}\"]\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n\
+         keep_alive = 5\n{extra}\n{rules}"
+    );
+    Config::from_toml(&text).expect("bridge configuration")
+}
+
+fn rule(filter: &str, direction: &str, qos: u8, local_prefix: &str, remote_prefix: &str) -> String {
+    format!(
+        "[[bridge.topic]]\nfilter = \"{filter}\"\ndirection = \"{direction}\"\nqos = {qos}\n\
+         local_prefix = \"{local_prefix}\"\nremote_prefix = \"{remote_prefix}\"\n"
+    )
+}
+
+/// Waits until `broker` says its bridge `uplink` is up (or down), reading
+/// the retained `$SYS/broker/connection/uplink/state`.
+async fn wait_for_state(broker: &TestBroker, up: bool) {
+    let want: &[u8] = if up { b"1" } else { b"0" };
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let mut watcher = RawClient::connect(broker.addr, "state-watcher").await;
+        watcher
+            .subscribe(
+                1,
+                &[("$SYS/broker/connection/uplink/state", QoS::AtMostOnce)],
+            )
+            .await;
+        let state = watcher.recv_publish().await;
+        if state.payload.as_ref() == want {
+            return;
+        }
+        watcher.disconnect().await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bridge never got there"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn subscriber(broker: &TestBroker, client_id: &str, filter: &str) -> RawClient {
+    let mut client = RawClient::connect(broker.addr, client_id).await;
+    client.subscribe(1, &[(filter, QoS::AtLeastOnce)]).await;
+    client
+}
+
+async fn receive_one(client: &mut RawClient) -> petrel::protocol::Publish {
+    let publish = client.recv_publish().await;
+    client.answer(&publish).await;
+    publish
+}
+
+// Out: a local message goes to the remote with its local prefix stripped
+// and the remote prefix added (Mosquitto's `topic sensors/# out 1 site/
+// gw1/`), at the rule's QoS.
+#[tokio::test]
+async fn out_rule_forwards_with_prefixes() {
+    timed(async {
+        for protocol in ["5.0", "3.1.1"] {
+            let remote = TestBroker::start().await;
+            let mut far = subscriber(&remote, "far", "gw1/#").await;
+            let local = TestBroker::with_config(bridged_config(
+                remote.addr,
+                &format!("protocol = \"{protocol}\""),
+                &rule("sensors/#", "out", 1, "site/", "gw1/"),
+            ))
+            .await;
+            wait_for_state(&local, true).await;
+            let mut publisher = RawClient::connect(local.addr, "sensor").await;
+            publisher
+                .publish("site/sensors/kitchen", b"21.5", QoS::AtLeastOnce, false, 1)
+                .await;
+            publisher
+                .publish("site/other", b"not forwarded", QoS::AtLeastOnce, false, 2)
+                .await;
+            let got = receive_one(&mut far).await;
+            assert_eq!(got.topic.as_str(), "gw1/sensors/kitchen", "{protocol}");
+            assert_eq!(got.payload.as_ref(), b"21.5");
+            assert_eq!(got.qos, QoS::AtLeastOnce);
+            assert!(
+                far.ping_barrier().await.is_empty(),
+                "only what a rule covers"
+            );
+            local.broker.shutdown().await;
+            remote.broker.shutdown().await;
+        }
+    })
+    .await;
+}
+
+// In: a remote message comes here with the remote prefix stripped and the
+// local prefix added.
+#[tokio::test]
+async fn in_rule_forwards_with_prefixes() {
+    timed(async {
+        let remote = TestBroker::start().await;
+        let local = TestBroker::with_config(bridged_config(
+            remote.addr,
+            "",
+            &rule("cmd/#", "in", 1, "from-cloud/", "gw1/"),
+        ))
+        .await;
+        wait_for_state(&local, true).await;
+        let mut near = subscriber(&local, "near", "from-cloud/#").await;
+        let mut publisher = RawClient::connect(remote.addr, "cloud").await;
+        publisher
+            .publish("gw1/cmd/reboot", b"now", QoS::AtLeastOnce, false, 1)
+            .await;
+        let got = receive_one(&mut near).await;
+        assert_eq!(got.topic.as_str(), "from-cloud/cmd/reboot");
+        assert_eq!(got.payload.as_ref(), b"now");
+        local.broker.shutdown().await;
+        remote.broker.shutdown().await;
+    })
+    .await;
+}
+
+// Both ways on `#`: each side's message reaches the other once and is not
+// echoed back to where it came from ([MQTT-3.8.3-3] (v5.0) No Local on
+// the bridge's subscriptions, at both ends). A sentinel published on the
+// other side after the message arrived there comes through the same
+// bridge connection behind any echo, so nothing may arrive before it.
+#[tokio::test]
+async fn both_ways_without_echo() {
+    timed(async {
+        let remote = TestBroker::start().await;
+        let local = TestBroker::with_config(bridged_config(
+            remote.addr,
+            "",
+            &rule("#", "both", 1, "", ""),
+        ))
+        .await;
+        wait_for_state(&local, true).await;
+        let mut near = subscriber(&local, "near", "room/#").await;
+        let mut far = subscriber(&remote, "far", "room/#").await;
+        let sides = [(&local, &remote), (&remote, &local)];
+        for (index, (from, to)) in sides.into_iter().enumerate() {
+            let (source, sink) = if index == 0 {
+                (&mut near, &mut far)
+            } else {
+                (&mut far, &mut near)
+            };
+            let mut publisher = RawClient::connect(from.addr, "publisher").await;
+            publisher
+                .publish("room/message", b"once", QoS::AtLeastOnce, false, 1)
+                .await;
+            assert_eq!(receive_one(source).await.payload.as_ref(), b"once");
+            assert_eq!(receive_one(sink).await.payload.as_ref(), b"once");
+            let mut sentinel = RawClient::connect(to.addr, "sentinel").await;
+            sentinel
+                .publish("room/sentinel", b"end", QoS::AtLeastOnce, false, 1)
+                .await;
+            let next = receive_one(source).await;
+            assert_eq!(next.payload.as_ref(), b"end", "an echo came back first");
+            assert_eq!(receive_one(sink).await.payload.as_ref(), b"end");
+        }
+        local.broker.shutdown().await;
+        remote.broker.shutdown().await;
+    })
+    .await;
+}
+
+// The remote goes away while messages flow: they wait in the bridge's
+// session and go out in order when it is back (every one at least once,
+// duplicates only after the reconnect); the state goes 1, 0, 1.
+#[tokio::test]
+async fn messages_wait_for_the_remote_and_go_out_in_order() {
+    timed(async {
+        let remote_dir =
+            std::env::temp_dir().join(format!("petrel-bridge-remote-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&remote_dir);
+        let remote_config = Config {
+            persistence: true,
+            data_dir: remote_dir.clone(),
+            ..test_config()
+        };
+        let remote = TestBroker::with_config(remote_config.clone()).await;
+        let remote_addr = remote.addr;
+        // A persistent subscriber at the remote, away while it restarts.
+        let (mut far, _) =
+            RawClient::connect_with(remote_addr, connect_packet("far", false, 0)).await;
+        far.subscribe(1, &[("gw1/#", QoS::AtLeastOnce)]).await;
+        far.disconnect().await;
+        let local = TestBroker::with_config(bridged_config(
+            remote_addr,
+            "",
+            &rule("data/#", "out", 1, "", "gw1/"),
+        ))
+        .await;
+        wait_for_state(&local, true).await;
+        assert!(remote.broker.shutdown().await);
+        wait_for_state(&local, false).await;
+        let mut publisher = RawClient::connect(local.addr, "producer").await;
+        for index in 0..20u16 {
+            let payload = index.to_string();
+            publisher
+                .publish(
+                    "data/x",
+                    payload.as_bytes(),
+                    QoS::AtLeastOnce,
+                    false,
+                    index + 1,
+                )
+                .await;
+        }
+        // The remote comes back on the same address.
+        let listener = tokio::net::TcpListener::bind(remote_addr)
+            .await
+            .expect("rebind");
+        let remote = petrel::Broker::start(remote_config, vec![listener]).expect("restart");
+        wait_for_state(&local, true).await;
+        let (mut far, connack) =
+            RawClient::connect_with(remote_addr, connect_packet("far", false, 0)).await;
+        assert!(connack.session_present);
+        let mut next = 0u16;
+        while next < 20 {
+            let publish = far.recv_publish().await;
+            far.answer(&publish).await;
+            assert_eq!(publish.topic.as_str(), "gw1/data/x");
+            let index: u16 = std::str::from_utf8(&publish.payload)
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                index <= next,
+                "message {next} missing, {index} came instead"
+            );
+            if index == next {
+                next += 1;
+            }
+        }
+        local.broker.shutdown().await;
+        remote.shutdown().await;
+        let _ = std::fs::remove_dir_all(&remote_dir);
+    })
+    .await;
+}
+
+// The bridges' own client ids are reserved.
+#[tokio::test]
+async fn bridge_client_ids_are_reserved() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let (_, connack) =
+            RawClient::connect_with(broker.addr, connect_packet("$bridge/uplink", true, 0)).await;
+        assert_eq!(connack.reason_code, ReasonCode::ClientIdentifierNotValid);
+    })
+    .await;
+}
