@@ -266,3 +266,124 @@ async fn bridge_client_ids_are_reserved() {
     })
     .await;
 }
+
+// Over TLS with a client certificate (the gateway-to-cloud case): the
+// remote's listener requires one, and the bridge presents it.
+#[tokio::test]
+async fn over_mutual_tls() {
+    timed(async {
+        let pki = common::pki::Pki::new("bridge");
+        let tls_listener = petrel::transport::Listener {
+            tcp: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+            tls: Some(petrel::transport::tls::Tls::load(&pki.server_tls(true), 0).expect("TLS")),
+            websocket: None,
+            proxy_protocol: false,
+            allow_anonymous: Some(false),
+        };
+        let plain = petrel::transport::Listener::tcp(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
+        let remote =
+            petrel::Broker::start_listeners(test_config(), vec![tls_listener, plain], Vec::new())
+                .expect("remote starts");
+        let (tls_addr, plain_addr) = (remote.local_addrs()[0], remote.local_addrs()[1]);
+        let remote = TestBroker {
+            broker: remote,
+            addr: plain_addr,
+        };
+        let mut far = subscriber(&remote, "far", "gw1/#").await;
+        let tls = format!(
+            "[bridge.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            pki.path("ca.pem").display(),
+            pki.path("client.pem").display(),
+            pki.path("client.key").display()
+        );
+        let local = TestBroker::with_config(bridged_config(
+            tls_addr,
+            &tls,
+            &rule("sensors/#", "out", 1, "", "gw1/"),
+        ))
+        .await;
+        wait_for_state(&local, true).await;
+        let mut publisher = RawClient::connect(local.addr, "sensor").await;
+        publisher
+            .publish("sensors/door", b"open", QoS::AtLeastOnce, false, 1)
+            .await;
+        let got = receive_one(&mut far).await;
+        assert_eq!(got.topic.as_str(), "gw1/sensors/door");
+        local.broker.shutdown().await;
+        remote.broker.shutdown().await;
+    })
+    .await;
+}
+
+// With persistence, what waits for the remote while it is down survives a
+// restart of this broker, and goes out once both are up.
+#[tokio::test]
+async fn the_queue_survives_a_restart_while_the_remote_is_down() {
+    timed(async {
+        let local_dir =
+            std::env::temp_dir().join(format!("petrel-bridge-local-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&local_dir);
+        // A port nobody listens on yet: the remote comes later.
+        let remote_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let remote_addr = remote_listener.local_addr().expect("address");
+        drop(remote_listener);
+        let local_config = Config {
+            persistence: true,
+            data_dir: local_dir.clone(),
+            ..bridged_config(remote_addr, "", &rule("data/#", "out", 1, "", ""))
+        };
+        let local = TestBroker::with_config(local_config.clone()).await;
+        let mut publisher = RawClient::connect(local.addr, "producer").await;
+        for index in 0..5u16 {
+            publisher
+                .publish(
+                    "data/y",
+                    index.to_string().as_bytes(),
+                    QoS::AtLeastOnce,
+                    false,
+                    index + 1,
+                )
+                .await;
+        }
+        publisher.disconnect().await;
+        assert!(local.broker.shutdown().await);
+        // The remote is back, with a subscriber, before this broker is.
+        let listener = tokio::net::TcpListener::bind(remote_addr)
+            .await
+            .expect("bind");
+        let remote = petrel::Broker::start(test_config(), vec![listener]).expect("remote starts");
+        let remote = TestBroker {
+            broker: remote,
+            addr: remote_addr,
+        };
+        let mut far = subscriber(&remote, "far", "data/#").await;
+        let local = TestBroker::with_config(local_config).await;
+        let mut next = 0u16;
+        while next < 5 {
+            let publish = receive_one(&mut far).await;
+            let index: u16 = std::str::from_utf8(&publish.payload)
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                index <= next,
+                "message {next} missing, {index} came instead"
+            );
+            if index == next {
+                next += 1;
+            }
+        }
+        local.broker.shutdown().await;
+        remote.broker.shutdown().await;
+        let _ = std::fs::remove_dir_all(&local_dir);
+    })
+    .await;
+}
