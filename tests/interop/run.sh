@@ -66,6 +66,12 @@ cleanup() {
     if [[ -n $BROKER_PID ]]; then
         kill -KILL "$BROKER_PID" 2>/dev/null || true
     fi
+    if [[ -n ${MOSQ_PID:-} ]]; then
+        kill -KILL "$MOSQ_PID" 2>/dev/null || true
+    fi
+    if [[ -n ${PETREL_BRIDGE_PID:-} ]]; then
+        kill -KILL "$PETREL_BRIDGE_PID" 2>/dev/null || true
+    fi
     if [[ -n $TLS_BROKER_PID ]]; then
         kill -KILL "$TLS_BROKER_PID" 2>/dev/null || true
     fi
@@ -684,6 +690,164 @@ durable_suite() {
     BROKER_PID=
 }
 durable_suite
+
+# ---------------------------------------------------------------------------
+# A bridge from Petrel to a real Mosquitto broker (apt `mosquitto`), both
+# directions, and its queue kept across a kill -9 of Petrel while Mosquitto
+# is down.
+MOSQ_PID=
+PETREL_BRIDGE_PID=
+
+start_mosquitto() {
+    "$MOSQUITTO" -c "$WORK/mosquitto.conf" >>"$WORK/mosquitto.log" 2>&1 &
+    MOSQ_PID=$!
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    timeout 10 bash -c 'until (: <"/dev/tcp/$1/$2") 2>/dev/null; do sleep 0.05; done' \
+        _ "$HOST" "$MOSQ_PORT"
+}
+
+start_petrel_bridge() {
+    NO_COLOR=1 "$BIN" -c "$WORK/bridge.toml" --data-dir "$WORK/bridge-data" \
+        >>"$WORK/petrel-bridge.log" 2>&1 &
+    PETREL_BRIDGE_PID=$!
+}
+
+# bridge_state WANT: waits (bounded) until Petrel's bridge state is WANT.
+bridge_state() {
+    local want=$1 got i
+    for i in $(seq 1 100); do
+        got=$(timeout 5 mosquitto_sub -h "$HOST" -p "$BRIDGE_PORT" -t '$SYS/broker/connection/mosq/state' \
+            -C 1 -W 2 2>/dev/null || true)
+        [[ $got == "$want" ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# subscribe_ready PORT TOPIC COUNT OUT: a background mosquitto_sub for
+# COUNT messages on TOPIC, known to be subscribed once it has printed a
+# retained probe (also on PORT); sets SUB to its PID. The probe line is
+# the first of OUT.
+subscribe_ready() {
+    local port=$1 topic=$2 count=$3 out=$4
+    local probe="interop/$RUN/bridge/probe/$RANDOM"
+    timeout 10 mosquitto_pub -h "$HOST" -p "$port" -q 1 -r -t "$probe" -m probe
+    timeout 20 mosquitto_sub -h "$HOST" -p "$port" -q 1 -t "$probe" -t "$topic" \
+        -C $((count + 1)) -W 15 -F '%t %p' >"$out" 2>&1 &
+    SUB=$!
+    wait_lines "$out" 1 10
+}
+
+bridge_suite() {
+    MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    if [[ ! -x $MOSQUITTO ]]; then
+        fail "bridge to mosquitto: the mosquitto broker is not installed"
+        return
+    fi
+    MOSQ_PORT=$(free_port)
+    BRIDGE_PORT=$(free_port)
+    local base="interop/$RUN/bridge"
+    printf 'listener %s %s\nallow_anonymous true\npersistence false\n' "$MOSQ_PORT" "$HOST" \
+        >"$WORK/mosquitto.conf"
+    cat >"$WORK/bridge.toml" <<TOML
+sys_interval = 0
+[[listener]]
+bind = "$HOST:$BRIDGE_PORT"
+
+[[bridge]]
+name = "mosq"
+addresses = ["$HOST:$MOSQ_PORT"]
+protocol = "5.0"
+reconnect_min_ms = 100
+reconnect_max_ms = 500
+
+[[bridge.topic]]
+filter = "$base/out/#"
+direction = "out"
+qos = 1
+remote_prefix = "petrel/"
+
+[[bridge.topic]]
+filter = "$base/in/#"
+direction = "in"
+qos = 1
+local_prefix = "from-mosquitto/"
+TOML
+    if ! start_mosquitto; then
+        fail "bridge to mosquitto: mosquitto did not start"
+        detail "$WORK/mosquitto.log"
+        return
+    fi
+    start_petrel_bridge
+    if ! bridge_state 1; then
+        fail "bridge to mosquitto: the bridge never came up"
+        detail "$WORK/petrel-bridge.log"
+        return
+    fi
+    pass "bridge to mosquitto: up, state 1 on \$SYS/broker/connection/mosq/state"
+
+    local out=$WORK/bridge-out.out rc=0
+    subscribe_ready "$MOSQ_PORT" "petrel/$base/out/#" 1 "$out"
+    timeout 10 mosquitto_pub -h "$HOST" -p "$BRIDGE_PORT" -q 1 -t "$base/out/x" -m hello-mosquitto
+    wait_rc "$SUB"
+    rc=$RC
+    if [[ $rc == 0 && $(sed 1d "$out") == "petrel/$base/out/x hello-mosquitto" ]]; then
+        pass "bridge to mosquitto: out, with the remote prefix"
+    else
+        fail "bridge to mosquitto: out: exit $rc"
+        detail "$out" "$WORK/petrel-bridge.log"
+    fi
+
+    local in=$WORK/bridge-in.out
+    subscribe_ready "$BRIDGE_PORT" "from-mosquitto/$base/in/#" 1 "$in"
+    timeout 10 mosquitto_pub -h "$HOST" -p "$MOSQ_PORT" -q 1 -t "$base/in/y" -m hello-petrel
+    wait_rc "$SUB"
+    rc=$RC
+    if [[ $rc == 0 && $(sed 1d "$in") == "from-mosquitto/$base/in/y hello-petrel" ]]; then
+        pass "bridge to mosquitto: in, with the local prefix"
+    else
+        fail "bridge to mosquitto: in: exit $rc"
+        detail "$in" "$WORK/petrel-bridge.log"
+    fi
+
+    # Mosquitto goes down; three QoS 1 messages wait in Petrel's store;
+    # Petrel is killed (-9) and restarted; Mosquitto comes back with a
+    # subscriber; the three arrive, in order.
+    kill -TERM "$MOSQ_PID"
+    wait "$MOSQ_PID" 2>/dev/null || true
+    MOSQ_PID=
+    bridge_state 0 || fail "bridge to mosquitto: state 0 never published"
+    local i
+    for i in 1 2 3; do
+        timeout 10 mosquitto_pub -h "$HOST" -p "$BRIDGE_PORT" -q 1 -t "$base/out/queued" -m "queued-$i" ||
+            fail "bridge to mosquitto: mosquitto_pub $i failed"
+    done
+    kill -KILL "$PETREL_BRIDGE_PID"
+    wait "$PETREL_BRIDGE_PID" 2>/dev/null || true
+    if ! start_mosquitto; then
+        fail "bridge to mosquitto: mosquitto did not restart"
+        return
+    fi
+    local queued=$WORK/bridge-queued.out topic="petrel/$base/out/queued"
+    subscribe_ready "$MOSQ_PORT" "$topic" 3 "$queued"
+    start_petrel_bridge
+    wait_rc "$SUB"
+    rc=$RC
+    if [[ $rc == 0 && $(sed 1d "$queued") == "$topic queued-1"$'\n'"$topic queued-2"$'\n'"$topic queued-3" ]]; then
+        pass "bridge to mosquitto: the queue survives mosquitto down and a kill -9 of petrel"
+    else
+        fail "bridge to mosquitto: queued messages: exit $rc"
+        detail "$queued" "$WORK/petrel-bridge.log"
+    fi
+    kill -TERM "$PETREL_BRIDGE_PID" 2>/dev/null || true
+    timeout 15 tail --pid="$PETREL_BRIDGE_PID" -f /dev/null || kill -KILL "$PETREL_BRIDGE_PID" 2>/dev/null || true
+    wait "$PETREL_BRIDGE_PID" 2>/dev/null || true
+    PETREL_BRIDGE_PID=
+    kill -TERM "$MOSQ_PID" 2>/dev/null || true
+    wait "$MOSQ_PID" 2>/dev/null || true
+    MOSQ_PID=
+}
+bridge_suite
 
 if ((FAILED > 0)); then
     echo "---- broker log ($LOG) ----"
