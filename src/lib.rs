@@ -20,7 +20,9 @@
 //!
 //! Besides the listeners and the connections there is one more task, the
 //! housekeeping ticker ([`housekeeping`]): delayed wills, session expiry,
-//! expired retained messages and `$SYS`. Nothing else keeps a timer.
+//! expired retained messages and `$SYS`. Nothing else keeps a timer but
+//! the [`bridge`]s: one task each, a client of another broker whose local
+//! side is a session like a client's.
 //!
 //! With `persistence` on, one OS thread runs beside the runtime: the
 //! [`store`]'s writer, which owns the embedded database, so blocking disk
