@@ -86,6 +86,17 @@ pub struct Usage {
 impl Broker {
     /// Starts `kind` on a free port of 127.0.0.1 and waits until it accepts.
     pub fn start(kind: Kind, store: Store) -> Result<Broker, Error> {
+        Broker::start_bridged(kind, store, None)
+    }
+
+    /// [`Broker::start`], with a bridge to `remote` forwarding `bench/#`
+    /// out at `qos` (MQTT 3.1.1, Mosquitto's default bridge protocol),
+    /// when given.
+    pub fn start_bridged(
+        kind: Kind,
+        store: Store,
+        bridge: Option<(SocketAddr, u8)>,
+    ) -> Result<Broker, Error> {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut data_dir = None;
@@ -111,7 +122,14 @@ impl Broker {
                     "toml",
                     &format!(
                         "sys_interval = 0\nlog_level = \"warn\"\nmax_connections = 1000000\n\
-                         max_queued_messages = 100000\nmax_inflight = 65535\n{persistence}"
+                         max_queued_messages = 100000\nmax_inflight = 65535\n{persistence}{}",
+                        bridge.map_or(String::new(), |(remote, qos)| format!(
+                            "\n[[bridge]]\nname = \"bench\"\naddresses = [\"{remote}\"]\n\
+                             protocol = \"3.1.1\"\nclean_start = true\nmax_inflight = 1000\n\
+                             max_queued_messages = 1000000\nreconnect_min_ms = 100\n\
+                             reconnect_max_ms = 500\n\n[[bridge.topic]]\nfilter = \"bench/#\"\n\
+                             direction = \"out\"\nqos = {qos}\n"
+                        ))
                     ),
                 )?;
                 let child = Command::new(petrel_binary())
@@ -133,7 +151,12 @@ impl Broker {
                         "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
                          max_queued_messages 100000\nmax_inflight_messages 0\n\
                          max_connections -1\nset_tcp_nodelay true\nlog_dest none\n\
-                         sys_interval 0\n"
+                         sys_interval 0\n{}",
+                        bridge.map_or(String::new(), |(remote, qos)| format!(
+                            "\nconnection bench\naddress {remote}\ntopic bench/# out {qos}\n\
+                             cleansession true\nbridge_protocol_version mqttv311\n\
+                             restart_timeout 1\n"
+                        ))
                     ),
                 )?;
                 let child = Command::new("mosquitto")

@@ -86,6 +86,24 @@ pub enum Scenario {
         #[arg(long)]
         persistent: bool,
     },
+    /// P publishers on one broker, their messages bridged (MQTT 3.1.1,
+    /// `bench/#` out) to a second broker of the same kind, one subscriber
+    /// there: messages per second through a bridge.
+    Bridge {
+        #[arg(long, default_value_t = 8)]
+        publishers: usize,
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        /// Outstanding QoS 1 messages per publisher.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Total messages per second across publishers; 0 = as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+    },
     /// One publisher, N subscribers on one topic. Unpaced, the publisher
     /// stays at most `window` messages ahead of the subscribers' average,
     /// so the figure is what the broker sustains, not how fast it queues.
@@ -161,16 +179,34 @@ fn main() {
     }
 }
 
+/// The brokers a run needs: the one measured, and for the bridge scenario
+/// the remote it bridges to.
+fn start_brokers(cli: &Cli, kind: Kind) -> Result<(Broker, Option<Broker>), Error> {
+    match cli.scenario {
+        Scenario::Bridge { qos, .. } => {
+            let remote = Broker::start(kind, broker::Store::Off)?;
+            let local = Broker::start_bridged(kind, cli.store, Some((remote.addr, qos.min(1))))?;
+            Ok((local, Some(remote)))
+        }
+        _ => Ok((Broker::start(kind, cli.store)?, None)),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Error> {
     let duration = Duration::from_secs_f64(cli.duration);
     if let Some(addr) = cli.addr {
-        let report = scenarios::run(&cli.scenario, addr, None, duration).await?;
+        if matches!(cli.scenario, Scenario::Bridge { .. }) {
+            return Err("the bridge scenario starts its own brokers; --addr does not apply".into());
+        }
+        let report = scenarios::run(&cli.scenario, addr, None, None, duration).await?;
         report.print(cli.json);
         return check(&cli, &report);
     }
     if !cli.compare {
-        let broker = Broker::start(cli.broker, cli.store)?;
-        let report = scenarios::run(&cli.scenario, broker.addr, Some(&broker), duration).await?;
+        let (broker, remote) = start_brokers(&cli, cli.broker)?;
+        let far = remote.as_ref().map(|remote| remote.addr);
+        let report =
+            scenarios::run(&cli.scenario, broker.addr, Some(&broker), far, duration).await?;
         report.print(cli.json);
         return check(&cli, &report);
     }
@@ -183,9 +219,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
             [Kind::Mosquitto, Kind::Petrel]
         };
         for kind in order {
-            let broker = Broker::start(kind, cli.store)?;
+            let (broker, remote) = start_brokers(&cli, kind)?;
+            let far = remote.as_ref().map(|remote| remote.addr);
             let report =
-                scenarios::run(&cli.scenario, broker.addr, Some(&broker), duration).await?;
+                scenarios::run(&cli.scenario, broker.addr, Some(&broker), far, duration).await?;
             report.print(cli.json);
             check(&cli, &report)?;
             reports.push(report);

@@ -46,6 +46,7 @@ pub async fn run(
     scenario: &Scenario,
     addr: SocketAddr,
     broker: Option<&Broker>,
+    far: Option<SocketAddr>,
     duration: Duration,
 ) -> Result<Report, Error> {
     let _ = epoch();
@@ -68,11 +69,38 @@ pub async fn run(
                     payload,
                     rate,
                     persistent,
+                    far: None,
                 },
                 duration,
             )
             .await?;
             report.scenario = "fan-in".into();
+            Ok(report)
+        }
+        Scenario::Bridge {
+            publishers,
+            qos,
+            window,
+            payload,
+            rate,
+        } => {
+            let far = far.ok_or("the bridge scenario needs its remote broker")?;
+            let mut report = fan_in(
+                addr,
+                broker,
+                FanIn {
+                    publishers,
+                    qos: qos_of(qos)?,
+                    window,
+                    payload,
+                    rate,
+                    persistent: false,
+                    far: Some(far),
+                },
+                duration,
+            )
+            .await?;
+            report.scenario = "bridge".into();
             Ok(report)
         }
         Scenario::Latency {
@@ -91,6 +119,7 @@ pub async fn run(
                     payload,
                     rate,
                     persistent: false,
+                    far: None,
                 },
                 duration,
             )
@@ -484,6 +513,33 @@ struct FanIn {
     payload: usize,
     rate: u64,
     persistent: bool,
+    /// Where the subscriber is, when it is not on the publishers' broker:
+    /// the remote end of a bridge.
+    far: Option<SocketAddr>,
+}
+
+/// Waits until a message published on `near` arrives on `far` (the
+/// bridge between them is up); probes go to `bench/probe`, which the
+/// measured subscriber does not see.
+async fn wait_for_bridge(near: SocketAddr, far: SocketAddr) -> Result<(), Error> {
+    let mut listener = Client::connect(far, None, "load-probe-sub", 60).await?;
+    listener.subscribe("bench/probe", QoS::AtMostOnce).await?;
+    let mut prober = Client::connect(near, None, "load-probe-pub", 60).await?;
+    for _ in 0..200 {
+        push_publish(
+            prober.writer.buffer(),
+            b"bench/probe",
+            QoS::AtMostOnce,
+            0,
+            8,
+        );
+        prober.writer.flush().await?;
+        let arrived = tokio::time::timeout(Duration::from_millis(50), listener.reader.next()).await;
+        if matches!(arrived, Ok(Ok(Packet::Publish(_)))) {
+            return Ok(());
+        }
+    }
+    Err("the bridge did not come up within 10 s".into())
 }
 
 async fn fan_in(
@@ -499,10 +555,27 @@ async fn fan_in(
         payload,
         rate,
         persistent,
+        far,
     } = parameters;
-    let mut subscriber =
-        Client::connect_session(addr, None, "load-fan-in-sub", 60, !persistent).await?;
-    subscriber.subscribe("bench/#", qos).await?;
+    // Through a bridge the measured topics are under bench/data/, apart
+    // from the probes.
+    let prefix = if far.is_some() {
+        "bench/data/"
+    } else {
+        "bench/"
+    };
+    let mut subscriber = Client::connect_session(
+        far.unwrap_or(addr),
+        None,
+        "load-fan-in-sub",
+        60,
+        !persistent,
+    )
+    .await?;
+    subscriber.subscribe(&format!("{prefix}#"), qos).await?;
+    if let Some(far) = far {
+        wait_for_bridge(addr, far).await?;
+    }
     let mut clients = Vec::new();
     for index in 0..publishers {
         clients.push(Client::connect(addr, None, &format!("load-pub-{index}"), 60).await?);
@@ -525,7 +598,7 @@ async fn fan_in(
     for (index, client) in clients.into_iter().enumerate() {
         tasks.spawn(publish_loop(
             client,
-            format!("bench/{index}"),
+            format!("{prefix}{index}"),
             qos,
             payload,
             per_publisher,
