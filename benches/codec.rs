@@ -39,6 +39,7 @@ fn connect() -> Packet {
         username: Some("sensor".into()),
         password: Some(Bytes::from_static(b"correct horse battery staple")),
         properties: ConnectProperties::default(),
+        bridge: false,
     }))
 }
 

@@ -61,6 +61,14 @@ pub fn snapshot(shared: &Shared, uptime: Duration) -> Vec<(&'static str, String)
             metrics.store_failures.get().to_string(),
         ),
         (
+            "$SYS/broker/bridges/connections",
+            metrics.bridge_connections.get().to_string(),
+        ),
+        (
+            "$SYS/broker/bridges/failures",
+            metrics.bridge_failures.get().to_string(),
+        ),
+        (
             "$SYS/broker/load/bytes/received",
             metrics.bytes_received.get().to_string(),
         ),

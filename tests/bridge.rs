@@ -142,10 +142,22 @@ async fn in_rule_forwards_with_prefixes() {
 #[tokio::test]
 async fn both_ways_without_echo() {
     timed(async {
+        for protocol in ["5.0", "3.1.1"] {
+            both_ways_over(protocol).await;
+        }
+    })
+    .await;
+}
+
+/// Over 3.1.1, which has no No Local, the bridge marks itself the way
+/// Mosquitto's bridges do (protocol level 0x84) and the remote Petrel
+/// keeps its own messages from it.
+async fn both_ways_over(protocol: &str) {
+    {
         let remote = TestBroker::start().await;
         let local = TestBroker::with_config(bridged_config(
             remote.addr,
-            "",
+            &format!("protocol = \"{protocol}\""),
             &rule("#", "both", 1, "", ""),
         ))
         .await;
@@ -170,13 +182,16 @@ async fn both_ways_without_echo() {
                 .publish("room/sentinel", b"end", QoS::AtLeastOnce, false, 1)
                 .await;
             let next = receive_one(source).await;
-            assert_eq!(next.payload.as_ref(), b"end", "an echo came back first");
+            assert_eq!(
+                next.payload.as_ref(),
+                b"end",
+                "{protocol}: an echo came back first"
+            );
             assert_eq!(receive_one(sink).await.payload.as_ref(), b"end");
         }
         local.broker.shutdown().await;
         remote.broker.shutdown().await;
-    })
-    .await;
+    }
 }
 
 // The remote goes away while messages flow: they wait in the bridge's
@@ -198,25 +213,33 @@ async fn messages_wait_for_the_remote_and_go_out_in_order() {
         // A persistent subscriber at the remote, away while it restarts.
         let (mut far, _) =
             RawClient::connect_with(remote_addr, connect_packet("far", false, 0)).await;
-        far.subscribe(1, &[("gw1/#", QoS::AtLeastOnce)]).await;
+        far.subscribe(1, &[("gw1/#", QoS::ExactlyOnce)]).await;
         far.disconnect().await;
         let local = TestBroker::with_config(bridged_config(
             remote_addr,
             "",
-            &rule("data/#", "out", 1, "", "gw1/"),
+            &rule("data/#", "out", 2, "", "gw1/"),
         ))
         .await;
         wait_for_state(&local, true).await;
         assert!(remote.broker.shutdown().await);
         wait_for_state(&local, false).await;
         let mut publisher = RawClient::connect(local.addr, "producer").await;
+        // Even ones at QoS 1, odd ones at QoS 2.
+        let qos_of = |index: u16| {
+            if index.is_multiple_of(2) {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            }
+        };
         for index in 0..20u16 {
             let payload = index.to_string();
             publisher
                 .publish(
                     "data/x",
                     payload.as_bytes(),
-                    QoS::AtLeastOnce,
+                    qos_of(index),
                     false,
                     index + 1,
                 )
@@ -233,15 +256,23 @@ async fn messages_wait_for_the_remote_and_go_out_in_order() {
         assert!(connack.session_present);
         let mut next = 0u16;
         while next < 20 {
-            let publish = far.recv_publish().await;
+            let publish = match far.recv().await {
+                petrel::protocol::Packet::Publish(publish) => publish,
+                petrel::protocol::Packet::PubRel(ack) => {
+                    far.send(&petrel::protocol::Packet::PubComp(ack)).await;
+                    continue;
+                }
+                other => panic!("unexpected {other:?}"),
+            };
             far.answer(&publish).await;
             assert_eq!(publish.topic.as_str(), "gw1/data/x");
             let index: u16 = std::str::from_utf8(&publish.payload)
                 .unwrap()
                 .parse()
                 .unwrap();
+            assert_eq!(publish.qos, qos_of(index));
             assert!(
-                index <= next,
+                index <= next && (index == next || publish.qos == QoS::AtLeastOnce),
                 "message {next} missing, {index} came instead"
             );
             if index == next {

@@ -194,6 +194,7 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     username,
                     password,
                     properties: if v5 { properties } else { Default::default() },
+                    bridge: false,
                 }))
             },
         )

@@ -21,6 +21,8 @@ const TOPICS: &[&str] = &[
     "$SYS/broker/retained messages/count",
     "$SYS/broker/store/commits",
     "$SYS/broker/store/failures",
+    "$SYS/broker/bridges/connections",
+    "$SYS/broker/bridges/failures",
     "$SYS/broker/load/bytes/received",
     "$SYS/broker/load/bytes/sent",
 ];

@@ -93,6 +93,7 @@ impl Client {
             username: None,
             password: None,
             properties: ConnectProperties::default(),
+            bridge: false,
         };
         client.writer.push(&Packet::Connect(Box::new(connect)))?;
         client.writer.flush().await?;

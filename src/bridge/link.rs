@@ -108,13 +108,35 @@ impl Connector {
     }
 
     /// Connects to `address`, sends CONNECT, waits for a successful
-    /// CONNACK and subscribes to the inward rules.
+    /// CONNACK and subscribes to the inward rules. At 3.1.1 the CONNECT
+    /// carries Mosquitto's bridge marker (so the remote does not send back
+    /// what the bridge published), and goes again without it if the remote
+    /// refuses the marked protocol level.
     pub async fn connect(
         &self,
         shared: &Shared,
         config: &BridgeConfig,
         address: &str,
     ) -> Result<Established, String> {
+        let marked = config.protocol == BridgeProtocol::V3_1_1;
+        match self.attempt(shared, config, address, marked).await {
+            Err(Refused::Marker) => {
+                tracing::info!(bridge = %config.name, address, "the remote refuses the bridge marker; connecting without it (it may echo)");
+                self.attempt(shared, config, address, false)
+                    .await
+                    .map_err(|refused| refused.to_string())
+            }
+            other => other.map_err(|refused| refused.to_string()),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        shared: &Shared,
+        config: &BridgeConfig,
+        address: &str,
+        marked: bool,
+    ) -> Result<Established, Refused> {
         let timeout = shared.config.connect_timeout();
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
@@ -162,16 +184,20 @@ impl Connector {
                 session_expiry_interval: v5.then_some(config.session_expiry),
                 ..ConnectProperties::default()
             },
+            bridge: marked,
         };
         send(&mut connection, &Packet::Connect(Box::new(connect)));
         let connack = tokio::time::timeout(timeout, next_packet(&mut connection))
             .await
             .map_err(|_| "no CONNACK in time".to_owned())??;
         let Packet::ConnAck(connack) = connack else {
-            return Err("the remote did not answer CONNECT with CONNACK".to_owned());
+            return Err("the remote did not answer CONNECT with CONNACK".into());
         };
+        if connack.reason_code == ReasonCode::UnsupportedProtocolVersion && marked {
+            return Err(Refused::Marker);
+        }
         if connack.reason_code.is_error() {
-            return Err(format!("CONNACK refused: {:?}", connack.reason_code));
+            return Err(format!("CONNACK refused: {:?}", connack.reason_code).into());
         }
         let window = connack
             .properties
@@ -231,6 +257,35 @@ impl Connector {
             window: usize::from(window),
             early,
         })
+    }
+}
+
+/// Why a connection attempt failed.
+enum Refused {
+    /// The remote refused the protocol level with the bridge marker.
+    Marker,
+    /// Anything else.
+    Other(String),
+}
+
+impl From<String> for Refused {
+    fn from(what: String) -> Self {
+        Refused::Other(what)
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(what: &str) -> Self {
+        Refused::Other(what.to_owned())
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Marker => f.write_str("the remote refused the bridge marker"),
+            Refused::Other(what) => f.write_str(what),
+        }
     }
 }
 

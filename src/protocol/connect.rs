@@ -28,7 +28,15 @@ pub struct Connect {
     pub password: Option<Bytes>,
     /// MQTT 5 properties (empty for 3.x).
     pub properties: ConnectProperties,
+    /// Mosquitto's bridge marker: the protocol level with its top bit set
+    /// (`0x84` for 3.1.1), sent by a bridge so that the broker does not
+    /// send it back what it published. Not part of the standard.
+    pub bridge: bool,
 }
+
+/// The top bit of the protocol level that marks a bridge (Mosquitto's
+/// `try_private`).
+const BRIDGE_MARKER: u8 = 0x80;
 
 /// The will message carried in CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -55,7 +63,13 @@ const WILL_QOS_SHIFT: u8 = 3;
 impl Connect {
     pub(super) fn read(reader: &mut Reader) -> Result<Connect, DecodeError> {
         let name = reader.string()?;
-        let level = reader.u8()?;
+        let marked = reader.u8()?;
+        let bridge = marked & BRIDGE_MARKER != 0 && matches!(marked & !BRIDGE_MARKER, 3..=5);
+        let level = if bridge {
+            marked & !BRIDGE_MARKER
+        } else {
+            marked
+        };
         let protocol = match (name.as_str(), level) {
             ("MQIsdp", 3) => ProtocolVersion::V3_1,
             ("MQTT", 4) => ProtocolVersion::V3_1_1,
@@ -132,6 +146,7 @@ impl Connect {
             username,
             password,
             properties,
+            bridge,
         })
     }
 
@@ -141,7 +156,8 @@ impl Connect {
             return Err(EncodeError::PasswordWithoutUsername);
         }
         put_string(sink, self.protocol.protocol_name())?;
-        sink.put_u8(self.protocol.level());
+        let marker = if self.bridge { BRIDGE_MARKER } else { 0 };
+        sink.put_u8(self.protocol.level() | marker);
         let mut flags = 0;
         if self.clean_start {
             flags |= FLAG_CLEAN_START;
@@ -264,6 +280,7 @@ pub(super) fn vectors() -> Vec<super::tests::Vector> {
         username: None,
         password: None,
         properties: ConnectProperties::default(),
+        bridge: false,
     };
     let connect = |connect: Connect| Packet::Connect(Box::new(connect));
     vec![
@@ -318,6 +335,7 @@ pub(super) fn vectors() -> Vec<super::tests::Vector> {
                 username: Some("u".into()),
                 password: Some(Bytes::from_static(b"p")),
                 properties: ConnectProperties::default(),
+                bridge: false,
             }),
         ),
         Vector::new(
@@ -395,6 +413,7 @@ pub(super) fn vectors() -> Vec<super::tests::Vector> {
                     authentication_method: Some("m1".into()),
                     authentication_data: Some(Bytes::from_static(&[1, 2])),
                 },
+                bridge: false,
             }),
         ),
         Vector::new(
@@ -483,4 +502,43 @@ pub(super) fn vectors() -> Vec<super::tests::Vector> {
             }),
         ),
     ]
+}
+
+#[cfg(test)]
+mod bridge_marker {
+    use super::*;
+    use crate::protocol::{decode, encode, Packet};
+
+    // Mosquitto's bridges send the protocol level with its top bit set
+    // (0x84 for 3.1.1): decoded as 3.1.1 marked as a bridge, and encoded
+    // back the same way; any other high level is still refused.
+    #[test]
+    fn the_bridge_marker_round_trips() {
+        let connect = Connect {
+            protocol: ProtocolVersion::V3_1_1,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: "gw".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties::default(),
+            bridge: true,
+        };
+        let mut bytes = bytes::BytesMut::new();
+        encode(
+            &Packet::Connect(Box::new(connect.clone())),
+            ProtocolVersion::V3_1_1,
+            &mut bytes,
+        )
+        .expect("encodes");
+        assert_eq!(bytes[8], 0x84);
+        let decoded = decode(&mut bytes.clone(), 1024, ProtocolVersion::V3_1_1).expect("decodes");
+        assert_eq!(decoded, Some(Packet::Connect(Box::new(connect))));
+        bytes[8] = 0x86;
+        assert_eq!(
+            decode(&mut bytes, 1024, ProtocolVersion::V3_1_1),
+            Err(DecodeError::UnsupportedProtocolLevel(0x86))
+        );
+    }
 }

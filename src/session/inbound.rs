@@ -436,6 +436,17 @@ fn admit(
     })
 }
 
+/// A marked bridge's subscriptions are No Local: it is not sent back what
+/// it published (the loop protection Mosquitto gives its bridges at 3.1.1,
+/// which has no No Local of its own).
+fn for_bridge(options: SubscriptionOptions, filter: &TopicFilter) -> SubscriptionOptions {
+    let shared = matches!(shared_groups::parse(filter.as_str()), Ok(Some(_)));
+    SubscriptionOptions {
+        no_local: options.no_local || !shared,
+        ..options
+    }
+}
+
 fn granted_code(qos: QoS) -> ReasonCode {
     match qos {
         QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
@@ -480,6 +491,7 @@ where
             options,
             identifier.is_some(),
         ) {
+            Ok(options) if session.limits.bridge => for_bridge(options, &filter),
             Ok(options) => options,
             Err(Ok(refused)) => {
                 reason_codes.push(refused);

@@ -104,6 +104,9 @@ pub struct ClientLimits {
     /// Whether it wants Reason Strings and User Properties on packets
     /// other than PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29] (v5.0).
     pub problem_information: bool,
+    /// A bridge marked as one (Mosquitto's `0x84` protocol level): what it
+    /// publishes is never sent back to it (its subscriptions are No Local).
+    pub bridge: bool,
 }
 
 impl<R, W> Session<R, W>

@@ -88,6 +88,7 @@ impl Negotiated {
                 0
             },
             problem_information: requested.request_problem_information.unwrap_or(true),
+            bridge: connect.bridge,
         };
         let max_outgoing_packet = requested
             .maximum_packet_size

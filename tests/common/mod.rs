@@ -87,6 +87,7 @@ pub fn connect_packet(client_id: &str, clean_session: bool, keep_alive: u16) -> 
         username: None,
         password: None,
         properties: ConnectProperties::default(),
+        bridge: false,
     }
 }
 
