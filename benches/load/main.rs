@@ -63,24 +63,31 @@ struct Cli {
     bench: bool,
 }
 
+/// How the publishers of fan-in and bridge runs publish.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Publishing {
+    #[arg(long, default_value_t = 8)]
+    pub publishers: usize,
+    #[arg(long, default_value_t = 0)]
+    pub qos: u8,
+    /// Outstanding QoS 1 messages per publisher.
+    #[arg(long, default_value_t = 32)]
+    pub window: usize,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Total messages per second across publishers; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+}
+
 /// The scenarios and their parameters.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Scenario {
     /// P publishers to bench/<i>, one subscriber on bench/#.
     FanIn {
-        #[arg(long, default_value_t = 8)]
-        publishers: usize,
-        #[arg(long, default_value_t = 0)]
-        qos: u8,
-        /// Outstanding QoS 1 messages per publisher.
-        #[arg(long, default_value_t = 32)]
-        window: usize,
-        /// Payload bytes.
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        /// Total messages per second across publishers; 0 = as fast as possible.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
+        #[command(flatten)]
+        publishing: Publishing,
         /// The subscriber keeps a persistent session (clean session 0), so
         /// QoS 1/2 deliveries to it go through the store.
         #[arg(long)]
@@ -90,19 +97,8 @@ pub enum Scenario {
     /// `bench/#` out) to a second broker of the same kind, one subscriber
     /// there: messages per second through a bridge.
     Bridge {
-        #[arg(long, default_value_t = 8)]
-        publishers: usize,
-        #[arg(long, default_value_t = 0)]
-        qos: u8,
-        /// Outstanding QoS 1 messages per publisher.
-        #[arg(long, default_value_t = 32)]
-        window: usize,
-        /// Payload bytes.
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        /// Total messages per second across publishers; 0 = as fast as possible.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
+        #[command(flatten)]
+        publishing: Publishing,
     },
     /// One publisher, N subscribers on one topic. Unpaced, the publisher
     /// stays at most `window` messages ahead of the subscribers' average,
@@ -183,7 +179,8 @@ fn main() {
 /// the remote it bridges to.
 fn start_brokers(cli: &Cli, kind: Kind) -> Result<(Broker, Option<Broker>), Error> {
     match cli.scenario {
-        Scenario::Bridge { qos, .. } => {
+        Scenario::Bridge { publishing } => {
+            let qos = publishing.qos;
             let remote = Broker::start(kind, broker::Store::Off)?;
             let local = Broker::start_bridged(kind, cli.store, Some((remote.addr, qos.min(1))))?;
             Ok((local, Some(remote)))
@@ -255,8 +252,11 @@ fn check(cli: &Cli, report: &Report) -> Result<(), Error> {
     let may_lose = matches!(
         cli.scenario,
         Scenario::FanIn {
-            qos: 0,
-            rate: 0,
+            publishing: Publishing {
+                qos: 0,
+                rate: 0,
+                ..
+            },
             ..
         }
     );

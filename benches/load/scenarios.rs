@@ -52,54 +52,18 @@ pub async fn run(
     let _ = epoch();
     match scenario.clone() {
         Scenario::FanIn {
-            publishers,
-            qos,
-            window,
-            payload,
-            rate,
+            publishing,
             persistent,
         } => {
-            let mut report = fan_in(
-                addr,
-                broker,
-                FanIn {
-                    publishers,
-                    qos: qos_of(qos)?,
-                    window,
-                    payload,
-                    rate,
-                    persistent,
-                    far: None,
-                },
-                duration,
-            )
-            .await?;
+            let parameters = FanIn::new(publishing, persistent, None)?;
+            let mut report = fan_in(addr, broker, parameters, duration).await?;
             report.scenario = "fan-in".into();
             Ok(report)
         }
-        Scenario::Bridge {
-            publishers,
-            qos,
-            window,
-            payload,
-            rate,
-        } => {
+        Scenario::Bridge { publishing } => {
             let far = far.ok_or("the bridge scenario needs its remote broker")?;
-            let mut report = fan_in(
-                addr,
-                broker,
-                FanIn {
-                    publishers,
-                    qos: qos_of(qos)?,
-                    window,
-                    payload,
-                    rate,
-                    persistent: false,
-                    far: Some(far),
-                },
-                duration,
-            )
-            .await?;
+            let parameters = FanIn::new(publishing, false, Some(far))?;
+            let mut report = fan_in(addr, broker, parameters, duration).await?;
             report.scenario = "bridge".into();
             Ok(report)
         }
@@ -516,6 +480,24 @@ struct FanIn {
     /// Where the subscriber is, when it is not on the publishers' broker:
     /// the remote end of a bridge.
     far: Option<SocketAddr>,
+}
+
+impl FanIn {
+    fn new(
+        publishing: crate::Publishing,
+        persistent: bool,
+        far: Option<SocketAddr>,
+    ) -> Result<FanIn, Error> {
+        Ok(FanIn {
+            publishers: publishing.publishers,
+            qos: qos_of(publishing.qos)?,
+            window: publishing.window,
+            payload: publishing.payload,
+            rate: publishing.rate,
+            persistent,
+            far,
+        })
+    }
 }
 
 /// Waits until a message published on `near` arrives on `far` (the

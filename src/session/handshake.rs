@@ -492,13 +492,20 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    if connect
+    let refusal = if connect
         .client_id
         .starts_with(crate::bridge::LOCAL_ID_PREFIX)
     {
         // The broker's own bridges hold these sessions.
+        Some("client id reserved for bridges; refusing")
+    } else if connect.client_id.is_empty() && !connect.clean_start && !connect.protocol.is_v5() {
+        Some("[MQTT-3.1.3-8] empty client id without clean session; refusing")
+    } else {
+        None
+    };
+    if let Some(why) = refusal {
         shared.metrics.protocol_errors.increment();
-        tracing::info!(client_id = %connect.client_id, "client id reserved for bridges; refusing");
+        tracing::info!(client_id = %connect.client_id, "{why}");
         refuse(
             connection,
             ReasonCode::ClientIdentifierNotValid,
@@ -509,17 +516,6 @@ where
     }
     if !connect.client_id.is_empty() {
         return Some((Arc::from(connect.client_id.as_str()), false));
-    }
-    if !connect.clean_start && !connect.protocol.is_v5() {
-        shared.metrics.protocol_errors.increment();
-        tracing::info!("[MQTT-3.1.3-8] empty client id without clean session; refusing");
-        refuse(
-            connection,
-            ReasonCode::ClientIdentifierNotValid,
-            ConnAckProperties::default(),
-        )
-        .await;
-        return None;
     }
     Some((Arc::from(assign_client_id()), true))
 }
