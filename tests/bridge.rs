@@ -63,6 +63,55 @@ async fn subscriber(broker: &TestBroker, client_id: &str, filter: &str) -> RawCl
     client
 }
 
+/// Even messages go at QoS 1, odd ones at QoS 2.
+fn qos_of(index: u16) -> QoS {
+    if index.is_multiple_of(2) {
+        QoS::AtLeastOnce
+    } else {
+        QoS::ExactlyOnce
+    }
+}
+
+/// Publishes messages `0..count` on `topic`, at [`qos_of`] each.
+async fn publish_numbered(client: &mut RawClient, topic: &str, count: u16) {
+    for index in 0..count {
+        let payload = index.to_string();
+        client
+            .publish(topic, payload.as_bytes(), qos_of(index), false, index + 1)
+            .await;
+    }
+}
+
+/// Receives messages `0..count` on `topic`, in order: each at least once
+/// (a QoS 1 one again only after an earlier one), QoS 2 ones exactly once.
+async fn receive_numbered(client: &mut RawClient, topic: &str, count: u16) {
+    let mut next = 0u16;
+    while next < count {
+        let publish = match client.recv().await {
+            petrel::protocol::Packet::Publish(publish) => publish,
+            petrel::protocol::Packet::PubRel(ack) => {
+                client.send(&petrel::protocol::Packet::PubComp(ack)).await;
+                continue;
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        client.answer(&publish).await;
+        assert_eq!(publish.topic.as_str(), topic);
+        let index: u16 = std::str::from_utf8(&publish.payload)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(publish.qos, qos_of(index));
+        assert!(
+            index == next || (index < next && publish.qos == QoS::AtLeastOnce),
+            "message {next} missing or a QoS 2 one twice: {index} came"
+        );
+        if index == next {
+            next += 1;
+        }
+    }
+}
+
 async fn receive_one(client: &mut RawClient) -> petrel::protocol::Publish {
     let publish = client.recv_publish().await;
     client.answer(&publish).await;
@@ -225,26 +274,7 @@ async fn messages_wait_for_the_remote_and_go_out_in_order() {
         assert!(remote.broker.shutdown().await);
         wait_for_state(&local, false).await;
         let mut publisher = RawClient::connect(local.addr, "producer").await;
-        // Even ones at QoS 1, odd ones at QoS 2.
-        let qos_of = |index: u16| {
-            if index.is_multiple_of(2) {
-                QoS::AtLeastOnce
-            } else {
-                QoS::ExactlyOnce
-            }
-        };
-        for index in 0..20u16 {
-            let payload = index.to_string();
-            publisher
-                .publish(
-                    "data/x",
-                    payload.as_bytes(),
-                    qos_of(index),
-                    false,
-                    index + 1,
-                )
-                .await;
-        }
+        publish_numbered(&mut publisher, "data/x", 20).await;
         // The remote comes back on the same address.
         let listener = tokio::net::TcpListener::bind(remote_addr)
             .await
@@ -254,31 +284,7 @@ async fn messages_wait_for_the_remote_and_go_out_in_order() {
         let (mut far, connack) =
             RawClient::connect_with(remote_addr, connect_packet("far", false, 0)).await;
         assert!(connack.session_present);
-        let mut next = 0u16;
-        while next < 20 {
-            let publish = match far.recv().await {
-                petrel::protocol::Packet::Publish(publish) => publish,
-                petrel::protocol::Packet::PubRel(ack) => {
-                    far.send(&petrel::protocol::Packet::PubComp(ack)).await;
-                    continue;
-                }
-                other => panic!("unexpected {other:?}"),
-            };
-            far.answer(&publish).await;
-            assert_eq!(publish.topic.as_str(), "gw1/data/x");
-            let index: u16 = std::str::from_utf8(&publish.payload)
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert_eq!(publish.qos, qos_of(index));
-            assert!(
-                index <= next && (index == next || publish.qos == QoS::AtLeastOnce),
-                "message {next} missing, {index} came instead"
-            );
-            if index == next {
-                next += 1;
-            }
-        }
+        receive_numbered(&mut far, "gw1/data/x", 20).await;
         local.broker.shutdown().await;
         remote.shutdown().await;
         let _ = std::fs::remove_dir_all(&remote_dir);
@@ -369,21 +375,11 @@ async fn the_queue_survives_a_restart_while_the_remote_is_down() {
         let local_config = Config {
             persistence: true,
             data_dir: local_dir.clone(),
-            ..bridged_config(remote_addr, "", &rule("data/#", "out", 1, "", ""))
+            ..bridged_config(remote_addr, "", &rule("data/#", "out", 2, "", ""))
         };
         let local = TestBroker::with_config(local_config.clone()).await;
         let mut publisher = RawClient::connect(local.addr, "producer").await;
-        for index in 0..5u16 {
-            publisher
-                .publish(
-                    "data/y",
-                    index.to_string().as_bytes(),
-                    QoS::AtLeastOnce,
-                    false,
-                    index + 1,
-                )
-                .await;
-        }
+        publish_numbered(&mut publisher, "data/y", 5).await;
         publisher.disconnect().await;
         assert!(local.broker.shutdown().await);
         // The remote is back, with a subscriber, before this broker is.
@@ -395,23 +391,10 @@ async fn the_queue_survives_a_restart_while_the_remote_is_down() {
             broker: remote,
             addr: remote_addr,
         };
-        let mut far = subscriber(&remote, "far", "data/#").await;
+        let mut far = RawClient::connect(remote.addr, "far").await;
+        far.subscribe(1, &[("data/#", QoS::ExactlyOnce)]).await;
         let local = TestBroker::with_config(local_config).await;
-        let mut next = 0u16;
-        while next < 5 {
-            let publish = receive_one(&mut far).await;
-            let index: u16 = std::str::from_utf8(&publish.payload)
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert!(
-                index <= next,
-                "message {next} missing, {index} came instead"
-            );
-            if index == next {
-                next += 1;
-            }
-        }
+        receive_numbered(&mut far, "data/y", 5).await;
         local.broker.shutdown().await;
         remote.broker.shutdown().await;
         let _ = std::fs::remove_dir_all(&local_dir);

@@ -354,7 +354,7 @@ pub async fn serve(
             return End::Shutdown;
         }
         release_held(shared, local, &mut connection, &mut held);
-        forward(shared, local, &mut connection, window);
+        forward(shared, local, &mut connection, &mut held, window);
         let dead_at = last_heard + keep_alive * 3 / 2;
         let ping_at = last_ping + keep_alive;
         let wake = tokio::time::Instant::from_std(dead_at.min(ping_at));
@@ -435,6 +435,28 @@ fn publish_to_remote(
     }
 }
 
+/// A PUBLISH to hold until the store catches up.
+fn owned_publish(topic: &TopicName, delivery: &Delivery, packet_id: PacketId) -> Packet {
+    let message = &delivery.message;
+    let expiry = message
+        .remaining_expiry(std::time::Instant::now())
+        .unwrap_or(Some(0));
+    Packet::Publish(Publish {
+        dup: false,
+        qos: delivery.qos,
+        retain: delivery.retain,
+        topic: topic.clone(),
+        packet_id: Some(packet_id),
+        payload: message.payload.clone(),
+        properties: PublishProperties {
+            message_expiry_interval: expiry,
+            topic_alias: None,
+            subscription_identifiers: Vec::new(),
+            ..message.properties.clone()
+        },
+    })
+}
+
 /// Unacknowledged messages first, in their order, with DUP set (PUBREL for
 /// those the remote received).
 fn resend_inflight(local: &mut Local, connection: &mut Link) {
@@ -467,9 +489,25 @@ fn forget(shared: &Shared, local: &Local, delivery: &Delivery) {
     }
 }
 
-/// Sends what waits in the bridge's session, within the window.
-fn forward(shared: &Shared, local: &mut Local, connection: &mut Link, window: usize) {
+/// Sends what waits in the bridge's session, within the window. A QoS 2
+/// message's first sending waits, like a client session's, until its
+/// packet id is durable (with `durability = "sync"`), and so does what
+/// follows it.
+fn forward(
+    shared: &Shared,
+    local: &mut Local,
+    connection: &mut Link,
+    held: &mut VecDeque<(u64, Packet)>,
+    window: usize,
+) {
     while local.state.inflight.len() < window && connection.unsent() < WRITE_HIGH_WATER {
+        if held
+            .iter()
+            .any(|(_, packet)| matches!(packet, Packet::Publish(_)))
+        {
+            // Messages keep their order behind a held one.
+            return;
+        }
         if local.state.pending.is_empty()
             && local.receiver.drain_into(&mut local.state.pending, 64) == 0
         {
@@ -496,17 +534,23 @@ fn forward(shared: &Shared, local: &mut Local, connection: &mut Link, window: us
             };
             Some(packet_id)
         };
+        if let (Some(packet_id), QoS::ExactlyOnce, Some(store)) =
+            (packet_id, delivery.qos, &shared.store)
+        {
+            store.sent(&local.client_id, &delivery, packet_id, false);
+            if let Some(ticket) = ticket(shared, true).filter(|t| *t > store.durable()) {
+                held.push_back((ticket, owned_publish(&topic, &delivery, packet_id)));
+                shared.metrics.messages_sent.increment();
+                local.state.track(Inflight::published(packet_id, delivery));
+                continue;
+            }
+        }
         if !publish_to_remote(connection, &topic, &delivery, packet_id, false) {
             forget(shared, local, &delivery);
             continue;
         }
         shared.metrics.messages_sent.increment();
         if let Some(packet_id) = packet_id {
-            if delivery.qos == QoS::ExactlyOnce {
-                if let Some(store) = &shared.store {
-                    store.sent(&local.client_id, &delivery, packet_id, false);
-                }
-            }
             local.state.track(Inflight::published(packet_id, delivery));
         }
     }
