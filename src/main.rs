@@ -125,8 +125,13 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &cli.command {
         // Certificates and keys are read too: a file that loads here also
         // starts.
-        let checked = Config::load(file).and_then(|config| {
+        let locate = |error: petrel::ConfigError| match std::fs::read_to_string(file) {
+            Ok(text) => error.located_in(&text),
+            Err(_) => error,
+        };
+        let checked = Config::load(file).map_err(&locate).and_then(|config| {
             load_tls(&config)?;
+            check_bridges(&config)?;
             if let Some(path) = &config.password_file {
                 petrel::auth::password::PasswordFile::load(path)
                     .map_err(|error| petrel::ConfigError::key("password_file", error))?;
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         });
+        let checked = checked.map_err(locate);
         return match checked {
             Ok(()) => {
                 println!("{}: ok", file.display());
@@ -155,9 +161,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let tls = match load_tls(&config) {
+    let tls = match load_tls(&config).and_then(|tls| check_bridges(&config).map(|()| tls)) {
         Ok(tls) => tls,
         Err(error) => {
+            let text = cli
+                .config
+                .as_ref()
+                .and_then(|path| std::fs::read_to_string(path).ok());
+            let error = match text {
+                Some(text) => error.located_in(&text),
+                None => error,
+            };
             eprintln!("petrel: {error}");
             return ExitCode::FAILURE;
         }
@@ -177,6 +191,16 @@ fn main() -> ExitCode {
 }
 
 /// Loads every listener's TLS certificates and key, in listener order.
+/// Reads every bridge's TLS files, so that a bad one stops start-up (and
+/// fails `check-config`) like a listener's.
+fn check_bridges(config: &Config) -> Result<(), petrel::ConfigError> {
+    for (index, bridge) in config.bridges.iter().enumerate() {
+        petrel::bridge::link::Connector::new(bridge)
+            .map_err(|error| petrel::ConfigError::key(&format!("bridge[{index}].tls"), error))?;
+    }
+    Ok(())
+}
+
 fn load_tls(config: &Config) -> Result<Vec<Option<Tls>>, petrel::ConfigError> {
     config
         .listeners()

@@ -55,6 +55,11 @@ fn check_config_accepts_valid_files() {
 fn check_config_rejects_invalid_files_naming_key_and_line() {
     let expected: &[(&str, &str, &str)] = &[
         ("bad-address.toml", "line 2", "socket address"),
+        (
+            "bridge-qos.toml",
+            "line 10: `bridge[0].topic[0].qos`",
+            "must be 0, 1 or 2",
+        ),
         ("log-level.toml", "line 1", "log_level"),
         (
             "public-without-choice.toml",
@@ -64,7 +69,7 @@ fn check_config_rejects_invalid_files_naming_key_and_line() {
         ("tiny-packets.toml", "line 1", "max_packet_size"),
         (
             "tls-missing-cert.toml",
-            "listener[0].tls.cert",
+            "line 5: `listener[0].tls.cert`",
             "/nonexistent/server.pem",
         ),
         ("unknown-key.toml", "line 2", "max_inflite"),

@@ -262,3 +262,35 @@ pub async fn run(shared: Arc<Shared>, config: BridgeConfig) {
     }
     local.park(&shared, lease);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The wait doubles from reconnect_min_ms to reconnect_max_ms, and is
+    // taken between half of it and all of it.
+    #[test]
+    fn backoff_doubles_within_its_bounds_with_jitter() {
+        let text = "[[bridge]]\nname = \"b\"\naddresses = [\"127.0.0.1:1\"]\n\
+                    reconnect_min_ms = 100\nreconnect_max_ms = 1000\n\
+                    [[bridge.topic]]\nfilter = \"#\"\ndirection = \"out\"\n";
+        let config = crate::Config::from_toml(text).expect("config");
+        let bridge = &config.bridges[0];
+        for (attempt, base) in [
+            (0, 100u64),
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (4, 1000),
+            (30, 1000),
+        ] {
+            for _ in 0..50 {
+                let wait = backoff(bridge, attempt).as_millis() as u64;
+                assert!(
+                    wait >= base / 2 && wait <= base,
+                    "attempt {attempt}: {wait} ms"
+                );
+            }
+        }
+    }
+}

@@ -297,6 +297,15 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
+    /// The same error with the line of its key in `text` (the file it came
+    /// from), when it has a key and no line yet.
+    pub fn located_in(mut self, text: &str) -> ConfigError {
+        if self.line.is_none() {
+            self.line = self.key.as_deref().and_then(|key| line_of_key(text, key));
+        }
+        self
+    }
+
     /// An error about `key`.
     pub fn key(key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -494,16 +503,58 @@ fn key_on_line(text: &str, line: usize) -> Option<String> {
     (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
 }
 
-/// The 1-based line where `key` (a top-level key) is set in `text`.
+/// The 1-based line where `key` is set in `text`: a top-level key, or a
+/// dotted path through arrays of tables and tables, such as
+/// `bridge[0].topic[1].qos` or `listener[2].tls.cert`. For a key that is
+/// not written (a missing one), the line of its table's header.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|line| {
-            let trimmed = line.trim_start();
-            trimmed
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|index| index + 1)
+    let lines: Vec<&str> = text.lines().collect();
+    let mut start = 0;
+    let mut end = lines.len();
+    let mut table = String::new();
+    let segments: Vec<&str> = key.split('.').collect();
+    let (last, tables) = segments.split_last()?;
+    for segment in tables {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()?),
+            None => (*segment, 0),
+        };
+        table = if table.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{table}.{name}")
+        };
+        let is_header = |line: &str| {
+            let line = line.trim();
+            line == format!("[[{table}]]") || line == format!("[{table}]")
+        };
+        let header = (start..end)
+            .filter(|&number| is_header(lines[number]))
+            .nth(index)?;
+        start = header;
+        // The table runs to the next header of the same or an outer array.
+        end = (header + 1..end)
+            .find(|&number| is_header(lines[number]))
+            .unwrap_or(end);
+    }
+    let found = (start..end).find(|&number| {
+        let trimmed = lines[number].trim_start();
+        trimmed
+            .strip_prefix(last)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    });
+    // Not a key: maybe a table of its own (`[bridge.tls]`).
+    let subtable = if table.is_empty() {
+        (*last).to_owned()
+    } else {
+        format!("{table}.{last}")
+    };
+    let header = (start..end).find(|&number| lines[number].trim() == format!("[{subtable}]"));
+    match found.or(header) {
+        Some(number) => Some(number + 1),
+        None if !tables.is_empty() => Some(start + 1),
+        None => None,
+    }
 }
 
 #[cfg(test)]
@@ -539,6 +590,28 @@ mod tests {
         );
         let error = Config::from_toml("max_packet_size = \"big\"\n").unwrap_err();
         assert_eq!(error.line, Some(1));
+    }
+
+    #[test]
+    fn a_bad_bridge_key_is_named_with_its_line() {
+        let text = "sys_interval = 0\n\n[[bridge]]\nname = \"up\"\naddresses = [\"h:1883\"]\n\
+                    [[bridge.topic]]\nfilter = \"a/#\"\ndirection = \"out\"\n\
+                    [[bridge.topic]]\nfilter = \"b/#\"\ndirection = \"in\"\nqos = 3\n";
+        let error = Config::from_toml(text).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("bridge[0].topic[1].qos"));
+        assert_eq!(error.line, Some(12), "{error}");
+        let text = "[[bridge]]\nname = \"a b\"\naddresses = [\"h:1\"]\n\
+                    [[bridge.topic]]\nfilter = \"#\"\ndirection = \"out\"\n";
+        let error = Config::from_toml(text).unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("bridge[0].name"));
+        assert_eq!(error.line, Some(2));
+        let error = Config::from_toml(
+            "[[bridge]]\nname = \"x\"\naddresses = []\n\
+                                       [[bridge.topic]]\nfilter = \"#\"\ndirection = \"in\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("bridge[0].addresses"));
+        assert_eq!(error.line, Some(3));
     }
 
     #[test]

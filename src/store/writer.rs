@@ -445,3 +445,67 @@ fn release(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{PublishProperties, QoS, TopicName};
+    use crate::router::message::Delivery;
+
+    fn delivery(topic: &str) -> Delivery {
+        let message = Message::new(
+            TopicName::new(topic).expect("topic"),
+            bytes::Bytes::from_static(b"x"),
+            QoS::AtLeastOnce,
+            false,
+            PublishProperties::default(),
+            None,
+        );
+        Delivery::new(Arc::new(message), QoS::AtLeastOnce, false)
+    }
+
+    fn entry(client_id: &Arc<str>, delivery: &Delivery, fresh: bool) -> Op {
+        Op::Entry {
+            client_id: Arc::clone(client_id),
+            delivery: delivery.clone(),
+            packet_id: (!fresh).then_some(1),
+            released: false,
+            fresh,
+        }
+    }
+
+    // A delivery queued and completed within one batch is skipped with the
+    // updates in between; one queued in an earlier batch is not, nor is a
+    // message queued for two sessions in one batch kept in their entries.
+    #[test]
+    fn what_settles_within_a_batch_is_skipped() {
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        let settled = delivery("t/1");
+        let earlier = delivery("t/2");
+        let fanned = delivery("t/3");
+        let batch = vec![
+            entry(&a, &settled, true),
+            entry(&a, &settled, false),
+            Op::RemoveEntry {
+                client_id: Arc::clone(&a),
+                message_id: settled.message.id,
+            },
+            entry(&a, &earlier, false),
+            Op::RemoveEntry {
+                client_id: Arc::clone(&a),
+                message_id: earlier.message.id,
+            },
+            entry(&a, &fanned, true),
+            entry(&b, &fanned, true),
+        ];
+        let plan = Plan::of(&batch);
+        assert_eq!(
+            plan.skip,
+            vec![true, true, true, false, false, false, false]
+        );
+        assert_eq!(plan.settled, 3);
+        assert!(plan.shared.contains(&fanned.message.id));
+        assert!(!plan.shared.contains(&settled.message.id));
+    }
+}
