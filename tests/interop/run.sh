@@ -738,6 +738,23 @@ subscribe_ready() {
     wait_lines "$out" 1 10
 }
 
+# bridge_forward NAME SUB-PORT FILTER PUB-PORT TOPIC PAYLOAD WANT: a message
+# published on one broker arrives through the bridge on the other as WANT
+# ("topic payload").
+bridge_forward() {
+    local name=$1 sub_port=$2 filter=$3 pub_port=$4 topic=$5 payload=$6 want=$7
+    local out=$WORK/bridge-$RANDOM.out
+    subscribe_ready "$sub_port" "$filter" 1 "$out"
+    timeout 10 mosquitto_pub -h "$HOST" -p "$pub_port" -q 1 -t "$topic" -m "$payload"
+    wait_rc "$SUB"
+    if [[ $RC == 0 && $(sed 1d "$out") == "$want" ]]; then
+        pass "bridge to mosquitto: $name"
+    else
+        fail "bridge to mosquitto: $name: exit $RC"
+        detail "$out" "$WORK/petrel-bridge.log"
+    fi
+}
+
 bridge_suite() {
     MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
     if [[ ! -x $MOSQUITTO ]]; then
@@ -786,29 +803,10 @@ TOML
     fi
     pass "bridge to mosquitto: up, state 1 on \$SYS/broker/connection/mosq/state"
 
-    local out=$WORK/bridge-out.out rc=0
-    subscribe_ready "$MOSQ_PORT" "petrel/$base/out/#" 1 "$out"
-    timeout 10 mosquitto_pub -h "$HOST" -p "$BRIDGE_PORT" -q 1 -t "$base/out/x" -m hello-mosquitto
-    wait_rc "$SUB"
-    rc=$RC
-    if [[ $rc == 0 && $(sed 1d "$out") == "petrel/$base/out/x hello-mosquitto" ]]; then
-        pass "bridge to mosquitto: out, with the remote prefix"
-    else
-        fail "bridge to mosquitto: out: exit $rc"
-        detail "$out" "$WORK/petrel-bridge.log"
-    fi
-
-    local in=$WORK/bridge-in.out
-    subscribe_ready "$BRIDGE_PORT" "from-mosquitto/$base/in/#" 1 "$in"
-    timeout 10 mosquitto_pub -h "$HOST" -p "$MOSQ_PORT" -q 1 -t "$base/in/y" -m hello-petrel
-    wait_rc "$SUB"
-    rc=$RC
-    if [[ $rc == 0 && $(sed 1d "$in") == "from-mosquitto/$base/in/y hello-petrel" ]]; then
-        pass "bridge to mosquitto: in, with the local prefix"
-    else
-        fail "bridge to mosquitto: in: exit $rc"
-        detail "$in" "$WORK/petrel-bridge.log"
-    fi
+    bridge_forward "out, with the remote prefix" "$MOSQ_PORT" "petrel/$base/out/#" \
+        "$BRIDGE_PORT" "$base/out/x" hello-mosquitto "petrel/$base/out/x hello-mosquitto"
+    bridge_forward "in, with the local prefix" "$BRIDGE_PORT" "from-mosquitto/$base/in/#" \
+        "$MOSQ_PORT" "$base/in/y" hello-petrel "from-mosquitto/$base/in/y hello-petrel"
 
     # Mosquitto goes down; three QoS 1 messages wait in Petrel's store;
     # Petrel is killed (-9) and restarted; Mosquitto comes back with a
@@ -828,7 +826,7 @@ TOML
         fail "bridge to mosquitto: mosquitto did not restart"
         return
     fi
-    local queued=$WORK/bridge-queued.out topic="petrel/$base/out/queued"
+    local queued=$WORK/bridge-queued.out topic="petrel/$base/out/queued" rc
     subscribe_ready "$MOSQ_PORT" "$topic" 3 "$queued"
     start_petrel_bridge
     wait_rc "$SUB"
