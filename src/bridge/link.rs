@@ -4,7 +4,6 @@
 //! queue, within the in-flight window) and publishes here what the remote
 //! sends, until the connection ends or the broker stops.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::num::NonZeroU16;
@@ -28,15 +27,13 @@ use crate::protocol::{
     Subscribe, SubscribeProperties, SubscriptionOptions, TopicFilter, TopicName,
 };
 use crate::router::message::{Delivery, Message};
+use crate::session::durable::{release, ticket, wait_for, Held, HeldPacket};
 use crate::session::state::{Inflight, Phase};
 use crate::session::Shared;
 
 type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
 type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 type Link = Connection<BoxRead, BoxWrite>;
-
-/// Packets held back until the store has what they acknowledge.
-const HELD_LIMIT: usize = 4096;
 
 /// Why a link ended.
 #[derive(Debug)]
@@ -336,7 +333,7 @@ pub async fn serve(
         window,
         early,
     } = established;
-    let mut held: VecDeque<(u64, Packet)> = VecDeque::new();
+    let mut held = Held::default();
     resend_inflight(local, &mut connection);
     for packet in early {
         if let Err(end) = handle(shared, local, &mut connection, &mut held, packet) {
@@ -358,7 +355,7 @@ pub async fn serve(
         let dead_at = last_heard + keep_alive * 3 / 2;
         let ping_at = last_ping + keep_alive;
         let wake = tokio::time::Instant::from_std(dead_at.min(ping_at));
-        let can_read = held.len() < HELD_LIMIT;
+        let can_read = held.len() < crate::session::durable::HELD_LIMIT;
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
@@ -435,28 +432,6 @@ fn publish_to_remote(
     }
 }
 
-/// A PUBLISH to hold until the store catches up.
-fn owned_publish(topic: &TopicName, delivery: &Delivery, packet_id: PacketId) -> Packet {
-    let message = &delivery.message;
-    let expiry = message
-        .remaining_expiry(std::time::Instant::now())
-        .unwrap_or(Some(0));
-    Packet::Publish(Publish {
-        dup: false,
-        qos: delivery.qos,
-        retain: delivery.retain,
-        topic: topic.clone(),
-        packet_id: Some(packet_id),
-        payload: message.payload.clone(),
-        properties: PublishProperties {
-            message_expiry_interval: expiry,
-            topic_alias: None,
-            subscription_identifiers: Vec::new(),
-            ..message.properties.clone()
-        },
-    })
-}
-
 /// Unacknowledged messages first, in their order, with DUP set (PUBREL for
 /// those the remote received).
 fn resend_inflight(local: &mut Local, connection: &mut Link) {
@@ -497,14 +472,11 @@ fn forward(
     shared: &Shared,
     local: &mut Local,
     connection: &mut Link,
-    held: &mut VecDeque<(u64, Packet)>,
+    held: &mut Held,
     window: usize,
 ) {
     while local.state.inflight.len() < window && connection.unsent() < WRITE_HIGH_WATER {
-        if held
-            .iter()
-            .any(|(_, packet)| matches!(packet, Packet::Publish(_)))
-        {
+        if held.holds_publish() {
             // Messages keep their order behind a held one.
             return;
         }
@@ -539,7 +511,7 @@ fn forward(
         {
             store.sent(&local.client_id, &delivery, packet_id, false);
             if let Some(ticket) = ticket(shared, true).filter(|t| *t > store.durable()) {
-                held.push_back((ticket, owned_publish(&topic, &delivery, packet_id)));
+                held.hold(ticket, HeldPacket::Publish(packet_id));
                 shared.metrics.messages_sent.increment();
                 local.state.track(Inflight::published(packet_id, delivery));
                 continue;
@@ -561,49 +533,41 @@ fn forward(
 fn send_after(
     shared: &Shared,
     connection: &mut Link,
-    held: &mut VecDeque<(u64, Packet)>,
+    held: &mut Held,
     packet: Packet,
     ticket: Option<u64>,
 ) {
-    let durable = shared
-        .store
-        .as_ref()
-        .map_or(u64::MAX, |store| store.durable());
-    let waits = ticket.filter(|ticket| *ticket > durable);
-    match (waits, held.back()) {
-        (Some(ticket), _) => held.push_back((ticket, packet)),
-        (None, Some((last, _))) => {
-            let last = *last;
-            held.push_back((last, packet));
-        }
-        (None, None) => send(connection, &packet),
+    match wait_for(shared, Some(held), ticket) {
+        Some(ticket) => held.hold(ticket, HeldPacket::Packet(Box::new(packet))),
+        None => send(connection, &packet),
     }
 }
 
-fn release_held(
-    shared: &Shared,
-    local: &Local,
-    connection: &mut Link,
-    held: &mut VecDeque<(u64, Packet)>,
-) {
-    let Some(store) = &shared.store else {
-        return;
-    };
-    let durable = store.durable();
-    while held.front().is_some_and(|(ticket, _)| *ticket <= durable) {
-        if let Some((_, packet)) = held.pop_front() {
-            send(connection, &packet);
+/// Sends what the store has caught up with: acknowledgements, and first
+/// sendings of QoS 2 messages.
+fn release_held(shared: &Shared, local: &Local, connection: &mut Link, held: &mut Held) {
+    for packet in release(shared, held, &local.inbox) {
+        match packet {
+            HeldPacket::Packet(packet) => send(connection, &packet),
+            HeldPacket::Publish(packet_id) => {
+                let entry =
+                    local.state.inflight.iter().find(|entry| {
+                        entry.packet_id == packet_id && entry.phase == Phase::Published
+                    });
+                if let Some(entry) = entry {
+                    if let Some(topic) = remote_topic(local, &entry.delivery) {
+                        publish_to_remote(
+                            connection,
+                            &topic,
+                            &entry.delivery,
+                            Some(packet_id),
+                            false,
+                        );
+                    }
+                }
+            }
         }
     }
-    if let Some((ticket, _)) = held.front() {
-        store.wake_when_durable(*ticket, &local.inbox);
-    }
-}
-
-/// What an acknowledgement waits for with `durability = "sync"`.
-fn ticket(shared: &Shared, changed_store: bool) -> Option<u64> {
-    let store = shared.store.as_ref()?;
-    (changed_store && store.is_sync()).then(|| store.submitted())
 }
 
 fn complete(shared: &Shared, local: &mut Local, packet_id: PacketId, qos: QoS, phase: Phase) {
@@ -619,7 +583,7 @@ fn handle(
     shared: &Shared,
     local: &mut Local,
     connection: &mut Link,
-    held: &mut VecDeque<(u64, Packet)>,
+    held: &mut Held,
     packet: Packet,
 ) -> Result<(), End> {
     match packet {
@@ -702,7 +666,7 @@ fn receive(
     shared: &Shared,
     local: &mut Local,
     connection: &mut Link,
-    held: &mut VecDeque<(u64, Packet)>,
+    held: &mut Held,
     publish: Publish,
 ) {
     let Publish {

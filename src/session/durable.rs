@@ -20,7 +20,7 @@ use crate::store::Store;
 
 /// A packet waiting for the store.
 #[derive(Debug)]
-pub enum Held {
+pub enum HeldPacket {
     /// A packet ready to send (boxed: most are small acknowledgements, and
     /// a queue of them should not be sized by the largest packet).
     Packet(Box<Packet>),
@@ -28,8 +28,43 @@ pub enum Held {
     Publish(PacketId),
 }
 
-/// Held packets, each with the store sequence number it waits for.
-pub type HeldPackets = VecDeque<(u64, Held)>;
+/// Packets held back, in the order they are to go out, each with the store
+/// sequence number it waits for. Used by client sessions and bridges.
+#[derive(Debug, Default)]
+pub struct Held {
+    packets: VecDeque<(u64, HeldPacket)>,
+    /// How many are first QoS 2 sendings.
+    publishes: usize,
+}
+
+impl Held {
+    /// Holds `packet` until the store reaches `ticket`.
+    pub fn hold(&mut self, ticket: u64, packet: HeldPacket) {
+        self.publishes += usize::from(matches!(packet, HeldPacket::Publish(_)));
+        self.packets.push_back((ticket, packet));
+    }
+
+    /// Whether a first QoS 2 sending waits: messages after it wait too, so
+    /// they go out in the order they came.
+    pub fn holds_publish(&self) -> bool {
+        self.publishes > 0
+    }
+
+    /// How many packets wait.
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// True when none waits.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    /// The ticket of the last packet held.
+    pub fn last_ticket(&self) -> Option<u64> {
+        self.packets.back().map(|(ticket, _)| *ticket)
+    }
+}
 
 /// Held packets beyond which the client's input pauses until the store
 /// catches up.
@@ -47,8 +82,49 @@ pub fn ticket(shared: &Shared, changed_store: bool) -> Option<u64> {
     (changed_store && store.is_sync()).then(|| store.submitted())
 }
 
+/// What a packet to send now must wait for: its own `ticket` if the store
+/// has not reached it, else the last held packet's (answers keep their
+/// order); none if it can go at once.
+pub fn wait_for(shared: &Shared, held: Option<&Held>, ticket: Option<u64>) -> Option<u64> {
+    let durable = shared
+        .store
+        .as_ref()
+        .map_or(u64::MAX, |store| store.durable());
+    ticket
+        .filter(|ticket| *ticket > durable)
+        .or_else(|| held.and_then(Held::last_ticket))
+}
+
+/// Takes the held packets the store has reached, in order, and asks the
+/// store to wake `inbox`'s task when it reaches the next one.
+pub fn release(
+    shared: &Shared,
+    held: &mut Held,
+    inbox: &Arc<crate::router::inbox::Inbox>,
+) -> Vec<HeldPacket> {
+    let Some(store) = shared.store.as_ref() else {
+        return Vec::new();
+    };
+    let durable = store.durable();
+    let mut ready = Vec::new();
+    while held
+        .packets
+        .front()
+        .is_some_and(|(ticket, _)| *ticket <= durable)
+    {
+        if let Some((_, packet)) = held.packets.pop_front() {
+            held.publishes -= usize::from(matches!(packet, HeldPacket::Publish(_)));
+            ready.push(packet);
+        }
+    }
+    if let Some((ticket, _)) = held.packets.front() {
+        store.wake_when_durable(*ticket, inbox);
+    }
+    ready
+}
+
 /// Sends `packet` once the store has reached `ticket` (now if it has, or
-/// if there is none).
+/// if there is none), behind whatever is held already.
 pub fn send_after<R, W>(
     shared: &Shared,
     session: &mut Session<R, W>,
@@ -58,22 +134,18 @@ pub fn send_after<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let durable = shared
-        .store
-        .as_ref()
-        .map_or(u64::MAX, |store| store.durable());
-    match ticket {
-        Some(ticket) if ticket > durable => hold(session, ticket, Held::Packet(Box::new(packet))),
-        _ => session.send(packet),
+    match wait_for(shared, session.held.as_deref(), ticket) {
+        Some(ticket) => hold(session, ticket, HeldPacket::Packet(Box::new(packet))),
+        None => send_or_log(&mut session.connection, packet),
     }
 }
 
 /// Queues a held packet.
-pub fn hold<R, W>(session: &mut Session<R, W>, ticket: u64, held: Held) {
+pub fn hold<R, W>(session: &mut Session<R, W>, ticket: u64, packet: HeldPacket) {
     session
         .held
         .get_or_insert_with(Default::default)
-        .push_back((ticket, held));
+        .hold(ticket, packet);
 }
 
 /// Sends the held packets the store has caught up with; asks the store to
@@ -83,24 +155,17 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (Some(store), Some(held)) = (shared.store.as_ref(), session.held.as_mut()) else {
+    let Some(held) = session.held.as_mut() else {
         return;
     };
-    let durable = store.durable();
-    let mut ready = Vec::new();
-    while held.front().is_some_and(|(ticket, _)| *ticket <= durable) {
-        if let Some((_, packet)) = held.pop_front() {
-            ready.push(packet);
-        }
-    }
-    match held.front() {
-        Some((ticket, _)) => store.wake_when_durable(*ticket, &session.inbox),
-        None => session.held = None,
+    let ready = release(shared, held, &session.inbox);
+    if held.is_empty() {
+        session.held = None;
     }
     for packet in ready {
         match packet {
-            Held::Packet(packet) => send_or_log(&mut session.connection, *packet),
-            Held::Publish(packet_id) => {
+            HeldPacket::Packet(packet) => send_or_log(&mut session.connection, *packet),
+            HeldPacket::Publish(packet_id) => {
                 super::outbound::send_held_publish(shared, session, packet_id)
             }
         }
@@ -110,10 +175,10 @@ where
 /// Whether a first QoS 2 sending waits for the store: deliveries after it
 /// wait too, so the client gets messages in the order they came.
 pub fn holds_publish<R, W>(session: &Session<R, W>) -> bool {
-    session.held.as_ref().is_some_and(|held| {
-        held.iter()
-            .any(|(_, packet)| matches!(packet, Held::Publish(_)))
-    })
+    session
+        .held
+        .as_ref()
+        .is_some_and(|held| held.holds_publish())
 }
 
 /// Whether the client's input waits for the store to catch up.

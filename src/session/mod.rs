@@ -78,7 +78,7 @@ pub struct Session<R, W> {
     /// The publish rate limit, when one is configured.
     pub throttle: Option<Box<throttle::Throttle>>,
     /// Packets waiting for the store ([`durable`]).
-    pub held: Option<Box<durable::HeldPackets>>,
+    pub held: Option<Box<durable::Held>>,
 }
 
 /// A client's enhanced authentication (section 4.12).
@@ -145,9 +145,8 @@ where
     /// Sends a packet the broker built; see [`send_or_log`]. While packets
     /// wait for the store, it waits behind them.
     pub fn send(&mut self, packet: Packet) {
-        if let Some((ticket, _)) = self.held.as_ref().and_then(|held| held.back()) {
-            let ticket = *ticket;
-            durable::hold(self, ticket, durable::Held::Packet(Box::new(packet)));
+        if let Some(ticket) = self.held.as_deref().and_then(durable::Held::last_ticket) {
+            durable::hold(self, ticket, durable::HeldPacket::Packet(Box::new(packet)));
             return;
         }
         send_or_log(&mut self.connection, packet);

@@ -97,7 +97,7 @@ where
                 session
                     .state
                     .track(Inflight::published(packet_id, delivery));
-                durable::hold(session, ticket, durable::Held::Publish(packet_id));
+                durable::hold(session, ticket, durable::HeldPacket::Publish(packet_id));
                 return true;
             }
         }
