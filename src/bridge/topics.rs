@@ -6,18 +6,35 @@
 use crate::config::TopicRule;
 use crate::protocol::{filter_matches, QoS};
 
-/// The rules of one bridge.
+/// The rules of one bridge, with their filters as subscribed on each side
+/// made once (every forwarded message is matched against them).
 #[derive(Debug, Clone)]
-pub struct Rules(Vec<TopicRule>);
+pub struct Rules(Vec<Rule>);
 
-fn qos(rule: &TopicRule) -> QoS {
-    QoS::from_u8(rule.qos.min(2)).unwrap_or(QoS::AtMostOnce)
+#[derive(Debug, Clone)]
+struct Rule {
+    config: TopicRule,
+    qos: QoS,
+    /// `local_prefix + filter`.
+    local_filter: String,
+    /// `remote_prefix + filter`.
+    remote_filter: String,
 }
 
 impl Rules {
     /// The configured rules.
     pub fn new(rules: Vec<TopicRule>) -> Rules {
-        Rules(rules)
+        Rules(
+            rules
+                .into_iter()
+                .map(|config| Rule {
+                    qos: QoS::from_u8(config.qos.min(2)).unwrap_or(QoS::AtMostOnce),
+                    local_filter: format!("{}{}", config.local_prefix, config.filter),
+                    remote_filter: format!("{}{}", config.remote_prefix, config.filter),
+                    config,
+                })
+                .collect(),
+        )
     }
 
     /// What the bridge subscribes to on this broker: one filter per
@@ -25,8 +42,8 @@ impl Rules {
     pub fn local_filters(&self) -> Vec<(String, QoS)> {
         self.0
             .iter()
-            .filter(|rule| rule.direction.outward())
-            .map(|rule| (format!("{}{}", rule.local_prefix, rule.filter), qos(rule)))
+            .filter(|rule| rule.config.direction.outward())
+            .map(|rule| (rule.local_filter.clone(), rule.qos))
             .collect()
     }
 
@@ -35,8 +52,8 @@ impl Rules {
     pub fn remote_filters(&self) -> Vec<(String, QoS)> {
         self.0
             .iter()
-            .filter(|rule| rule.direction.inward())
-            .map(|rule| (format!("{}{}", rule.remote_prefix, rule.filter), qos(rule)))
+            .filter(|rule| rule.config.direction.inward())
+            .map(|rule| (rule.remote_filter.clone(), rule.qos))
             .collect()
     }
 
@@ -44,12 +61,11 @@ impl Rules {
     /// outward rule that matches it.
     pub fn outgoing(&self, topic: &str) -> Option<(String, QoS)> {
         self.0.iter().find_map(|rule| {
-            let filter = format!("{}{}", rule.local_prefix, rule.filter);
-            if !rule.direction.outward() || !filter_matches(&filter, topic) {
+            if !rule.config.direction.outward() || !filter_matches(&rule.local_filter, topic) {
                 return None;
             }
-            let rest = topic.strip_prefix(rule.local_prefix.as_str())?;
-            Some((format!("{}{rest}", rule.remote_prefix), qos(rule)))
+            let rest = topic.strip_prefix(rule.config.local_prefix.as_str())?;
+            Some((format!("{}{rest}", rule.config.remote_prefix), rule.qos))
         })
     }
 
@@ -57,12 +73,11 @@ impl Rules {
     /// rule that matches it.
     pub fn incoming(&self, topic: &str) -> Option<String> {
         self.0.iter().find_map(|rule| {
-            let filter = format!("{}{}", rule.remote_prefix, rule.filter);
-            if !rule.direction.inward() || !filter_matches(&filter, topic) {
+            if !rule.config.direction.inward() || !filter_matches(&rule.remote_filter, topic) {
                 return None;
             }
-            let rest = topic.strip_prefix(rule.remote_prefix.as_str())?;
-            Some(format!("{}{rest}", rule.local_prefix))
+            let rest = topic.strip_prefix(rule.config.remote_prefix.as_str())?;
+            Some(format!("{}{rest}", rule.config.local_prefix))
         })
     }
 }
