@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -17,44 +15,6 @@ use petrel::protocol::{
     Ack, ConnectProperties, Packet, PublishProperties, QoS, ReasonCode, WillProperties,
 };
 use petrel::{Broker, Config};
-
-/// A data directory of its own, removed when the test ends.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> DataDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "petrel-persistence-{}-{name}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        DataDir(dir)
-    }
-
-    fn config(&self) -> Config {
-        Config {
-            persistence: true,
-            data_dir: self.0.clone(),
-            ..test_config()
-        }
-    }
-
-    async fn start(&self) -> TestBroker {
-        TestBroker::with_config(self.config()).await
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 async fn restart(broker: TestBroker, dir: &DataDir) -> TestBroker {
     assert!(broker.broker.shutdown().await, "clean shutdown");

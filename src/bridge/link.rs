@@ -27,7 +27,7 @@ use crate::protocol::{
     Subscribe, SubscribeProperties, SubscriptionOptions, TopicFilter, TopicName,
 };
 use crate::router::message::{Delivery, Message};
-use crate::session::durable::{release, ticket, wait_for, Held, HeldPacket};
+use crate::session::durable::{release, ticket, wait_for, wake_when_released, Held, HeldPacket};
 use crate::session::state::{Inflight, Phase};
 use crate::session::Shared;
 
@@ -340,6 +340,11 @@ pub async fn serve(
             return end;
         }
     }
+    // What came in the same read as the SUBACK is already buffered: no
+    // read would announce it.
+    if let Err(end) = handle_buffered(shared, local, &mut connection, &mut held) {
+        return end;
+    }
     let keep_alive = Duration::from_secs(u64::from(config.keep_alive));
     let mut last_heard = Instant::now();
     let mut last_ping = last_heard;
@@ -352,6 +357,7 @@ pub async fn serve(
         }
         release_held(shared, local, &mut connection, &mut held);
         forward(shared, local, &mut connection, &mut held, window);
+        wake_when_released(shared, Some(&held), &local.inbox);
         let dead_at = last_heard + keep_alive * 3 / 2;
         let ping_at = last_ping + keep_alive;
         let wake = tokio::time::Instant::from_std(dead_at.min(ping_at));
@@ -372,21 +378,29 @@ pub async fn serve(
                 Ok(IoEvent::Read(0)) => return End::Closed,
                 Ok(IoEvent::Read(_)) => {
                     last_heard = Instant::now();
-                    loop {
-                        match connection.next_packet() {
-                            Ok(Some(packet)) => {
-                                if let Err(end) = handle(shared, local, &mut connection, &mut held, packet) {
-                                    return end;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(error) => return End::Protocol(error.to_string()),
-                        }
+                    if let Err(end) = handle_buffered(shared, local, &mut connection, &mut held) {
+                        return end;
                     }
                 }
                 Ok(IoEvent::Wrote(_)) => {}
             },
             _ = local.receiver.changed() => {}
+        }
+    }
+}
+
+/// Handles every whole packet in the read buffer.
+fn handle_buffered(
+    shared: &Shared,
+    local: &mut Local,
+    connection: &mut Link,
+    held: &mut Held,
+) -> Result<(), End> {
+    loop {
+        match connection.next_packet() {
+            Ok(Some(packet)) => handle(shared, local, connection, held, packet)?,
+            Ok(None) => return Ok(()),
+            Err(error) => return Err(End::Protocol(error.to_string())),
         }
     }
 }
@@ -546,7 +560,7 @@ fn send_after(
 /// Sends what the store has caught up with: acknowledgements, and first
 /// sendings of QoS 2 messages.
 fn release_held(shared: &Shared, local: &Local, connection: &mut Link, held: &mut Held) {
-    for packet in release(shared, held, &local.inbox) {
+    for packet in release(shared, held) {
         match packet {
             HeldPacket::Packet(packet) => send(connection, &packet),
             HeldPacket::Publish(packet_id) => {

@@ -127,6 +127,7 @@ where
                 shared.metrics.publish_pauses.increment();
             }
         }
+        super::durable::wake_when_released(shared, session.held.as_deref(), &session.inbox);
         let paused = session.congested.is_some();
         let wake = [
             keep_alive

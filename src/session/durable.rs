@@ -95,13 +95,8 @@ pub fn wait_for(shared: &Shared, held: Option<&Held>, ticket: Option<u64>) -> Op
         .or_else(|| held.and_then(Held::last_ticket))
 }
 
-/// Takes the held packets the store has reached, in order, and asks the
-/// store to wake `inbox`'s task when it reaches the next one.
-pub fn release(
-    shared: &Shared,
-    held: &mut Held,
-    inbox: &Arc<crate::router::inbox::Inbox>,
-) -> Vec<HeldPacket> {
+/// Takes the held packets the store has reached, in order.
+pub fn release(shared: &Shared, held: &mut Held) -> Vec<HeldPacket> {
     let Some(store) = shared.store.as_ref() else {
         return Vec::new();
     };
@@ -117,10 +112,25 @@ pub fn release(
             ready.push(packet);
         }
     }
-    if let Some((ticket, _)) = held.packets.front() {
-        store.wake_when_durable(*ticket, inbox);
-    }
     ready
+}
+
+/// Asks the store to wake `inbox`'s task when it reaches the first held
+/// packet. Called just before the task waits, after everything that may
+/// hold a packet (its input, its deliveries) has run: a held packet
+/// never waits for the peer's next packet.
+pub fn wake_when_released(
+    shared: &Shared,
+    held: Option<&Held>,
+    inbox: &Arc<crate::router::inbox::Inbox>,
+) {
+    let (Some(store), Some((ticket, _))) = (
+        shared.store.as_ref(),
+        held.and_then(|held| held.packets.front()),
+    ) else {
+        return;
+    };
+    store.wake_when_durable(*ticket, inbox);
 }
 
 /// Sends `packet` once the store has reached `ticket` (now if it has, or
@@ -158,7 +168,7 @@ where
     let Some(held) = session.held.as_mut() else {
         return;
     };
-    let ready = release(shared, held, &session.inbox);
+    let ready = release(shared, held);
     if held.is_empty() {
         session.held = None;
     }

@@ -636,3 +636,126 @@ pub fn listening_port(reader: &mut impl std::io::BufRead) -> u16 {
         }
     }
 }
+
+/// A data directory of its own, removed when the test ends.
+pub struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    pub fn new(name: &str) -> DataDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "petrel-test-{}-{name}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        DataDir(dir)
+    }
+
+    /// The test configuration with persistence in this directory (and
+    /// the default `durability = "sync"`).
+    pub fn config(&self) -> Config {
+        Config {
+            persistence: true,
+            data_dir: self.0.clone(),
+            ..test_config()
+        }
+    }
+
+    pub async fn start(&self) -> TestBroker {
+        TestBroker::with_config(self.config()).await
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl RawClient {
+    /// A client over a stream accepted elsewhere (the far end of a
+    /// bridge, see [`FakeRemote`]).
+    pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> RawClient {
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+}
+
+/// A remote broker played by the test, packet by packet, for a bridge to
+/// connect to: the test sees exactly what the bridge sends, and sends
+/// exactly what it wants (nothing at all, to prove a packet is not
+/// waiting for one).
+pub struct FakeRemote {
+    listener: tokio::net::TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl FakeRemote {
+    pub async fn bind() -> FakeRemote {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let addr = listener.local_addr().expect("local address");
+        FakeRemote { listener, addr }
+    }
+
+    /// Accepts the bridge's connection, answers its CONNECT with a
+    /// successful CONNACK and, when it subscribes, its SUBSCRIBE with a
+    /// SUBACK granting every filter. Returns the connection and the
+    /// CONNECT.
+    pub async fn accept(&self) -> (RawClient, Connect) {
+        let (stream, _) = tokio::time::timeout(RECV_TIMEOUT, self.listener.accept())
+            .await
+            .expect("the bridge connects in time")
+            .expect("accept");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut remote = RawClient::from_stream(stream, ProtocolVersion::V3_1_1);
+        let connect = match remote.recv().await {
+            Packet::Connect(connect) => *connect,
+            other => panic!("expected CONNECT from the bridge, got {other:?}"),
+        };
+        remote.version = connect.protocol;
+        remote
+            .send(&Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason_code: protocol::ReasonCode::Success,
+                properties: Default::default(),
+            }))
+            .await;
+        (remote, connect)
+    }
+
+    /// [`FakeRemote::accept`], then the bridge's SUBSCRIBE answered.
+    pub async fn accept_subscribing(&self) -> (RawClient, Connect) {
+        let (mut remote, connect) = self.accept().await;
+        let subscribe = match remote.recv().await {
+            Packet::Subscribe(subscribe) => subscribe,
+            other => panic!("expected SUBSCRIBE from the bridge, got {other:?}"),
+        };
+        let reason_codes = subscribe
+            .filters
+            .iter()
+            .map(|(_, options)| match options.qos {
+                QoS::AtMostOnce => protocol::ReasonCode::GRANTED_QOS_0,
+                QoS::AtLeastOnce => protocol::ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => protocol::ReasonCode::GrantedQoS2,
+            })
+            .collect();
+        remote
+            .send(&Packet::SubAck(protocol::SubAck {
+                packet_id: subscribe.packet_id,
+                reason_codes,
+                properties: Default::default(),
+            }))
+            .await;
+        (remote, connect)
+    }
+}
