@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use crate::metrics::Metrics;
@@ -27,6 +27,12 @@ const KEEP_WRITE_CAPACITY: usize = 16 * 1024;
 /// (and taking more deliveries) until the peer has read some: a client
 /// that does not read cannot make the broker buffer without bound.
 pub const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// How long a closing connection keeps reading what its peer still sends
+/// (see [`Connection::close`]).
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// How much of it a closing connection reads, at most.
+pub const LINGER_BYTES: usize = 256 * 1024;
 
 /// What [`Connection::ready`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,10 +275,35 @@ where
         self.writer.flush().await
     }
 
-    /// Flushes what is buffered and closes the write side.
-    pub async fn close(&mut self) {
-        if self.flush().await.is_ok() {
-            let _ = self.writer.shutdown().await;
+    /// Closes gracefully: writes what is buffered (the DISCONNECT that
+    /// says why, say), shuts the write side so the peer reads EOF after
+    /// it, then reads and discards what the peer still sends until it
+    /// closes its side too, for at most [`LINGER`] and [`LINGER_BYTES`]
+    /// in all. A socket closed with unread input is reset by the kernel,
+    /// and the reset fails the peer's next write and can destroy what it
+    /// had not read yet. With `peer_closed` (it closed first, or the
+    /// stream failed) there is nothing to wait for.
+    pub async fn close(&mut self, peer_closed: bool) {
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let written = tokio::time::timeout_at(deadline, self.flush()).await;
+        if !matches!(written, Ok(Ok(()))) {
+            return;
         }
+        let _ = tokio::time::timeout_at(deadline, self.writer.shutdown()).await;
+        if peer_closed {
+            return;
+        }
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            self.read_buf.clear();
+            self.read_buf
+                .reserve(MAX_READ_CHUNK.min(LINGER_BYTES - discarded));
+            let read = tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.read_buf));
+            match read.await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
+        self.read_buf = BytesMut::new();
     }
 }

@@ -59,6 +59,13 @@ async fn with_subscriber(
     (broker, subscriber)
 }
 
+/// Stops `broker` once `clients` have closed, so that its graceful close
+/// of their connections ends at once.
+async fn stop<T>(broker: TestBroker, clients: T) {
+    drop(clients);
+    broker.broker.shutdown().await;
+}
+
 fn expect_ack(packet: Packet, what: &str) -> Ack {
     match (packet, what) {
         (Packet::PubAck(ack), "PUBACK")
@@ -88,7 +95,7 @@ async fn qos2_publish_reaches_an_idle_persistent_subscriber() {
                 (&b"m"[..], QoS::ExactlyOnce),
                 "{version:?}"
             );
-            broker.broker.shutdown().await;
+            stop(broker, (subscriber, publisher)).await;
         }
     })
     .await;
@@ -110,7 +117,7 @@ async fn pubrel_reaches_an_idle_persistent_subscriber() {
             subscriber.answer(&publish).await;
             let pubrel = expect_ack(subscriber.recv().await, "PUBREL");
             assert_eq!(Some(pubrel.packet_id), publish.packet_id, "{version:?}");
-            broker.broker.shutdown().await;
+            stop(broker, (subscriber, publisher)).await;
         }
     })
     .await;
@@ -130,7 +137,7 @@ async fn puback_reaches_an_idle_publisher() {
                 .await;
             let puback = expect_ack(publisher.recv().await, "PUBACK");
             assert_eq!(puback.packet_id, id(7), "{version:?}");
-            broker.broker.shutdown().await;
+            stop(broker, (_subscriber, publisher)).await;
         }
     })
     .await;
@@ -150,7 +157,7 @@ async fn pubrec_reaches_an_idle_publisher() {
                 .await;
             let pubrec = expect_ack(publisher.recv().await, "PUBREC");
             assert_eq!(pubrec.packet_id, id(7), "{version:?}");
-            broker.broker.shutdown().await;
+            stop(broker, publisher).await;
         }
     })
     .await;
@@ -172,7 +179,7 @@ async fn pubcomp_reaches_an_idle_publisher() {
             publisher.send(&Packet::PubRel(Ack::new(id(7)))).await;
             let pubcomp = expect_ack(publisher.recv().await, "PUBCOMP");
             assert_eq!(pubcomp.packet_id, id(7), "{version:?}");
-            broker.broker.shutdown().await;
+            stop(broker, publisher).await;
         }
     })
     .await;
@@ -189,7 +196,7 @@ async fn suback_reaches_an_idle_persistent_client() {
             let mut subscriber = client(&broker, version, "subscriber", true).await;
             let codes = subscriber.subscribe(3, &[("t", QoS::AtLeastOnce)]).await;
             assert_eq!(codes, vec![ReasonCode::GrantedQoS1], "{version:?}");
-            broker.broker.shutdown().await;
+            stop(broker, subscriber).await;
         }
     })
     .await;
@@ -208,7 +215,7 @@ async fn unsuback_reaches_an_idle_persistent_client() {
                 Packet::UnsubAck(unsuback) => assert_eq!(unsuback.packet_id, id(4)),
                 other => panic!("{version:?}: expected UNSUBACK, got {other:?}"),
             }
-            broker.broker.shutdown().await;
+            stop(broker, subscriber).await;
         }
     })
     .await;
@@ -267,7 +274,7 @@ async fn bridge_qos2_publish_reaches_an_idle_remote() {
                 ("t", QoS::ExactlyOnce),
                 "{protocol}"
             );
-            local.broker.shutdown().await;
+            stop(local, (far, publisher)).await;
         }
     })
     .await;
@@ -290,7 +297,7 @@ async fn bridge_pubrel_reaches_an_idle_remote() {
             far.answer(&publish).await;
             let pubrel = expect_ack(far.recv().await, "PUBREL");
             assert_eq!(Some(pubrel.packet_id), publish.packet_id, "{protocol}");
-            local.broker.shutdown().await;
+            stop(local, (far, publisher)).await;
         }
     })
     .await;
@@ -315,7 +322,7 @@ async fn remote_publishes(protocol: &str, qos: QoS, then_pubrel: bool) -> Packet
         far.send(&Packet::PubRel(Ack::new(id(9)))).await;
         answer = far.recv().await;
     }
-    local.broker.shutdown().await;
+    stop(local, (near, far)).await;
     answer
 }
 

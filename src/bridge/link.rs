@@ -352,7 +352,7 @@ pub async fn serve(
         if local.inbox.interruption().is_some() {
             let disconnect = Packet::Disconnect(Disconnect::new(ReasonCode::Success));
             send(&mut connection, &disconnect);
-            let _ = tokio::time::timeout(Duration::from_millis(500), connection.close()).await;
+            connection.close(false).await;
             return End::Shutdown;
         }
         release_held(shared, local, &mut connection, &mut held);

@@ -15,14 +15,20 @@ use super::manager::Parked;
 use super::state::Phase;
 use super::{Session, Shared};
 use crate::auth::acl::Action;
+use crate::connection::Connection;
 use crate::protocol::{
     Disconnect, DisconnectProperties, LastWill, Packet, PublishProperties, QoS, ReasonCode,
 };
 use crate::router::message::Message;
 
 /// After the loop: log, tell an MQTT 5 client why, publish or schedule
-/// the will, close, park or drop the session.
-pub async fn finish<R, W>(shared: &Shared, mut session: Box<Session<R, W>>, exit: Exit)
+/// the will, park or drop the session; the connection is handed back to
+/// be closed.
+pub async fn finish<R, W>(
+    shared: &Shared,
+    mut session: Box<Session<R, W>>,
+    exit: Exit,
+) -> Connection<R, W>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -77,11 +83,11 @@ where
         }
     }
     hand_over_shared(shared, &mut session);
-    let _ = tokio::time::timeout(Duration::from_millis(500), session.connection.close()).await;
     shared.metrics.clients_connected.decrement();
     let store = super::durable::store(shared, &session).cloned();
     if session.session_expiry == 0 {
         let Session {
+            connection,
             client_id,
             lease,
             receiver,
@@ -94,7 +100,7 @@ where
             store.session_removed(&client_id);
         }
         shared.sessions.release(&client_id, lease, None);
-        return;
+        return connection;
     }
     shared.metrics.clients_disconnected.increment();
     let expires_at = (session.session_expiry != u32::MAX)
@@ -108,17 +114,25 @@ where
         store.session_closed(&session.client_id, session.session_expiry, will);
     }
     let (will, will_at) = delayed_will.unzip();
+    let Session {
+        connection,
+        client_id,
+        lease,
+        state,
+        inbox,
+        receiver,
+        ..
+    } = *session;
     let parked = Parked {
-        state: session.state,
-        inbox: session.inbox,
-        receiver: session.receiver,
+        state,
+        inbox,
+        receiver,
         expires_at,
         will,
         will_at,
     };
-    shared
-        .sessions
-        .release(&session.client_id, session.lease, Some(parked));
+    shared.sessions.release(&client_id, lease, Some(parked));
+    connection
 }
 
 fn log_exit<R, W>(shared: &Shared, session: &Session<R, W>, exit: &Exit) {

@@ -70,8 +70,15 @@ where
 {
     let exit = session_loop(shared, &mut session).await;
     let span = session.span();
+    let peer_closed = matches!(exit, Exit::Closed | Exit::Io(_));
     // Boxed: only needed at the very end, so it does not size the task.
-    Box::pin(super::close::finish(shared, session, exit).instrument(span)).await;
+    // The session is handed back (a takeover need not wait) before the
+    // connection lingers in its graceful close.
+    let close = async move {
+        let mut connection = super::close::finish(shared, session, exit).await;
+        connection.close(peer_closed).await;
+    };
+    Box::pin(close.instrument(span)).await;
 }
 
 async fn session_loop<R, W>(shared: &Shared, session: &mut Session<R, W>) -> Exit

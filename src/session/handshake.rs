@@ -32,13 +32,114 @@ enum FirstPacket {
     Malformed(DecodeError),
 }
 
-/// Runs the handshake. `None` means the connection was refused or ended
-/// and has been closed.
+/// Runs the handshake. On a refusal, or a connection that ended, the
+/// connection comes back for the caller to close (a refusing CONNACK is
+/// already in its write buffer).
 pub async fn accept<R, W>(
     shared: &Shared,
     mut connection: Connection<R, W>,
     origin: super::Origin,
-) -> Option<Box<Session<R, W>>>
+) -> Result<Box<Session<R, W>>, Connection<R, W>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    match handshake(shared, &mut connection, origin).await {
+        Some(granted) => Ok(granted.into_session(shared, connection)),
+        None => Err(connection),
+    }
+}
+
+/// What the handshake granted: everything the session is made of but its
+/// connection.
+struct Granted {
+    connect: Box<Connect>,
+    client_id: Arc<str>,
+    username: Option<Arc<str>>,
+    peer: std::net::SocketAddr,
+    negotiated: Negotiated,
+    state: SessionState,
+    inbox: Arc<Inbox>,
+    receiver: crate::router::inbox::InboxReceiver,
+    lease: super::manager::Lease,
+    auth: Option<Box<AuthState>>,
+    connack: Packet,
+    session_present: bool,
+}
+
+impl Granted {
+    /// The session on `connection`: CONNACK sent, unacknowledged messages
+    /// re-sent after it.
+    fn into_session<R, W>(
+        self,
+        shared: &Shared,
+        mut connection: Connection<R, W>,
+    ) -> Box<Session<R, W>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let Granted {
+            connect,
+            client_id,
+            username,
+            peer,
+            negotiated,
+            state,
+            inbox,
+            receiver,
+            lease,
+            auth,
+            connack,
+            session_present,
+        } = self;
+        connection.max_outgoing_packet = negotiated.max_outgoing_packet;
+        // Boxed: the session lives as long as the connection, and its
+        // futures then hold a pointer rather than a copy each.
+        let mut session = Box::new(Session {
+            connection,
+            client_id,
+            username,
+            peer,
+            keep_alive: negotiated.keep_alive,
+            session_expiry: negotiated.session_expiry,
+            will: connect.will.clone().map(Box::new),
+            state,
+            inbox,
+            receiver,
+            lease,
+            congested: None,
+            limits: negotiated.limits,
+            aliases: None,
+            auth,
+            throttle: super::throttle::Throttle::new(&shared.config),
+            held: None,
+        });
+        session.send(connack);
+        super::outbound::resend_inflight(shared, &mut session);
+        shared.metrics.clients_connected.increment();
+        if session_present {
+            shared.metrics.clients_disconnected.decrement();
+        }
+        tracing::info!(
+            protocol = ?connect.protocol,
+            clean_start = connect.clean_start,
+            keep_alive = session.keep_alive,
+            session_expiry = session.session_expiry,
+            session_present,
+            "client connected"
+        );
+        session
+    }
+}
+
+/// The handshake up to the claim of the session; `None` once refused
+/// (the CONNACK saying why is written) or ended.
+async fn handshake<R, W>(
+    shared: &Shared,
+    connection: &mut Connection<R, W>,
+    origin: super::Origin,
+) -> Option<Granted>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -46,7 +147,7 @@ where
     let token = shared.tasks.token().clone();
     let first = tokio::select! {
         _ = token.cancelled() => return None,
-        first = tokio::time::timeout(shared.config.connect_timeout(), read_first(&mut connection)) => first,
+        first = tokio::time::timeout(shared.config.connect_timeout(), read_first(connection)) => first,
     };
     let connect = match first {
         Err(_elapsed) => {
@@ -74,7 +175,7 @@ where
             ) {
                 // [MQTT-3.1.2-2] (v3.1.1): CONNACK 0x01, then close.
                 refuse(
-                    &mut connection,
+                    connection,
                     ReasonCode::UnsupportedProtocolVersion,
                     ConnAckProperties::default(),
                 )
@@ -98,8 +199,8 @@ where
             return None;
         }
     };
-    check_connect(shared, &mut connection, &connect, &origin).await?;
-    let (client_id, assigned) = client_id(shared, &mut connection, &connect).await?;
+    check_connect(shared, connection, &connect, &origin).await?;
+    let (client_id, assigned) = client_id(shared, connection, &connect).await?;
     tracing::Span::current().record("client_id", &*client_id);
     // A user name with a password is checked against the password file;
     // with an authentication method, the method checks instead.
@@ -117,21 +218,19 @@ where
             .unwrap_or(false);
         drop(permit);
         if !verified {
-            refuse_login(shared, &mut connection, origin.peer.ip(), username).await;
+            refuse_login(shared, connection, origin.peer.ip(), username).await;
             return None;
         }
     }
     let auth = match &connect.properties.authentication_method {
-        Some(name) => {
-            Some(authenticate(shared, &mut connection, &connect, name, &client_id).await?)
-        }
+        Some(name) => Some(authenticate(shared, connection, &connect, name, &client_id).await?),
         None => None,
     };
     let method_user = auth.as_ref().and_then(|(_, _, user)| user.clone());
     if let (Some(proved), Some(claimed)) = (&method_user, &connect.username) {
         if proved != claimed {
             // The CONNECT names someone other than who authenticated.
-            refuse_login(shared, &mut connection, origin.peer.ip(), claimed).await;
+            refuse_login(shared, connection, origin.peer.ip(), claimed).await;
             return None;
         }
     }
@@ -140,7 +239,7 @@ where
         Err((reason_code, rule)) => {
             shared.metrics.protocol_errors.increment();
             tracing::info!(rule, "CONNECT refused");
-            refuse(&mut connection, reason_code, ConnAckProperties::default()).await;
+            refuse(connection, reason_code, ConnAckProperties::default()).await;
             return None;
         }
     };
@@ -225,9 +324,6 @@ where
         inbox.set_durable(durable);
     }
     shared.sessions.attach(&lease, &inbox, shared.tasks.token());
-    // Boxed: the session lives as long as the connection, and its futures
-    // then hold a pointer rather than a copy each.
-    connection.max_outgoing_packet = negotiated.max_outgoing_packet;
     let auth = auth.map(|(method, _, _)| {
         Box::new(AuthState {
             method,
@@ -235,51 +331,32 @@ where
             exchange: None,
         })
     });
-    let mut session = Box::new(Session {
-        connection,
-        client_id,
-        username: origin
-            .identity
-            .as_ref()
-            .and_then(|identity| identity.username.as_deref())
-            .or(method_user.as_deref())
-            .or(connect.username.as_deref())
-            .map(Arc::from),
-        peer: origin.peer,
-        keep_alive: negotiated.keep_alive,
-        session_expiry: negotiated.session_expiry,
-        will: connect.will.clone().map(Box::new),
-        state,
-        inbox,
-        receiver,
-        lease,
-        congested: None,
-        limits: negotiated.limits,
-        aliases: None,
-        auth,
-        throttle: super::throttle::Throttle::new(&shared.config),
-        held: None,
-    });
+    let username = origin
+        .identity
+        .as_ref()
+        .and_then(|identity| identity.username.as_deref())
+        .or(method_user.as_deref())
+        .or(connect.username.as_deref())
+        .map(Arc::from);
     // [MQTT-3.2.2-1] [MQTT-3.2.2-2] (v3.1.1) [MQTT-3.2.2-2] (v5.0):
     // session present tells the truth.
     if let Packet::ConnAck(connack) = &mut connack {
         connack.session_present = session_present;
     }
-    session.send(connack);
-    super::outbound::resend_inflight(shared, &mut session);
-    shared.metrics.clients_connected.increment();
-    if session_present {
-        shared.metrics.clients_disconnected.decrement();
-    }
-    tracing::info!(
-        protocol = ?connect.protocol,
-        clean_start = connect.clean_start,
-        keep_alive = session.keep_alive,
-        session_expiry = session.session_expiry,
+    Some(Granted {
+        connect,
+        client_id,
+        username,
+        peer: origin.peer,
+        negotiated,
+        state,
+        inbox,
+        receiver,
+        lease,
+        auth,
+        connack,
         session_present,
-        "client connected"
-    );
-    Some(session)
+    })
 }
 
 async fn read_first<R, W>(connection: &mut Connection<R, W>) -> FirstPacket
@@ -576,7 +653,7 @@ pub const LOGIN_FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_
 const MAX_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Sends a refusing CONNACK (at 3.x the nearest return code, without the
-/// properties) and closes [MQTT-3.2.2-7] (v5.0).
+/// properties); the caller closes [MQTT-3.2.2-7] (v5.0).
 async fn refuse<R, W>(
     connection: &mut Connection<R, W>,
     reason_code: ReasonCode,
@@ -591,5 +668,4 @@ async fn refuse<R, W>(
         properties,
     };
     send_or_log(connection, Packet::ConnAck(connack));
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), connection.close()).await;
 }

@@ -274,9 +274,10 @@ where
     // CONNACK, so it should not size the connection's task.
     let span = connection_span(origin.peer, None);
     let handshake = handshake::accept(&shared, connection, origin);
-    let accepted = Box::pin(handshake.instrument(span)).await;
-    if let Some(session) = accepted {
-        driver::run(&shared, session).await;
+    match Box::pin(handshake.instrument(span)).await {
+        Ok(session) => driver::run(&shared, session).await,
+        // Refused (the CONNACK is written) or ended before CONNACK.
+        Err(mut connection) => Box::pin(connection.close(false)).await,
     }
 }
 
