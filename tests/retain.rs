@@ -1,5 +1,5 @@
 //! Retained messages: stored, replaced, cleared, delivered to new
-//! subscriptions with RETAIN set, bounded.
+//! subscriptions with RETAIN set, every one however many.
 
 mod common;
 
@@ -248,30 +248,218 @@ async fn repeated_filter_in_one_subscribe_is_one_subscription() {
     .await;
 }
 
-// Retained messages sent on subscribe are bounded by max_queued_messages;
-// the excess is dropped and counted.
+// [MQTT-3.3.1-6] (v3.1.1) [MQTT-3.3.1-9] (v5.0): a new wildcard
+// subscription gets every retained message it matches, however many (here
+// 20,000, twenty times max_queued_messages), at QoS 0, 1 and 2. They
+// stream to the client as it takes them, outside the queue bound, which
+// keeps applying to live messages; live messages to the same client keep
+// flowing meanwhile, and nothing is dropped.
 #[tokio::test]
-async fn retained_messages_on_subscribe_are_bounded() {
+async fn a_new_subscription_gets_every_retained_message_it_matches() {
     timed(async {
-        let config = petrel::Config {
-            max_queued_messages: 3,
-            ..test_config()
-        };
-        let broker = TestBroker::with_config(config).await;
-        let mut publisher = RawClient::connect(broker.addr, "pub").await;
-        for index in 0..5u16 {
-            publisher
-                .publish(&format!("r/{index}"), b"x", QoS::AtMostOnce, true, 0)
-                .await;
+        let count = 20_000usize;
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let broker = TestBroker::start().await;
+            assert!(broker_config_queue_bound() < count);
+            let mut publisher = RawClient::connect(broker.addr, "pub").await;
+            publish_retained_burst(&mut publisher, count).await;
+            let rss_before = rss_bytes();
+            let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+            subscriber.subscribe(1, &[("#", qos)]).await;
+            let mut retained = std::collections::HashSet::new();
+            let mut live_sent = 0usize;
+            let mut live_received = 0usize;
+            let mut rss_peak = rss_before;
+            let mut first_live_at = None;
+            while retained.len() < count {
+                let publish = match subscriber.recv().await {
+                    petrel::protocol::Packet::Publish(publish) => publish,
+                    petrel::protocol::Packet::PubRel(ack) => {
+                        let pubcomp = petrel::protocol::Packet::PubComp(ack);
+                        subscriber.send(&pubcomp).await;
+                        continue;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                };
+                subscriber.answer(&publish).await;
+                if publish.topic.as_str().starts_with("live/") {
+                    assert!(!publish.retain);
+                    live_received += 1;
+                    first_live_at.get_or_insert(retained.len());
+                    continue;
+                }
+                assert!(publish.retain, "{qos:?}");
+                assert_eq!(publish.qos, qos, "the lower of published (2) and granted");
+                let index: usize = publish.topic.as_str()["probe-ret/".len()..]
+                    .parse()
+                    .expect("a topic the test published");
+                assert_eq!(
+                    publish.payload.as_ref(),
+                    format!("v{index:<1023}").as_bytes()
+                );
+                assert!(retained.insert(index), "{qos:?}: retained {index} twice");
+                // A live message now and then, while the backlog streams.
+                if retained.len() % 2_000 == 1_000 {
+                    publisher
+                        .publish(
+                            &format!("live/{live_sent}"),
+                            b"now",
+                            QoS::AtMostOnce,
+                            false,
+                            0,
+                        )
+                        .await;
+                    live_sent += 1;
+                    rss_peak = rss_peak.max(rss_bytes());
+                }
+            }
+            // The first live message came while the backlog was still
+            // streaming: it did not wait for the backlog to end.
+            assert!(
+                first_live_at.is_some_and(|at| at < count),
+                "{qos:?}: a live message waited for the backlog ({first_live_at:?})"
+            );
+            // The last ones may come after it; none is lost.
+            while live_received < live_sent {
+                let publish = subscriber.recv_publish().await;
+                assert!(publish.topic.as_str().starts_with("live/"));
+                live_received += 1;
+            }
+            assert!(live_sent >= 10);
+            assert_eq!(broker.broker.metrics().messages_dropped.get(), 0);
+            // Nothing more, but the PUBRELs of the last QoS 2 ones.
+            for packet in subscriber.ping_barrier().await {
+                match packet {
+                    petrel::protocol::Packet::PubRel(ack) => {
+                        subscriber
+                            .send(&petrel::protocol::Packet::PubComp(ack))
+                            .await;
+                    }
+                    other => panic!("{qos:?}: unexpected {other:?}"),
+                }
+            }
+            assert!(subscriber.ping_barrier().await.is_empty());
+            let grown = rss_peak.saturating_sub(rss_before);
+            println!(
+                "{qos:?}: {count} retained messages streamed, the first live message after \
+                 {first_live_at:?}; the test process grew {grown} bytes"
+            );
+            assert!(grown < 64 << 20, "grew {grown} bytes");
+            drop((subscriber, publisher));
+            broker.broker.shutdown().await;
         }
-        assert!(publisher.ping_barrier().await.is_empty());
-        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
-        subscriber.subscribe(1, &[("r/#", QoS::AtMostOnce)]).await;
-        for _ in 0..3 {
-            assert!(subscriber.recv_publish().await.retain);
-        }
-        assert!(subscriber.ping_barrier().await.is_empty());
-        assert_eq!(broker.broker.metrics().messages_dropped.get(), 2);
     })
     .await;
+}
+
+// [MQTT-4.6.0-6] (v3.1.1): a live message on a topic the backlog has not
+// reached yet takes that topic's (older) retained message with it, just
+// ahead of it: the client never gets the older one after the newer.
+#[tokio::test]
+async fn a_live_message_never_overtakes_its_topics_retained_message() {
+    timed(async {
+        let broker = TestBroker::with_config(petrel::Config {
+            max_inflight: 4,
+            ..test_config()
+        })
+        .await;
+        let mut publisher = RawClient::connect(broker.addr, "pub").await;
+        // More than the backlog takes from the router at a time (64), so
+        // one live topic is in its current batch, the other past it.
+        for index in 0..100u16 {
+            let topic = format!("state/{index:02}");
+            publisher
+                .publish(&topic, b"old", QoS::AtLeastOnce, true, index + 1)
+                .await;
+        }
+        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+        subscriber
+            .subscribe(1, &[("state/#", QoS::AtLeastOnce)])
+            .await;
+        // The window holds the backlog at its first four messages.
+        let first = subscriber.recv_publish().await;
+        assert_eq!(first.topic.as_str(), "state/00");
+        for (topic, packet_id) in [("state/42", 200), ("state/90", 201)] {
+            publisher
+                .publish(topic, b"new", QoS::AtLeastOnce, false, packet_id)
+                .await;
+        }
+        subscriber.answer(&first).await;
+        let mut got = vec![("state/00".to_owned(), first.payload.to_vec())];
+        while got.len() < 102 {
+            let publish = subscriber.recv_publish().await;
+            subscriber.answer(&publish).await;
+            got.push((publish.topic.as_str().to_owned(), publish.payload.to_vec()));
+        }
+        for live in ["state/42", "state/90"] {
+            let of_topic: Vec<&[u8]> = got
+                .iter()
+                .filter(|(topic, _)| topic == live)
+                .map(|(_, payload)| payload.as_slice())
+                .collect();
+            assert_eq!(
+                of_topic,
+                [&b"old"[..], &b"new"[..]],
+                "{live}: older retained first, once"
+            );
+        }
+        assert!(subscriber.ping_barrier().await.is_empty());
+    })
+    .await;
+}
+
+/// Publishes `count` retained messages at QoS 2 in bursts (each PUBLISH,
+/// then each PUBREL, written without waiting), 1 KiB each: 20 MB for
+/// 20,000, more than the sockets between the broker and a client hold, so
+/// a backlog of them is still streaming when live messages come.
+async fn publish_retained_burst(publisher: &mut RawClient, count: usize) {
+    use petrel::protocol::{encode, Ack, Packet};
+    let version = publisher.version;
+    let ids = || (1..=count).map(|index| id(u16::try_from(index).expect("fits a packet id")));
+    let mut burst = bytes::BytesMut::new();
+    for (index, packet_id) in ids().enumerate() {
+        let payload = format!("v{index:<1023}");
+        let topic = format!("probe-ret/{index}");
+        let publish = publish_packet(
+            &topic,
+            payload.as_bytes(),
+            QoS::ExactlyOnce,
+            true,
+            Some(packet_id.get()),
+        );
+        encode(&publish, version, &mut burst).expect("encodes");
+    }
+    publisher.send_bytes(&burst).await;
+    for _ in 0..count {
+        assert!(matches!(publisher.recv().await, Packet::PubRec(_)));
+    }
+    burst.clear();
+    for packet_id in ids() {
+        encode(&Packet::PubRel(Ack::new(packet_id)), version, &mut burst).expect("encodes");
+    }
+    publisher.send_bytes(&burst).await;
+    for _ in 0..count {
+        assert!(matches!(publisher.recv().await, Packet::PubComp(_)));
+    }
+}
+
+/// The default bound of a session's queue.
+fn broker_config_queue_bound() -> usize {
+    petrel::Config::default().max_queued_messages
+}
+
+/// This process's resident memory (the broker runs in it), from /proc.
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .map_or(0, |kilobytes| kilobytes * 1024)
 }

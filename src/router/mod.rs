@@ -317,9 +317,23 @@ impl Router {
         })
     }
 
-    /// Retained messages matching `filter`, for a new subscription.
-    pub fn retained_matching(&self, filter: &str) -> Vec<Arc<Message>> {
-        read(&self.retained).matching(filter)
+    /// Up to `max` retained messages matching `filter` whose topics come
+    /// after `after`, in topic order, for a new subscription to take a
+    /// batch at a time (see [`retain::RetainStore::matching_after`]).
+    pub fn retained_after(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Vec<Arc<Message>> {
+        read(&self.retained).matching_after(filter, after, max)
+    }
+
+    /// The retained message of `topic`, unless it has expired.
+    pub fn retained_of(&self, topic: &str) -> Option<Arc<Message>> {
+        let retained = read(&self.retained);
+        let message = retained.get(topic)?;
+        (!message.is_expired(std::time::Instant::now())).then(|| Arc::clone(message))
     }
 
     /// Drops retained messages whose expiry has passed.

@@ -1,8 +1,11 @@
 //! Retained messages: the last retained PUBLISH per topic, replaced by a
 //! newer one and deleted by one with an empty payload [MQTT-3.3.1-5]..[-11]
-//! (v3.1.1), bounded by `max_retained_messages`.
+//! (v3.1.1), bounded by `max_retained_messages`. Kept in topic order, so
+//! that a new subscription can take the ones it matches a batch at a time
+//! (see [`RetainStore::matching_after`]) rather than all at once.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use super::message::Message;
@@ -22,7 +25,7 @@ pub enum RetainOutcome {
 /// The retained messages, by topic.
 #[derive(Debug)]
 pub struct RetainStore {
-    messages: HashMap<String, Arc<Message>>,
+    messages: BTreeMap<String, Arc<Message>>,
     max: usize,
     max_bytes: usize,
     bytes: usize,
@@ -36,7 +39,7 @@ impl RetainStore {
     /// of payload.
     pub fn new(max: usize, max_bytes: usize) -> Self {
         RetainStore {
-            messages: HashMap::new(),
+            messages: BTreeMap::new(),
             max,
             max_bytes,
             bytes: 0,
@@ -79,23 +82,41 @@ impl RetainStore {
         RetainOutcome::Stored
     }
 
-    /// The retained messages whose topic `filter` matches, leaving out
-    /// those whose Message Expiry Interval has passed [MQTT-3.3.2-5] (v5.0).
-    pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
+    /// Up to `max` retained messages whose topic `filter` matches and
+    /// comes after `after` in topic order (all of them from the start
+    /// with `None`), in topic order, leaving out those whose Message
+    /// Expiry Interval has passed [MQTT-3.3.2-5] (v5.0). Fewer than `max`
+    /// means there are no more. Only topics under the filter's literal
+    /// first levels are visited (`homeassistant/#` looks at
+    /// `homeassistant...` alone).
+    pub fn matching_after(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Vec<Arc<Message>> {
         let now = std::time::Instant::now();
         if !filter.contains(['+', '#']) {
             return self
                 .messages
                 .get(filter)
-                .filter(|message| !message.is_expired(now))
+                .filter(|_| after.is_none_or(|after| filter > after))
+                .filter(|message| !message.is_expired(now) && max > 0)
                 .cloned()
                 .into_iter()
                 .collect();
         }
+        let prefix = literal_prefix(filter);
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
         self.messages
-            .iter()
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(topic, _)| topic.starts_with(prefix))
             .filter(|(topic, message)| filter_matches(filter, topic) && !message.is_expired(now))
             .map(|(_, message)| Arc::clone(message))
+            .take(max)
             .collect()
     }
 
@@ -135,5 +156,83 @@ impl RetainStore {
     /// True when nothing is retained.
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
+    }
+}
+
+/// The text every topic a wildcard `filter` matches starts with: its
+/// levels before the first wildcard (`a/b/#` -> `a/b`, `+/x` -> ``).
+fn literal_prefix(filter: &str) -> &str {
+    let wildcard = filter.find(['+', '#']).unwrap_or(filter.len());
+    // Up to the separator before the wildcard's level; `a/b/#` also
+    // matches `a/b` itself, which starts with `a/b`.
+    match filter[..wildcard].rfind('/') {
+        Some(separator) => &filter[..separator],
+        None => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{PublishProperties, QoS, TopicName};
+
+    fn store_of(topics: &[&str]) -> RetainStore {
+        let mut store = RetainStore::new(1000, 1 << 20);
+        for topic in topics {
+            let message = Message::new(
+                TopicName::new(*topic).unwrap(),
+                bytes::Bytes::from_static(b"x"),
+                QoS::AtMostOnce,
+                true,
+                PublishProperties::default(),
+                None,
+            );
+            assert_eq!(store.apply(&Arc::new(message)), RetainOutcome::Stored);
+        }
+        store
+    }
+
+    fn topics(messages: &[Arc<Message>]) -> Vec<&str> {
+        messages.iter().map(|m| m.topic.as_str()).collect()
+    }
+
+    #[test]
+    fn literal_prefixes() {
+        assert_eq!(literal_prefix("a/b/#"), "a/b");
+        assert_eq!(literal_prefix("a/+/c"), "a");
+        assert_eq!(literal_prefix("+/x"), "");
+        assert_eq!(literal_prefix("#"), "");
+        assert_eq!(literal_prefix("$SYS/#"), "$SYS");
+    }
+
+    // Batches in topic order resume after the cursor and together give
+    // exactly what the filter matches (section 4.7; `#` leaves out `$`
+    // topics [MQTT-4.7.2-1]).
+    #[test]
+    fn batches_resume_after_the_cursor() {
+        let store = store_of(&["a/b", "a/b/c", "a/bc", "a/b/d", "b", "$SYS/x", "a/b/e/f"]);
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let batch = store.matching_after("a/b/#", after.as_deref(), 2);
+            seen.extend(topics(&batch).into_iter().map(str::to_owned));
+            after = batch.last().map(|m| m.topic.as_str().to_owned());
+            if batch.len() < 2 {
+                break;
+            }
+        }
+        assert_eq!(seen, ["a/b", "a/b/c", "a/b/d", "a/b/e/f"]);
+        let all = store.matching_after("#", None, 100);
+        assert_eq!(
+            topics(&all),
+            ["a/b", "a/b/c", "a/b/d", "a/b/e/f", "a/bc", "b"]
+        );
+        assert_eq!(topics(&store.matching_after("+/b", None, 100)), ["a/b"]);
+        assert_eq!(topics(&store.matching_after("b", None, 100)), ["b"]);
+        assert!(store.matching_after("b", Some("b"), 100).is_empty());
+        assert_eq!(
+            topics(&store.matching_after("$SYS/#", None, 100)),
+            ["$SYS/x"]
+        );
     }
 }

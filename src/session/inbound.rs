@@ -3,12 +3,13 @@
 //! SUBSCRIBE and UNSUBSCRIBE with their options and reason codes, and
 //! DISCONNECT.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::driver::Exit;
+use super::retained::Backlog;
 use super::state::Phase;
 use super::{Session, Shared};
 use crate::auth::acl::Action;
@@ -18,7 +19,7 @@ use crate::protocol::{
     Ack, Auth, AuthProperties, Disconnect, Packet, Publish, PublishProperties, QoS, ReasonCode,
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, TopicFilter, UnsubAck, Unsubscribe,
 };
-use crate::router::message::{Delivery, DeliveryExtras, Message};
+use crate::router::message::Message;
 use crate::router::{shared as shared_groups, Subscriber};
 
 /// The broker's own `$SYS` tree, which clients may not publish to (a
@@ -467,7 +468,6 @@ where
     let identifier = subscribe.properties.subscription_identifier;
     let mut changed_store = false;
     let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
-    let mut retained = VecDeque::new();
     // A filter repeated within one SUBSCRIBE: the last one wins
     // [MQTT-3.8.4-4] (v3.1.1), and its retained messages are sent once.
     let last_index: HashMap<&str, usize> = subscribe
@@ -547,16 +547,16 @@ where
             RetainHandling::SendIfNew => !existed,
             RetainHandling::DoNotSend => false,
         };
+        let backlogs = session.state.retained.get_or_insert_with(Default::default);
         if send_retained && shared_groups::parse(filter.as_str()) == Ok(None) {
-            for message in shared.router.retained_matching(filter.as_str()) {
-                retained.push_back(Delivery {
-                    qos: message.qos.min(options.qos),
-                    message,
-                    // [MQTT-3.3.1-8] (v3.1.1): RETAIN set for a new subscription.
-                    retain: true,
-                    extras: DeliveryExtras::boxed(identifier.into_iter().collect(), None),
-                });
-            }
+            // Streamed behind the SUBACK as the client takes them.
+            backlogs.add(Backlog::new(filter.clone(), options.qos, identifier));
+        } else {
+            // A repeated subscription that sends none stops the old one's.
+            backlogs.remove(&filter);
+        }
+        if backlogs.is_empty() {
+            session.state.retained = None;
         }
         if let Some(store) = super::durable::store(shared, session) {
             store.subscribed(&session.client_id, &filter, options, identifier);
@@ -576,34 +576,7 @@ where
     };
     let ticket = super::durable::ticket(shared, changed_store);
     super::durable::send_after(shared, session, Packet::SubAck(suback), ticket);
-    queue_retained(shared, session, retained);
     Ok(())
-}
-
-/// Retained messages wait behind the SUBACK, bounded like the inbox.
-fn queue_retained<R, W>(
-    shared: &Shared,
-    session: &mut Session<R, W>,
-    mut retained: VecDeque<Delivery>,
-) where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let room = shared
-        .config
-        .max_queued_messages
-        .saturating_sub(session.state.pending.len());
-    if retained.len() > room {
-        let dropped = retained.len() - room;
-        retained.truncate(room);
-        shared.metrics.messages_dropped.add(dropped as u64);
-        tracing::warn!(
-            client_id = %session.client_id,
-            dropped,
-            "more retained messages match than max_queued_messages; the rest are dropped"
-        );
-    }
-    session.state.pending.extend(retained);
 }
 
 fn handle_unsubscribe<R, W>(shared: &Shared, session: &mut Session<R, W>, unsubscribe: Unsubscribe)
@@ -617,6 +590,12 @@ where
         let existed = shared
             .router
             .unsubscribe(filter.as_str(), &session.client_id);
+        if let Some(backlogs) = session.state.retained.as_mut() {
+            backlogs.remove(filter);
+            if backlogs.is_empty() {
+                session.state.retained = None;
+            }
+        }
         if session.state.subscriptions.remove(filter) {
             if let Some(store) = super::durable::store(shared, session) {
                 store.unsubscribed(&session.client_id, filter);

@@ -17,6 +17,7 @@ pub mod manager;
 pub mod negotiate;
 pub mod outbound;
 pub mod restore;
+pub mod retained;
 pub mod state;
 pub mod throttle;
 

@@ -35,20 +35,43 @@ where
         if durable::holds_publish(session) {
             return;
         }
-        if session.state.pending.is_empty()
-            && session
-                .receiver
-                .drain_into(&mut session.state.pending, PULL_BATCH)
-                == 0
-        {
-            return;
-        }
-        let Some(next) = session.state.pending.pop_front() else {
+        let Some(next) = next_delivery(shared, session) else {
             return;
         };
         if !deliver(shared, session, next) {
             return;
         }
+    }
+}
+
+/// The next delivery to send: live messages (from the inbox) and the
+/// retained messages of new subscriptions take turns; the retained ones
+/// wait while a packet is held (the SUBACK goes first).
+fn next_delivery<R, W>(shared: &Shared, session: &mut Session<R, W>) -> Option<Delivery> {
+    let state = &mut session.state;
+    if state.pending.is_empty() {
+        session.receiver.drain_into(&mut state.pending, PULL_BATCH);
+    }
+    let Some(backlogs) = state.retained.as_mut() else {
+        return state.pending.pop_front();
+    };
+    let backlog_first = backlogs.take_turn() || state.pending.is_empty();
+    if backlog_first && session.held.is_none() {
+        match backlogs.next(&shared.router) {
+            Some(retained) => return Some(retained),
+            None => {
+                state.retained = None;
+                return state.pending.pop_front();
+            }
+        }
+    }
+    let live = state.pending.pop_front()?;
+    match backlogs.ahead_of(&shared.router, &live.message) {
+        Some(retained) => {
+            state.pending.push_front(live);
+            Some(retained)
+        }
+        None => Some(live),
     }
 }
 

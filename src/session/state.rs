@@ -133,9 +133,12 @@ pub struct SessionState {
     pub awaiting_pubrel: BTreeSet<u16>,
     /// The packet id after the last one used.
     pub next_packet_id: u16,
-    /// Deliveries taken for this session but not yet sent (retained
-    /// messages for a new subscription wait here behind the SUBACK).
+    /// Deliveries taken for this session but not yet sent.
     pub pending: VecDeque<Delivery>,
+    /// Retained messages new subscriptions have still to be sent (boxed:
+    /// most sessions have none, most of the time).
+    #[serde(skip)]
+    pub retained: Option<Box<crate::session::retained::Backlogs>>,
     /// The packet ids in `inflight`, for O(1) allocation; derived, so not
     /// stored (see [`SessionState::rebuild_index`]).
     #[serde(skip)]
