@@ -401,3 +401,92 @@ async fn the_queue_survives_a_restart_while_the_remote_is_down() {
     })
     .await;
 }
+
+/// A broker with a store (sync) and one bridge to `remote` at `protocol`
+/// with an out rule for `t` at QoS 2; the bridge's connection, played by
+/// the test, is returned with the broker.
+async fn bridged_to_fake(
+    dir: &DataDir,
+    remote: &FakeRemote,
+    protocol: &str,
+) -> (TestBroker, RawClient) {
+    let text = format!(
+        "[[bridge]]\nname = \"uplink\"\naddresses = [\"{}\"]\nprotocol = \"{protocol}\"\n\
+         keep_alive = 600\n[[bridge.topic]]\nfilter = \"t\"\ndirection = \"out\"\nqos = 2\n",
+        remote.addr
+    );
+    let bridges = Config::from_toml(&text)
+        .expect("bridge configuration")
+        .bridges;
+    let local = TestBroker::with_config(Config {
+        bridges,
+        ..dir.config()
+    })
+    .await;
+    let (far, _) = remote.accept().await;
+    (local, far)
+}
+
+// [MQTT-4.3.3-1] (v3.1.1): a PUBREC the remote sends again (its PUBREL
+// was lost, say) is answered with PUBREL again, and the store, which has
+// the message as released since the first, is not written a second time:
+// the store's commit count does not move.
+#[tokio::test]
+async fn a_repeated_pubrec_from_the_remote_writes_the_store_once() {
+    timed(async {
+        for protocol in ["5.0", "3.1.1"] {
+            let dir = DataDir::new("bridge-pubrec-twice");
+            let remote = FakeRemote::bind().await;
+            let (local, mut far) = bridged_to_fake(&dir, &remote, protocol).await;
+            let mut publisher = RawClient::connect(local.addr, "publisher").await;
+            publisher.publish("t", b"m", QoS::ExactlyOnce, false, 1).await;
+            let publish = far.recv_publish().await;
+            let packet_id = publish.packet_id.expect("QoS 2 has a packet id");
+            let pubrec = petrel::protocol::Packet::PubRec(petrel::protocol::Ack::new(packet_id));
+            far.send(&pubrec).await;
+            assert!(matches!(far.recv().await, petrel::protocol::Packet::PubRel(ack) if ack.packet_id == packet_id));
+            let commits = local.broker.metrics().store_commits.get();
+            far.send(&pubrec).await;
+            assert!(matches!(far.recv().await, petrel::protocol::Packet::PubRel(ack) if ack.packet_id == packet_id));
+            assert_eq!(
+                local.broker.metrics().store_commits.get(),
+                commits,
+                "{protocol}: the repeated PUBREC was written to the store"
+            );
+            drop((far, publisher));
+            local.broker.shutdown().await;
+        }
+    })
+    .await;
+}
+
+// 4.3.3 (v5.0): a PUBREC for a packet id the bridge has not in flight is
+// answered with PUBREL 0x92 (Packet Identifier not found) at MQTT 5, as a
+// client session answers one; a plain PUBREL at 3.1.1, which has no codes.
+#[tokio::test]
+async fn a_pubrec_for_an_unknown_packet_id_gets_pubrel_0x92() {
+    timed(async {
+        for (protocol, expected) in [
+            ("5.0", ReasonCode::PacketIdentifierNotFound),
+            ("3.1.1", ReasonCode::Success),
+        ] {
+            let dir = DataDir::new("bridge-pubrec-unknown");
+            let remote = FakeRemote::bind().await;
+            let (local, mut far) = bridged_to_fake(&dir, &remote, protocol).await;
+            far.send(&petrel::protocol::Packet::PubRec(
+                petrel::protocol::Ack::new(id(777)),
+            ))
+            .await;
+            match far.recv().await {
+                petrel::protocol::Packet::PubRel(ack) => {
+                    assert_eq!(ack.packet_id, id(777));
+                    assert_eq!(ack.reason_code, expected, "{protocol}");
+                }
+                other => panic!("{protocol}: expected PUBREL, got {other:?}"),
+            }
+            drop(far);
+            local.broker.shutdown().await;
+        }
+    })
+    .await;
+}

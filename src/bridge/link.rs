@@ -616,13 +616,18 @@ fn handle(
                 .filter(|inflight| inflight.delivery.qos == QoS::ExactlyOnce);
             match known {
                 Some(inflight) if !ack.reason_code.is_error() => {
+                    // Only the first PUBREC changes the store: one that
+                    // comes again is answered again, nothing more.
+                    let first = inflight.phase == Phase::Published;
                     inflight.phase = Phase::Released;
                     let delivery = inflight.delivery.clone();
-                    if let Some(store) = &shared.store {
+                    let store = shared.store.as_ref().filter(|_| first);
+                    if let Some(store) = store {
                         store.sent(&local.client_id, &delivery, ack.packet_id, true);
                     }
                     let pubrel = Packet::PubRel(Ack::new(ack.packet_id));
-                    send_after(shared, connection, held, pubrel, ticket(shared, true));
+                    let ticket = ticket(shared, store.is_some());
+                    send_after(shared, connection, held, pubrel, ticket);
                 }
                 Some(_) => complete(
                     shared,
@@ -631,7 +636,14 @@ fn handle(
                     QoS::ExactlyOnce,
                     Phase::Published,
                 ),
-                None => send(connection, &Packet::PubRel(Ack::new(ack.packet_id))),
+                None => {
+                    // 4.3.3 (v5.0): an id this side has not in flight.
+                    let mut pubrel = Ack::new(ack.packet_id);
+                    if connection.version.is_v5() {
+                        pubrel.reason_code = ReasonCode::PacketIdentifierNotFound;
+                    }
+                    send_after(shared, connection, held, Packet::PubRel(pubrel), None);
+                }
             }
         }
         Packet::PubComp(ack) => complete(
