@@ -5,6 +5,7 @@
 //! SCRAM) are plugged in by name.
 
 pub mod acl;
+pub mod credential;
 pub mod enhanced;
 pub mod password;
 pub mod scram;

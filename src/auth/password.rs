@@ -12,7 +12,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-use super::scram::Credential;
+use super::credential::Credential;
 
 /// The users, their password hashes and SCRAM credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

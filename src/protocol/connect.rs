@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use super::error::PropertyContext;
 use super::primitives::{put_binary, put_string, Reader, Sink};
+use super::properties::PropertyContext;
 use super::properties::{
     decode_properties, encode_properties, ConnAckProperties, ConnectProperties, WillProperties,
 };

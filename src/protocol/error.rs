@@ -4,7 +4,7 @@
 //! that cannot be put on the wire (a field or packet over the protocol's
 //! size limits, a missing packet identifier).
 
-use super::properties::PropertyId;
+use super::properties::{PropertyContext, PropertyId};
 use super::reason::ReasonCode;
 use super::PacketType;
 
@@ -137,15 +137,6 @@ pub enum DecodeError {
     /// A Response Topic containing a wildcard.
     #[error("[MQTT-3.3.2-14] response topic contains a wildcard")]
     WildcardInResponseTopic,
-}
-
-/// Where a property block sits: a packet, or the will inside CONNECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PropertyContext {
-    /// The properties of a control packet.
-    Packet(PacketType),
-    /// The Will Properties in the CONNECT payload.
-    Will,
 }
 
 impl DecodeError {

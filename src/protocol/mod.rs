@@ -21,7 +21,7 @@ mod properties;
 mod publish;
 mod reason;
 mod subscribe;
-mod topic;
+pub mod topic;
 
 use std::num::NonZeroU16;
 
@@ -32,11 +32,11 @@ pub use ack::Ack;
 pub use auth::Auth;
 pub use connect::{ConnAck, Connect, LastWill};
 pub use disconnect::Disconnect;
-pub use error::{DecodeError, EncodeError, PropertyContext};
+pub use error::{DecodeError, EncodeError};
 pub use primitives::{FIELD_LENGTH_MAX, VARIABLE_BYTE_INTEGER_MAX};
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    OutgoingPublishProperties, PropertyId, PublishProperties, SubscribeProperties,
+    OutgoingPublishProperties, PropertyContext, PropertyId, PublishProperties, SubscribeProperties,
     UnsubscribeProperties, UserProperties, WillProperties, ALL_PROPERTIES,
 };
 pub use publish::{Publish, PublishRef};

@@ -12,12 +12,20 @@ use std::num::{NonZeroU16, NonZeroU32};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::error::PropertyContext;
 use super::primitives::{
     put_binary, put_length, put_string, put_variable_byte_integer, Counter, Reader, Sink,
 };
 use super::topic::TopicName;
 use super::{DecodeError, EncodeError, PacketType, QoS, ReasonCode};
+
+/// Where a property block sits: a packet, or the will inside CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PropertyContext {
+    /// The properties of a control packet.
+    Packet(PacketType),
+    /// The Will Properties in the CONNECT payload.
+    Will,
+}
 
 /// A property identifier (the table in section 2.2.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

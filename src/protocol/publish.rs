@@ -2,8 +2,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::error::PropertyContext;
 use super::primitives::{put_length, put_string, Counter, Reader, Sink};
+use super::properties::PropertyContext;
 use super::properties::{decode_properties, OutgoingPublishProperties, PublishProperties};
 use super::{DecodeError, EncodeError, PacketId, PacketType, ProtocolVersion, QoS, TopicName};
 

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::PropertyContext;
 use super::primitives::{put_string, Reader, Sink};
+use super::properties::PropertyContext;
 use super::properties::{
     decode_properties, encode_properties, AckProperties, SubscribeProperties, UnsubscribeProperties,
 };

@@ -160,6 +160,24 @@ impl AsRef<str> for TopicFilter {
     }
 }
 
+/// The broker's own `$SYS` tree, which clients may not publish to (a
+/// PUBLISH there is acknowledged and dropped, a will there is not sent).
+pub fn is_broker_topic(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
+}
+
+/// Checks a topic name or filter against the broker's bounds on its
+/// length in bytes and its number of levels; the error names the bound.
+pub fn check_bounds(topic: &str, max_length: usize, max_levels: usize) -> Result<(), &'static str> {
+    if topic.len() > max_length {
+        return Err("topic longer than max_topic_length");
+    }
+    if topic.split('/').count() > max_levels {
+        return Err("topic has more levels than max_topic_levels");
+    }
+    Ok(())
+}
+
 /// Whether `filter` matches `topic` (section 4.7), one pair at a time (the
 /// router's trie matches many filters at once): for retained messages and
 /// access rules.

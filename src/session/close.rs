@@ -10,12 +10,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::driver::Exit;
-use super::inbound::is_broker_topic;
 use super::manager::Parked;
 use super::state::Phase;
 use super::{Session, Shared};
 use crate::auth::acl::Action;
 use crate::connection::Connection;
+use crate::protocol::topic::is_broker_topic;
 use crate::protocol::{
     Disconnect, DisconnectProperties, LastWill, Packet, PublishProperties, QoS, ReasonCode,
 };

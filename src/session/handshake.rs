@@ -501,7 +501,11 @@ where
     }
     let v5 = connect.protocol.is_v5();
     if let Some(will) = &connect.will {
-        if let Err(reason) = super::inbound::check_topic(&shared.config, will.topic.as_str()) {
+        if let Err(reason) = crate::protocol::topic::check_bounds(
+            will.topic.as_str(),
+            shared.config.max_topic_length,
+            shared.config.max_topic_levels,
+        ) {
             shared.metrics.protocol_errors.increment();
             tracing::warn!(topic = %will.topic, reason, "will topic refused");
             refuse(

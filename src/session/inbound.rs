@@ -15,29 +15,13 @@ use super::{Session, Shared};
 use crate::auth::acl::Action;
 use crate::auth::AuthStep;
 use crate::config::Config;
+use crate::protocol::topic::{check_bounds, is_broker_topic};
 use crate::protocol::{
     Ack, Auth, AuthProperties, Disconnect, Packet, Publish, PublishProperties, QoS, ReasonCode,
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, TopicFilter, UnsubAck, Unsubscribe,
 };
 use crate::router::message::Message;
 use crate::router::{shared as shared_groups, Subscriber};
-
-/// The broker's own `$SYS` tree, which clients may not publish to (a
-/// PUBLISH there is acknowledged and dropped, a will there is not sent).
-pub fn is_broker_topic(topic: &str) -> bool {
-    topic == "$SYS" || topic.starts_with("$SYS/")
-}
-
-/// Checks a topic name or filter against the configured bounds.
-pub fn check_topic(config: &Config, topic: &str) -> Result<(), &'static str> {
-    if topic.len() > config.max_topic_length {
-        return Err("topic longer than max_topic_length");
-    }
-    if topic.split('/').count() > config.max_topic_levels {
-        return Err("topic has more levels than max_topic_levels");
-    }
-    Ok(())
-}
 
 /// Handles one packet from the client.
 pub fn handle<R, W>(
@@ -290,8 +274,12 @@ where
     } else {
         topic
     };
-    check_topic(config, topic.as_str())
-        .map_err(|rule| Exit::Violation(ReasonCode::TopicNameInvalid, rule))?;
+    check_bounds(
+        topic.as_str(),
+        config.max_topic_length,
+        config.max_topic_levels,
+    )
+    .map_err(|rule| Exit::Violation(ReasonCode::TopicNameInvalid, rule))?;
     if let Some(throttle) = session.throttle.as_mut() {
         let now = tokio::time::Instant::now();
         if let Some(wait) = throttle.charge(payload.len(), now) {
@@ -410,7 +398,11 @@ fn admit(
         tracing::info!(client_id, %filter, rule, "subscription refused");
         Ok(ReasonCode::TopicFilterInvalid)
     })?;
-    if let Err(rule) = check_topic(config, filter.as_str()) {
+    if let Err(rule) = check_bounds(
+        filter.as_str(),
+        config.max_topic_length,
+        config.max_topic_levels,
+    ) {
         tracing::info!(client_id, %filter, rule, "subscription refused");
         return Err(Ok(ReasonCode::TopicFilterInvalid));
     }
