@@ -1,8 +1,10 @@
-//! One client byte stream, framed: a read buffer that `protocol::decode`
-//! consumes, and a write buffer that every outgoing packet is encoded into
-//! and that is flushed with as few writes as possible. All partial state
-//! lives in the struct, so [`Connection::ready`] is cancel-safe inside a
-//! `select!`.
+//! One byte stream, framed: a read buffer that `protocol::decode`
+//! consumes, and the writing of an [`Outbox`] (the packets an endpoint has
+//! to send, already encoded) with as few writes as possible. All partial
+//! state lives in the structs, so [`Connection::ready`] is cancel-safe
+//! inside a `select!`. The outbox belongs to whoever speaks on the
+//! connection (the session endpoint), so that it can be driven, and
+//! tested, without any stream.
 
 use std::future::Future;
 use std::io;
@@ -47,6 +49,7 @@ pub enum IoEvent {
 #[derive(Debug)]
 pub struct Ready<'a, R, W> {
     connection: &'a mut Connection<R, W>,
+    outbox: &'a mut Outbox,
     read: bool,
 }
 
@@ -60,12 +63,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let connection = &mut *this.connection;
+        let outbox = &mut *this.outbox;
         // Alternate which side goes first, so that a client that never stops
         // sending cannot starve what is written to it, nor the reverse.
         connection.write_first = !connection.write_first;
-        let write = !connection.write_buf.is_empty() || connection.unflushed;
+        let write = !outbox.buf.is_empty() || connection.unflushed;
         if connection.write_first && write {
-            if let Poll::Ready(event) = connection.poll_write_some(cx) {
+            if let Poll::Ready(event) = connection.poll_write_some(cx, outbox) {
                 return Poll::Ready(event);
             }
         }
@@ -75,7 +79,7 @@ where
             }
         }
         if !connection.write_first && write {
-            if let Poll::Ready(event) = connection.poll_write_some(cx) {
+            if let Poll::Ready(event) = connection.poll_write_some(cx, outbox) {
                 return Poll::Ready(event);
             }
         }
@@ -83,26 +87,127 @@ where
     }
 }
 
-/// A framed client connection.
+/// What an endpoint has to send its peer: packets encoded at the peer's
+/// protocol version, none over the peer's Maximum Packet Size
+/// [MQTT-3.1.2-24] (v5.0), waiting to be written.
+#[derive(Debug)]
+pub struct Outbox {
+    buf: BytesMut,
+    version: ProtocolVersion,
+    /// The largest packet the peer accepts (MQTT 5 Maximum Packet Size).
+    max_packet: Option<std::num::NonZeroU32>,
+}
+
+impl Outbox {
+    /// An empty outbox for a peer at `version` that takes packets of any
+    /// size.
+    pub fn new(version: ProtocolVersion) -> Outbox {
+        Outbox {
+            buf: BytesMut::new(),
+            version,
+            max_packet: None,
+        }
+    }
+
+    /// The peer's protocol level.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// Sets the peer's protocol level (fixed by CONNECT).
+    pub fn set_version(&mut self, version: ProtocolVersion) {
+        self.version = version;
+    }
+
+    /// The largest packet the peer accepts.
+    pub fn max_packet(&self) -> u32 {
+        self.max_packet.map_or(u32::MAX, std::num::NonZeroU32::get)
+    }
+
+    /// Sets the largest packet the peer accepts.
+    pub fn set_max_packet(&mut self, maximum: u32) {
+        self.max_packet = std::num::NonZeroU32::new(maximum).filter(|m| m.get() != u32::MAX);
+    }
+
+    /// Encodes `packet`.
+    /// A packet over the peer's Maximum Packet Size is not sent
+    /// [MQTT-3.1.2-24] (v5.0).
+    pub fn send(&mut self, packet: &Packet) -> Result<(), EncodeError> {
+        let before = self.buf.len();
+        protocol::encode(packet, self.version, &mut self.buf)?;
+        self.check_size(before)
+    }
+
+    /// Encodes a PUBLISH from borrowed parts, unless it is over the peer's
+    /// Maximum Packet Size [MQTT-3.1.2-24] (v5.0).
+    pub fn send_publish(&mut self, publish: &PublishRef<'_>) -> Result<(), EncodeError> {
+        let before = self.buf.len();
+        publish.encode(self.version, &mut self.buf)?;
+        self.check_size(before)
+    }
+
+    /// Encodes a packet the broker built. One too large for the peer's
+    /// Maximum Packet Size goes without its Reason String and User
+    /// Properties [MQTT-3.4.2-2] (v5.0) and the like, or not at all; a
+    /// packet Petrel builds otherwise always encodes, so a failure is a
+    /// bug worth a log line, not a reason to stop.
+    pub fn send_or_log(&mut self, mut packet: Packet) {
+        let mut result = self.send(&packet);
+        if matches!(result, Err(EncodeError::OverPeerMaximum { .. })) && packet.strip_diagnostics()
+        {
+            result = self.send(&packet);
+        }
+        if let Err(error) = result {
+            tracing::error!(%error, packet = ?packet.packet_type(), "could not send packet");
+        }
+    }
+
+    /// Takes back what was encoded after `before` if it is too large.
+    fn check_size(&mut self, before: usize) -> Result<(), EncodeError> {
+        let size = self.buf.len() - before;
+        let maximum = self.max_packet() as usize;
+        if size > maximum {
+            self.buf.truncate(before);
+            return Err(EncodeError::OverPeerMaximum { size, maximum });
+        }
+        Ok(())
+    }
+
+    /// Bytes encoded but not yet written.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Takes everything encoded so far (what a test reads).
+    pub fn take(&mut self) -> BytesMut {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// A framed byte stream.
 #[derive(Debug)]
 pub struct Connection<R, W> {
     reader: R,
     writer: W,
     read_buf: BytesMut,
-    write_buf: BytesMut,
     /// How much room the next read gets: doubles while reads fill it,
     /// halves while they do not, so a busy connection reads in large
     /// chunks and an idle one waits on a small buffer.
-    read_chunk: usize,
+    read_chunk: u32,
     /// Which side [`Ready`] polls first this time.
     write_first: bool,
     /// Everything was written but the writer's flush has not finished.
     unflushed: bool,
-    /// The protocol level, fixed by CONNECT.
+    /// The protocol level packets are decoded at, fixed by CONNECT.
     pub version: ProtocolVersion,
-    /// The largest packet the peer accepts (MQTT 5 Maximum Packet Size).
-    pub max_outgoing_packet: u32,
-    max_packet_size: usize,
+    /// The largest packet the peer may send (MQTT caps it at 268,435,455
+    /// bytes, well within 32 bits: every byte here is paid per connection).
+    max_packet_size: u32,
     metrics: Arc<Metrics>,
 }
 
@@ -117,13 +222,11 @@ where
             reader,
             writer,
             read_buf: BytesMut::new(),
-            write_buf: BytesMut::new(),
-            read_chunk: MIN_READ_CHUNK,
+            read_chunk: MIN_READ_CHUNK as u32,
             write_first: false,
             unflushed: false,
             version: ProtocolVersion::V3_1_1,
-            max_outgoing_packet: u32::MAX,
-            max_packet_size,
+            max_packet_size: u32::try_from(max_packet_size).unwrap_or(u32::MAX),
             metrics,
         }
     }
@@ -132,7 +235,11 @@ where
     /// buffer is consumed its memory is let go: an idle connection keeps no
     /// read buffer beyond its next (small) read.
     pub fn next_packet(&mut self) -> Result<Option<Packet>, DecodeError> {
-        let packet = protocol::decode(&mut self.read_buf, self.max_packet_size, self.version)?;
+        let packet = protocol::decode(
+            &mut self.read_buf,
+            self.max_packet_size as usize,
+            self.version,
+        )?;
         if packet.is_none() && self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
@@ -145,54 +252,21 @@ where
         self.read_buf.first().map(|byte| byte >> 4)
     }
 
-    /// Encodes `packet` into the write buffer; it is sent by a later
-    /// [`Connection::ready`] or [`Connection::flush`].
-    /// A packet over the peer's Maximum Packet Size is not sent
-    /// [MQTT-3.1.2-24] (v5.0).
-    pub fn send(&mut self, packet: &Packet) -> Result<(), EncodeError> {
-        let before = self.write_buf.len();
-        protocol::encode(packet, self.version, &mut self.write_buf)?;
-        self.check_size(before)
-    }
-
-    /// Encodes a PUBLISH from borrowed parts into the write buffer, unless
-    /// it is over the peer's Maximum Packet Size [MQTT-3.1.2-24] (v5.0).
-    pub fn send_publish(&mut self, publish: &PublishRef<'_>) -> Result<(), EncodeError> {
-        let before = self.write_buf.len();
-        publish.encode(self.version, &mut self.write_buf)?;
-        self.check_size(before)
-    }
-
-    /// Takes back what was encoded after `before` if it is too large.
-    fn check_size(&mut self, before: usize) -> Result<(), EncodeError> {
-        let size = self.write_buf.len() - before;
-        let maximum = self.max_outgoing_packet as usize;
-        if size > maximum {
-            self.write_buf.truncate(before);
-            return Err(EncodeError::OverPeerMaximum { size, maximum });
-        }
-        Ok(())
-    }
-
-    /// Bytes encoded but not yet written.
-    pub fn unsent(&self) -> usize {
-        self.write_buf.len()
-    }
-
     /// Waits until bytes arrive (when `read` is true) or some buffered bytes
     /// could be written, whichever comes first. Never completes if there is
     /// nothing to do; cancel-safe. A hand-written future rather than an
     /// `async fn` with `select!`: it is part of every connection's task, and
     /// this one is 16 bytes.
-    pub fn ready(&mut self, read: bool) -> Ready<'_, R, W> {
+    pub fn ready<'a>(&'a mut self, read: bool, outbox: &'a mut Outbox) -> Ready<'a, R, W> {
         if read
             && !self.reads_idle()
-            && self.read_buf.capacity() - self.read_buf.len() < self.read_chunk
+            && self.read_buf.capacity() - self.read_buf.len() < self.read_chunk as usize
         {
-            self.read_buf.reserve(self.read_chunk);
+            self.read_buf.reserve(self.read_chunk as usize);
         }
         Ready {
             connection: self,
+            outbox,
             read,
         }
     }
@@ -200,7 +274,7 @@ where
     /// True for a connection with nothing half-read and small reads: it
     /// waits for input with no read buffer at all.
     fn reads_idle(&self) -> bool {
-        self.read_buf.is_empty() && self.read_chunk <= MIN_READ_CHUNK
+        self.read_buf.is_empty() && self.read_chunk as usize <= MIN_READ_CHUNK
     }
 
     fn poll_read_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<IoEvent>> {
@@ -223,31 +297,39 @@ where
             (n, room)
         };
         self.metrics.bytes_received.add(n as u64);
-        self.read_chunk = if n >= room {
-            (self.read_chunk * 2).min(MAX_READ_CHUNK)
+        let chunk = self.read_chunk as usize;
+        let chunk = if n >= room {
+            (chunk * 2).min(MAX_READ_CHUNK)
         } else if n < room / 4 {
-            (self.read_chunk / 2).max(MIN_READ_CHUNK)
+            (chunk / 2).max(MIN_READ_CHUNK)
         } else {
-            self.read_chunk
+            chunk
         };
+        // At most MAX_READ_CHUNK: fits.
+        self.read_chunk = chunk as u32;
         Poll::Ready(Ok(IoEvent::Read(n)))
     }
 
-    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<IoEvent>> {
-        if self.write_buf.is_empty() {
+    fn poll_write_some(
+        &mut self,
+        cx: &mut Context<'_>,
+        outbox: &mut Outbox,
+    ) -> Poll<io::Result<IoEvent>> {
+        let buf = &mut outbox.buf;
+        if buf.is_empty() {
             // Only a flush left to finish (see below).
             ready!(Pin::new(&mut self.writer).poll_flush(cx))?;
             self.unflushed = false;
             return Poll::Ready(Ok(IoEvent::Wrote(0)));
         }
-        let n = ready!(Pin::new(&mut self.writer).poll_write(cx, &self.write_buf))?;
+        let n = ready!(Pin::new(&mut self.writer).poll_write(cx, buf))?;
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
-        self.write_buf.advance(n);
-        if self.write_buf.is_empty() {
-            if self.write_buf.capacity() > KEEP_WRITE_CAPACITY {
-                self.write_buf = BytesMut::new();
+        buf.advance(n);
+        if buf.is_empty() {
+            if buf.capacity() > KEEP_WRITE_CAPACITY {
+                *buf = BytesMut::new();
             }
             // A writer that buffers (a WebSocket's frames) sends on flush;
             // a socket's flush does nothing. One that cannot finish now is
@@ -258,24 +340,25 @@ where
         Poll::Ready(Ok(IoEvent::Wrote(n)))
     }
 
-    /// Reads more bytes into the read buffer; 0 means the peer closed.
-    pub async fn read_more(&mut self) -> io::Result<usize> {
+    /// Reads more bytes into the read buffer, writing `outbox` meanwhile;
+    /// 0 means the peer closed.
+    pub async fn read_more(&mut self, outbox: &mut Outbox) -> io::Result<usize> {
         loop {
-            if let IoEvent::Read(n) = self.ready(true).await? {
+            if let IoEvent::Read(n) = self.ready(true, outbox).await? {
                 return Ok(n);
             }
         }
     }
 
-    /// Writes everything buffered.
-    pub async fn flush(&mut self) -> io::Result<()> {
-        while !self.write_buf.is_empty() {
-            self.ready(false).await?;
+    /// Writes everything in `outbox`.
+    pub async fn flush(&mut self, outbox: &mut Outbox) -> io::Result<()> {
+        while !outbox.is_empty() {
+            self.ready(false, outbox).await?;
         }
         self.writer.flush().await
     }
 
-    /// Closes gracefully: writes what is buffered (the DISCONNECT that
+    /// Closes gracefully: writes what is in `outbox` (the DISCONNECT that
     /// says why, say), shuts the write side so the peer reads EOF after
     /// it, then reads and discards what the peer still sends until it
     /// closes its side too, for at most [`LINGER`] and [`LINGER_BYTES`]
@@ -283,9 +366,9 @@ where
     /// and the reset fails the peer's next write and can destroy what it
     /// had not read yet. With `peer_closed` (it closed first, or the
     /// stream failed) there is nothing to wait for.
-    pub async fn close(&mut self, peer_closed: bool) {
+    pub async fn close(&mut self, outbox: &mut Outbox, peer_closed: bool) {
         let deadline = tokio::time::Instant::now() + LINGER;
-        let written = tokio::time::timeout_at(deadline, self.flush()).await;
+        let written = tokio::time::timeout_at(deadline, self.flush(outbox)).await;
         if !matches!(written, Ok(Ok(()))) {
             return;
         }

@@ -7,41 +7,42 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::session::Shared;
+use crate::context::Context;
 
 /// How often expired retained messages are swept.
 const RETAINED_SWEEP: Duration = Duration::from_secs(1);
 
 /// Runs until shutdown.
-pub async fn run(shared: Arc<Shared>) {
+pub async fn run(context: Arc<Context>) {
+    let core = &context.core;
     let started = Instant::now();
-    let token = shared.tasks.token().clone();
+    let token = core.tasks.token().clone();
     let sys_interval =
-        (shared.config.sys_interval > 0).then(|| Duration::from_secs(shared.config.sys_interval));
+        (core.config.sys_interval > 0).then(|| Duration::from_secs(core.config.sys_interval));
     let mut next_sys = sys_interval.map(|_| started);
     let mut next_sweep = started + RETAINED_SWEEP;
     loop {
         let now = Instant::now();
-        crate::session::expiry::run_due(&shared, now);
+        crate::session::expiry::run_due(core, now);
         if now >= next_sweep {
             // Failed logins are remembered for a minute.
-            shared.login_failures.retain(|_, (_, last)| {
+            context.auth.login_failures.retain(|_, (_, last)| {
                 now.duration_since(*last) <= crate::session::handshake::LOGIN_FAILURE_MEMORY
             });
-            let removed = shared.router.remove_expired_retained(now.into_std());
+            let removed = core.router.remove_expired_retained(now.into_std());
             if removed > 0 {
-                shared.metrics.messages_expired.add(removed as u64);
+                core.metrics.messages_expired.add(removed as u64);
             }
             next_sweep = now + RETAINED_SWEEP;
         }
         if let (Some(at), Some(interval)) = (next_sys, sys_interval) {
             if now >= at {
-                crate::sys::publish_all(&shared, started.elapsed());
+                crate::sys::publish_all(core, started.elapsed());
                 next_sys = Some(now + interval);
             }
         }
         let mut wake = next_sweep;
-        for at in [next_sys, shared.sessions.next_deadline()]
+        for at in [next_sys, core.sessions.next_deadline()]
             .into_iter()
             .flatten()
         {
@@ -50,7 +51,7 @@ pub async fn run(shared: Arc<Shared>) {
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep_until(wake) => {}
-            _ = shared.sessions.deadline_added() => {}
+            _ = core.sessions.deadline_added() => {}
         }
     }
 }

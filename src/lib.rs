@@ -76,6 +76,7 @@ pub mod auth;
 pub mod bridge;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod housekeeping;
 pub mod metrics;
 pub mod protocol;
@@ -92,16 +93,13 @@ use std::sync::Arc;
 
 pub use config::{Config, ConfigError};
 
+use context::{Context, Core};
 use metrics::Metrics;
-use router::Router;
-use session::manager::SessionManager;
-use session::Shared;
-use shutdown::Tasks;
 
 /// A running broker.
 #[derive(Debug)]
 pub struct Broker {
-    shared: Arc<Shared>,
+    context: Arc<Context>,
     local_addrs: Vec<SocketAddr>,
     /// The listeners' TLS, for reloading their certificates.
     tls: Vec<transport::tls::Tls>,
@@ -138,37 +136,7 @@ impl Broker {
         listeners: Vec<transport::Listener>,
         auth_methods: Vec<Arc<dyn auth::EnhancedAuth>>,
     ) -> std::io::Result<Broker> {
-        let passwords = match &config.password_file {
-            Some(path) => Some(Arc::new(auth::password::PasswordFile::load(path).map_err(
-                |error| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        format!("password_file: {error}"),
-                    )
-                },
-            )?)),
-            None => None,
-        };
-        let passwords = Arc::new(std::sync::RwLock::new(passwords));
-        let mut auth_methods = auth_methods;
-        // With a password file, SCRAM-SHA-256 checks against it, unless the
-        // embedder brought its own.
-        if config.password_file.is_some()
-            && !auth_methods
-                .iter()
-                .any(|m| m.method() == auth::scram::METHOD)
-        {
-            auth_methods.push(Arc::new(auth::scram::Scram::new(Arc::clone(&passwords))));
-        }
-        let acl = match &config.acl_file {
-            Some(path) => Some(Arc::new(auth::acl::Acl::load(path).map_err(|error| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("acl_file: {error}"),
-                )
-            })?)),
-            None => None,
-        };
+        let authenticator = authenticator(&config, auth_methods)?;
         let metrics = Arc::new(Metrics::default());
         let (store, loaded) = if config.persistence {
             let (store, loaded) =
@@ -179,49 +147,31 @@ impl Broker {
         } else {
             (None, None)
         };
-        let mut router = Router::new(
-            config.max_retained_messages,
-            config.max_retained_bytes,
-            config.shared_subscription_strategy,
-            Arc::clone(&metrics),
-        );
-        if let Some(store) = &store {
-            router = router.with_journal(Arc::clone(store) as Arc<dyn router::Journal>);
-        }
-        let shared = Arc::new(Shared {
-            router: Arc::new(router),
-            config: Arc::new(config),
-            sessions: SessionManager::new(),
-            metrics,
-            tasks: Tasks::new(),
-            auth_methods,
-            passwords,
-            acl: std::sync::RwLock::new(acl),
-            connections_by_address: Default::default(),
-            password_checks: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, usize::from),
-            ),
-            login_failures: Default::default(),
-            store,
+        let context = Arc::new(Context {
+            core: Core::new(config, metrics, store),
+            auth: authenticator,
         });
+        let core = &context.core;
         if let Some(loaded) = loaded {
-            session::restore::restore(&shared, loaded);
+            session::restore::restore(core, loaded);
         }
+        bridge::sweep(core);
+        let admission = Arc::new(server::Admission::new(&context));
         let mut local_addrs = Vec::with_capacity(listeners.len());
         let mut tls = Vec::new();
         for listener in listeners {
             local_addrs.push(listener.tcp.local_addr()?);
             tls.extend(listener.tls.clone());
-            shared
-                .tasks
-                .spawn(server::accept_loop(Arc::clone(&shared), listener));
+            let accept =
+                server::accept_loop(Arc::clone(&context), Arc::clone(&admission), listener);
+            core.tasks.spawn(accept);
         }
-        shared.tasks.spawn(housekeeping::run(Arc::clone(&shared)));
-        for bridge in shared.config.bridges.clone() {
-            shared.tasks.spawn(bridge::run(Arc::clone(&shared), bridge));
+        core.tasks.spawn(housekeeping::run(Arc::clone(&context)));
+        for bridge in core.config.bridges.clone() {
+            core.tasks.spawn(bridge::run(Arc::clone(&context), bridge));
         }
         Ok(Broker {
-            shared,
+            context,
             local_addrs,
             tls,
         })
@@ -239,29 +189,17 @@ impl Broker {
                 errors.push(error.to_string());
             }
         }
-        let config = &self.shared.config;
+        let config = &self.context.core.config;
+        let auth = &self.context.auth;
         if let Some(path) = &config.password_file {
             match auth::password::PasswordFile::load(path) {
-                Ok(passwords) => {
-                    *self
-                        .shared
-                        .passwords
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some(Arc::new(passwords));
-                }
+                Ok(passwords) => auth.set_passwords(Arc::new(passwords)),
                 Err(error) => errors.push(format!("password_file: {error}")),
             }
         }
         if let Some(path) = &config.acl_file {
             match auth::acl::Acl::load(path) {
-                Ok(acl) => {
-                    *self
-                        .shared
-                        .acl
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(acl));
-                }
+                Ok(acl) => auth.set_acl(Arc::new(acl)),
                 Err(error) => errors.push(format!("acl_file: {error}")),
             }
         }
@@ -275,24 +213,61 @@ impl Broker {
 
     /// The broker's counters (a handle that outlives the broker).
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.shared.metrics
+        &self.context.core.metrics
     }
 
     /// Stops accepting, closes every connection and waits for the tasks to
     /// end, at most `shutdown_timeout`. Returns false if some did not.
     pub async fn shutdown(self) -> bool {
-        let timeout = self.shared.config.shutdown_timeout();
+        let core = &self.context.core;
+        let timeout = core.config.shutdown_timeout();
         // Cancel first (no new session starts), then interrupt the sessions
         // that run; one that attaches later sees the cancelled token.
-        self.shared.tasks.shutdown();
-        self.shared.sessions.interrupt_all();
-        let finished = self.shared.tasks.shutdown_and_wait(timeout).await;
-        session::expiry::publish_delayed_wills(&self.shared);
-        if let Some(store) = &self.shared.store {
+        core.tasks.shutdown();
+        core.sessions.interrupt_all();
+        let finished = core.tasks.shutdown_and_wait(timeout).await;
+        session::expiry::publish_delayed_wills(core);
+        if let Some(store) = &core.store {
             // What the sessions wrote as they closed is committed and
             // synced before the broker returns.
             store.close();
         }
         finished
     }
+}
+
+/// The broker's authentication from its configuration: the password file
+/// and the ACL file read, the embedder's methods, and SCRAM-SHA-256
+/// against the password file unless the embedder brought its own.
+fn authenticator(
+    config: &Config,
+    mut methods: Vec<Arc<dyn auth::EnhancedAuth>>,
+) -> std::io::Result<auth::Authenticator> {
+    let invalid = |key: &str, error: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{key}: {error}"))
+    };
+    let passwords = match &config.password_file {
+        Some(path) => Some(Arc::new(
+            auth::password::PasswordFile::load(path).map_err(|e| invalid("password_file", &e))?,
+        )),
+        None => None,
+    };
+    let passwords: auth::SharedPasswords = Arc::new(std::sync::RwLock::new(passwords));
+    if config.password_file.is_some() && !methods.iter().any(|m| m.method() == auth::scram::METHOD)
+    {
+        methods.push(Arc::new(auth::scram::Scram::new(Arc::clone(&passwords))));
+    }
+    let acl = match &config.acl_file {
+        Some(path) => Some(Arc::new(
+            auth::acl::Acl::load(path).map_err(|e| invalid("acl_file", &e))?,
+        )),
+        None => None,
+    };
+    let parallel_checks = std::thread::available_parallelism().map_or(2, usize::from);
+    Ok(auth::Authenticator::new(
+        passwords,
+        acl,
+        methods,
+        parallel_checks,
+    ))
 }

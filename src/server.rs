@@ -11,7 +11,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::session::{self, Origin, Shared};
+use crate::context::Context;
+use crate::metrics::Metrics;
+use crate::session::{self, Origin};
 use crate::transport::proxy;
 use crate::transport::tls::Tls;
 use crate::transport::websocket::WebSocket;
@@ -20,9 +22,36 @@ use crate::transport::Listener;
 /// Longest pause after a failing `accept` (out of file descriptors, say).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Which sockets may be open: `max_connections` in all, and
+/// `max_connections_per_address` from one address; shared by every
+/// listener, counting what is open.
+#[derive(Debug)]
+pub struct Admission {
+    metrics: Arc<Metrics>,
+    max_connections: usize,
+    max_per_address: usize,
+    /// Open connections by client address, while a per-address bound is
+    /// set.
+    by_address: dashmap::DashMap<IpAddr, usize>,
+}
+
+impl Admission {
+    /// The bounds `context`'s configuration sets.
+    pub fn new(context: &Context) -> Admission {
+        let config = &context.core.config;
+        Admission {
+            metrics: Arc::clone(&context.core.metrics),
+            max_connections: config.max_connections,
+            max_per_address: config.max_connections_per_address,
+            by_address: Default::default(),
+        }
+    }
+}
+
 /// Accepts connections on `listener` until shutdown.
-pub async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
-    let token = shared.tasks.token().clone();
+pub async fn accept_loop(context: Arc<Context>, admission: Arc<Admission>, listener: Listener) {
+    let core = &context.core;
+    let token = core.tasks.token().clone();
     let address = listener.tcp.local_addr().ok();
     tracing::info!(
         ?address,
@@ -46,17 +75,17 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
             }
         };
         backoff = Duration::from_millis(5);
-        let metrics = &shared.metrics;
-        if metrics.connections_open.get() >= shared.config.max_connections as u64 {
+        let metrics = &core.metrics;
+        if metrics.connections_open.get() >= admission.max_connections as u64 {
             metrics.connections_refused.increment();
-            tracing::warn!(%peer, max_connections = shared.config.max_connections, "connection limit reached; closing new connection");
+            tracing::warn!(%peer, max_connections = core.config.max_connections, "connection limit reached; closing new connection");
             drop(stream);
             continue;
         }
-        if let Err(error) = stream.set_nodelay(shared.config.tcp_nodelay) {
+        if let Err(error) = stream.set_nodelay(core.config.tcp_nodelay) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let mut guard = OpenConnection::new(&shared);
+        let mut guard = OpenConnection::new(&admission);
         // Behind a load balancer the address that counts comes with the
         // PROXY header, read in the connection's task.
         if !listener.proxy_protocol && !guard.claim(peer.ip()) {
@@ -69,17 +98,17 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: Listener) {
         };
         if listener.tls.is_none() && listener.websocket.is_none() && !listener.proxy_protocol {
             let (reader, writer) = stream.into_split();
-            let connection = session::serve(Arc::clone(&shared), reader, writer, origin, guard);
-            shared.tasks.spawn(connection);
+            let connection = session::serve(Arc::clone(&context), reader, writer, origin, guard);
+            core.tasks.spawn(connection);
         } else {
             let transport = Transport {
                 proxy_protocol: listener.proxy_protocol,
                 tls: listener.tls.clone(),
                 websocket: listener.websocket.clone(),
             };
-            let tasks = shared.tasks.clone();
+            let tasks = core.tasks.clone();
             tasks.spawn(upgrade_and_serve(
-                Arc::clone(&shared),
+                Arc::clone(&context),
                 transport,
                 stream,
                 origin,
@@ -99,7 +128,7 @@ struct Transport {
 /// Reads a connection's PROXY header, runs its TLS handshake and WebSocket
 /// upgrade, as its listener has them, then serves MQTT on what they yield.
 async fn upgrade_and_serve(
-    shared: Arc<Shared>,
+    context: Arc<Context>,
     transport: Transport,
     mut stream: TcpStream,
     mut origin: Origin,
@@ -110,7 +139,7 @@ async fn upgrade_and_serve(
         tls,
         websocket,
     } = transport;
-    let timeout = shared.config.connect_timeout();
+    let timeout = context.core.config.connect_timeout();
     let span = session::connection_span(origin.peer, None);
     if proxy_protocol {
         let header = tokio::time::timeout(timeout, proxy::read_header(&mut stream)).await;
@@ -136,20 +165,20 @@ async fn upgrade_and_serve(
     }
     let span = session::connection_span(origin.peer, None);
     match tls {
-        None => serve_upgraded(shared, websocket, stream, origin, guard).await,
+        None => serve_upgraded(context, websocket, stream, origin, guard).await,
         Some(tls) => {
             let Some((stream, identity)) = tls.accept(stream, timeout).instrument(span).await
             else {
                 return;
             };
             origin.identity = Some(Box::new(identity));
-            serve_upgraded(shared, websocket, stream, origin, guard).await;
+            serve_upgraded(context, websocket, stream, origin, guard).await;
         }
     }
 }
 
 async fn serve_upgraded<S, G>(
-    shared: Arc<Shared>,
+    context: Arc<Context>,
     websocket: Option<WebSocket>,
     stream: S,
     origin: Origin,
@@ -161,36 +190,36 @@ async fn serve_upgraded<S, G>(
     match websocket {
         None => {
             let (reader, writer) = tokio::io::split(stream);
-            session::serve(shared, reader, writer, origin, guard).await;
+            session::serve(context, reader, writer, origin, guard).await;
         }
         Some(websocket) => {
             let span = session::connection_span(origin.peer, None);
-            let timeout = shared.config.connect_timeout();
-            let accept = websocket.accept(stream, timeout, shared.config.max_packet_size);
+            let config = &context.core.config;
+            let timeout = config.connect_timeout();
+            let accept = websocket.accept(stream, timeout, config.max_packet_size);
             let Some(stream) = accept.instrument(span).await else {
                 return;
             };
             let (reader, writer) = tokio::io::split(stream);
-            session::serve(shared, reader, writer, origin, guard).await;
+            session::serve(context, reader, writer, origin, guard).await;
         }
     }
 }
 
-/// Counts a socket as open until dropped.
 /// Counts a connection as open until dropped, and against its client's
 /// address while `max_connections_per_address` is set.
 struct OpenConnection {
-    shared: Arc<Shared>,
+    admission: Arc<Admission>,
     /// The address counted against, if any (boxed: most connections have
     /// none, and every byte here is paid by every connection).
     address: Option<Box<IpAddr>>,
 }
 
 impl OpenConnection {
-    fn new(shared: &Arc<Shared>) -> OpenConnection {
-        shared.metrics.connections_open.increment();
+    fn new(admission: &Arc<Admission>) -> OpenConnection {
+        admission.metrics.connections_open.increment();
         OpenConnection {
-            shared: Arc::clone(shared),
+            admission: Arc::clone(admission),
             address: None,
         }
     }
@@ -198,14 +227,14 @@ impl OpenConnection {
     /// Counts the connection against `ip`; false (logged, counted) when
     /// `ip` already has `max_connections_per_address`.
     fn claim(&mut self, ip: IpAddr) -> bool {
-        let limit = self.shared.config.max_connections_per_address;
+        let limit = self.admission.max_per_address;
         if limit == 0 {
             return true;
         }
-        let mut count = self.shared.connections_by_address.entry(ip).or_insert(0);
+        let mut count = self.admission.by_address.entry(ip).or_insert(0);
         if *count >= limit {
             drop(count);
-            self.shared.metrics.connections_refused.increment();
+            self.admission.metrics.connections_refused.increment();
             tracing::warn!(%ip, limit, "max_connections_per_address reached; closing new connection");
             return false;
         }
@@ -217,9 +246,9 @@ impl OpenConnection {
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.shared.metrics.connections_open.decrement();
+        self.admission.metrics.connections_open.decrement();
         if let Some(ip) = self.address.take() {
-            let counts = &self.shared.connections_by_address;
+            let counts = &self.admission.by_address;
             if let Some(mut count) = counts.get_mut(&*ip) {
                 *count = count.saturating_sub(1);
             }

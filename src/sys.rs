@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::context::Core;
 use crate::protocol::{PublishProperties, QoS, TopicName};
 use crate::router::message::Message;
-use crate::session::Shared;
 
 /// The topics and values published each interval.
-pub fn snapshot(shared: &Shared, uptime: Duration) -> Vec<(&'static str, String)> {
-    let metrics = &shared.metrics;
+pub fn snapshot(core: &Core, uptime: Duration) -> Vec<(&'static str, String)> {
+    let metrics = &core.metrics;
     let connected = metrics.clients_connected.get();
     let disconnected = metrics.clients_disconnected.get();
     vec![
@@ -46,11 +46,11 @@ pub fn snapshot(shared: &Shared, uptime: Duration) -> Vec<(&'static str, String)
         ),
         (
             "$SYS/broker/subscriptions/count",
-            shared.router.subscription_count().to_string(),
+            core.router.subscription_count().to_string(),
         ),
         (
             "$SYS/broker/retained messages/count",
-            shared.router.retained_count().to_string(),
+            core.router.retained_count().to_string(),
         ),
         (
             "$SYS/broker/store/commits",
@@ -80,12 +80,12 @@ pub fn snapshot(shared: &Shared, uptime: Duration) -> Vec<(&'static str, String)
 }
 
 /// Publishes every `$SYS` topic once (called by the housekeeping task).
-pub fn publish_all(shared: &Shared, uptime: Duration) {
-    for (topic, value) in snapshot(shared, uptime) {
+pub fn publish_all(core: &Core, uptime: Duration) {
+    for (topic, value) in snapshot(core, uptime) {
         let Ok(topic) = TopicName::new(topic) else {
             continue;
         };
-        shared.router.publish(Arc::new(Message::new(
+        core.router.publish(Arc::new(Message::new(
             topic,
             Bytes::from(value),
             QoS::AtMostOnce,

@@ -9,40 +9,26 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
+use petrel::auth::Authenticator;
+use petrel::context::{Context, Core};
 use petrel::metrics::Metrics;
-use petrel::router::Router;
-use petrel::session::manager::SessionManager;
-use petrel::session::{serve, Origin, Shared};
-use petrel::shutdown::Tasks;
+use petrel::session::{serve, Origin};
 use petrel::Config;
 use tokio::io::AsyncWriteExt;
 
-fn shared() -> Arc<Shared> {
+fn context() -> Arc<Context> {
     let config = Config {
         max_packet_size: 4096,
         max_queued_messages: 16,
+        max_retained_messages: 16,
+        max_retained_bytes: 64 * 1024,
         persistence: false,
         ..Config::default()
     };
-    let metrics = Arc::new(Metrics::default());
-    Arc::new(Shared {
-        router: Arc::new(Router::new(
-            16,
-            64 * 1024,
-            config.shared_subscription_strategy,
-            Arc::clone(&metrics),
-        )),
-        config: Arc::new(config),
-        sessions: SessionManager::new(),
-        metrics,
-        tasks: Tasks::new(),
-        auth_methods: Vec::new(),
-        passwords: Default::default(),
-        acl: Default::default(),
-        connections_by_address: Default::default(),
-        password_checks: tokio::sync::Semaphore::new(1),
-        login_failures: Default::default(),
-        store: None,
+    let core = Core::new(config, Arc::new(Metrics::default()), None);
+    Arc::new(Context {
+        core,
+        auth: Authenticator::open(),
     })
 }
 
@@ -55,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     runtime.block_on(async {
-        let shared = shared();
+        let context = context();
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (reader, writer) = tokio::io::split(server);
         let origin = Origin {
@@ -63,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
             allow_anonymous: None,
             identity: None,
         };
-        let session = tokio::spawn(serve(Arc::clone(&shared), reader, writer, origin, ()));
+        let session = tokio::spawn(serve(Arc::clone(&context), reader, writer, origin, ()));
         let (mut from_broker, mut to_broker) = tokio::io::split(client);
         let drain = tokio::spawn(async move {
             let _ = tokio::io::copy(&mut from_broker, &mut tokio::io::sink()).await;

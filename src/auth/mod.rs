@@ -5,9 +5,11 @@
 //! SCRAM) are plugged in by name.
 
 pub mod acl;
+pub mod authenticator;
 pub mod credential;
 pub mod enhanced;
 pub mod password;
 pub mod scram;
 
+pub use authenticator::{Authenticator, SharedPasswords};
 pub use enhanced::{AuthExchange, AuthStep, EnhancedAuth};

@@ -2,173 +2,145 @@
 //! topic rules ([`topics`]) out to it, in from it, or both.
 //!
 //! A bridge is a session of this broker like any client's, under the
-//! reserved client id `$bridge/<name>`: its inbox is subscribed to the
-//! outward rules (with No Local, so what came in over the bridge does not
-//! go back out), and what it has not yet delivered to the remote waits in
-//! it, bounded by the bridge's `max_queued_messages` and
-//! `max_queued_bytes` (newer messages are dropped at the bound, and
-//! counted). With persistence on, the session is durable: its queue and
-//! in-flight messages survive a restart of this broker, and a message
-//! leaves the store only once the remote acknowledged it. The other end
-//! of the session is not a socket accepted here but the connection the
-//! bridge makes ([`link`]), reconnected with exponential back-off and
-//! jitter while the remote is unreachable, its state published retained
-//! on `$SYS/broker/connection/<name>/state` (1 up, 0 down).
+//! reserved client id `$bridge/<name>`, and its protocol is the same
+//! session endpoint a client's is, seen from the client's side
+//! ([`crate::session::endpoint`]): its inbox is subscribed to the outward
+//! rules (with No Local, so what came in over the bridge does not go back
+//! out), and what it has not yet delivered to the remote waits in it,
+//! bounded by the bridge's `max_queued_messages` and `max_queued_bytes`
+//! (newer messages are dropped at the bound, and counted). With
+//! persistence on, the session is durable: its queue and in-flight
+//! messages survive a restart of this broker, and a message leaves the
+//! store only once the remote acknowledged it. What is the bridge's own
+//! is here and in [`link`]: the topic rules, its CONNECT and SUBSCRIBE
+//! with the remote, reconnection with exponential back-off and jitter
+//! while the remote is unreachable, and its state, published retained on
+//! `$SYS/broker/connection/<name>/state` (1 up, 0 down).
 
 pub mod link;
 pub mod topics;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::BridgeConfig;
+use crate::connection::Outbox;
+use crate::context::{Context, Core};
 use crate::protocol::{
-    PublishProperties, QoS, RetainHandling, SubscriptionOptions, TopicFilter, TopicName,
+    Packet, ProtocolVersion, PublishProperties, QoS, RetainHandling, SubscriptionOptions,
+    TopicFilter, TopicName,
 };
-use crate::router::inbox::{Inbox, InboxLimits, InboxReceiver};
+use crate::router::inbox::{Inbox, InboxLimits};
 use crate::router::message::Message;
 use crate::router::Subscriber;
-use crate::session::manager::{Lease, Parked};
+use crate::session::endpoint::{ClientSide, Endpoint, Role};
+use crate::session::exit::Exit;
+use crate::session::handshake::decide::BRIDGE_ID_PREFIX;
+use crate::session::manager::Parked;
 use crate::session::state::SessionState;
-use crate::session::Shared;
 use topics::Rules;
 
-/// Client ids starting with this are the bridges' local sessions; clients
-/// may not use them.
-pub const LOCAL_ID_PREFIX: &str = "$bridge/";
-
-/// A bridge's session on this broker.
-#[derive(Debug)]
-pub struct Local {
-    /// `$bridge/<name>`.
-    pub client_id: Arc<str>,
-    /// Subscriptions, in-flight messages to the remote, QoS 2 ids from it.
-    pub state: SessionState,
-    /// Where outgoing messages wait.
-    pub inbox: Arc<Inbox>,
-    /// Its receiving end.
-    pub receiver: InboxReceiver,
-    /// The topic rules.
-    pub rules: Rules,
+/// Drops the stored sessions of bridges no longer configured, and with
+/// them their queues, with a line each; at start-up, before any bridge
+/// runs.
+pub fn sweep(core: &Core) {
+    let configured: HashSet<String> = core
+        .config
+        .bridges
+        .iter()
+        .map(|bridge| format!("{BRIDGE_ID_PREFIX}{}", bridge.name))
+        .collect();
+    let gone = core
+        .sessions
+        .take_parked(|id| id.starts_with(BRIDGE_ID_PREFIX) && !configured.contains(id));
+    for (client_id, parked) in gone {
+        tracing::info!(
+            bridge = client_id.strip_prefix(BRIDGE_ID_PREFIX),
+            dropped =
+                parked.state.pending.len() + parked.state.inflight.len() + parked.receiver.len(),
+            "a bridge no longer configured: its queue is dropped"
+        );
+        parked.discard(core, &client_id);
+    }
 }
 
-impl Local {
-    /// Opens the bridge's session: the one kept from before (its queue and
-    /// in-flight messages), or a new one; subscribed to the outward rules
-    /// as they are configured now.
-    fn open(
-        shared: &Shared,
-        config: &BridgeConfig,
-        client_id: Arc<str>,
-        parked: Option<Parked>,
-    ) -> Local {
-        let limits = InboxLimits {
-            max_messages: config.max_queued_messages,
-            max_bytes: config.max_queued_bytes,
-            queue_qos0: config.queue_qos0,
-        };
-        let (inbox, receiver) = Inbox::new(Arc::clone(&client_id), limits);
-        let mut state = SessionState::default();
-        let store = shared.store.as_ref();
-        if let Some(mut old) = parked {
-            // Kept: what it held, in order; its old inbox (made with the
-            // broker's bounds at start-up) gives way to one with the
-            // bridge's.
-            for filter in old.state.subscriptions.keys() {
-                shared.router.unsubscribe_inbox(filter.as_str(), &old.inbox);
-                if let Some(store) = store {
-                    store.unsubscribed(&client_id, filter);
-                }
-            }
-            old.receiver.drain_into(&mut old.state.pending, usize::MAX);
-            state = old.state;
-            state.subscriptions = Default::default();
-            state.rebuild_index();
-            shared.metrics.clients_disconnected.decrement();
-        }
-        inbox.set_online(false);
-        if let Some(store) = store {
-            inbox.set_durable(true);
-            store.session_opened(&client_id, u32::MAX);
-        }
-        let rules = Rules::new(config.topics.clone());
-        for (filter, qos) in rules.local_filters() {
-            let Ok(filter) = TopicFilter::new(&filter) else {
-                continue;
-            };
-            let options = SubscriptionOptions {
-                qos,
-                // What the bridge itself publishes here came from the
-                // remote: it does not go back.
-                no_local: true,
-                retain_as_published: true,
-                retain_handling: RetainHandling::DoNotSend,
-            };
-            shared.router.subscribe(
-                filter.as_str(),
-                Subscriber {
-                    inbox: Arc::clone(&inbox),
-                    options,
-                    identifier: None,
-                    shared: None,
-                },
-            );
+/// Opens the bridge's session: the one kept from before (its queue and
+/// in-flight messages), or a new one; subscribed to the outward rules as
+/// they are configured now.
+fn open(
+    core: &Core,
+    config: &BridgeConfig,
+    client_id: Arc<str>,
+    parked: Option<Parked>,
+) -> Endpoint {
+    let limits = InboxLimits {
+        max_messages: config.max_queued_messages,
+        max_bytes: config.max_queued_bytes,
+        queue_qos0: config.queue_qos0,
+    };
+    let (inbox, receiver) = Inbox::new(Arc::clone(&client_id), limits);
+    let mut state = SessionState::default();
+    let store = core.store.as_ref();
+    if let Some(mut old) = parked {
+        // Kept: what it held, in order; its old inbox (made with the
+        // broker's bounds at start-up) gives way to one with the bridge's.
+        for filter in old.state.subscriptions.keys() {
+            core.router.unsubscribe_inbox(filter.as_str(), &old.inbox);
             if let Some(store) = store {
-                store.subscribed(&client_id, &filter, options, None);
+                store.unsubscribed(&client_id, filter);
             }
-            state.subscriptions.insert(filter, options, None);
         }
-        Local {
-            client_id,
-            state,
-            inbox,
-            receiver,
-            rules,
-        }
+        old.receiver.drain_into(&mut old.state.pending, usize::MAX);
+        state = old.state;
+        state.subscriptions = Default::default();
+        state.rebuild_index();
+        core.metrics.clients_disconnected.decrement();
     }
-
-    /// Parks the session as the broker stops: kept for the next start when
-    /// the store keeps it.
-    fn park(self, shared: &Shared, lease: Lease) {
-        if let Some(store) = &shared.store {
-            for delivery in &self.state.pending {
-                if delivery.qos != QoS::AtMostOnce {
-                    store.kept(&self.client_id, delivery);
-                }
-            }
-            for inflight in &self.state.inflight {
-                store.sent(
-                    &self.client_id,
-                    &inflight.delivery,
-                    inflight.packet_id,
-                    inflight.phase == crate::session::state::Phase::Released,
-                );
-            }
-            store.session_closed(&self.client_id, u32::MAX, None);
-        }
-        shared.metrics.clients_disconnected.increment();
-        let client_id = Arc::clone(&self.client_id);
-        shared.sessions.release(
-            &client_id,
-            lease,
-            Some(Parked {
-                state: self.state,
-                inbox: self.inbox,
-                receiver: self.receiver,
-                expires_at: None,
-                will: None,
-                will_at: None,
-            }),
-        );
+    inbox.set_online(false);
+    if let Some(store) = store {
+        inbox.set_durable(true);
+        store.session_opened(&client_id, u32::MAX);
     }
+    let rules = Rules::new(config.topics.clone());
+    for (filter, qos) in rules.local_filters() {
+        let Ok(filter) = TopicFilter::new(&filter) else {
+            continue;
+        };
+        let options = SubscriptionOptions {
+            qos,
+            // What the bridge itself publishes here came from the
+            // remote: it does not go back.
+            no_local: true,
+            retain_as_published: true,
+            retain_handling: RetainHandling::DoNotSend,
+        };
+        let subscriber = Subscriber {
+            inbox: Arc::clone(&inbox),
+            options,
+            identifier: None,
+            shared: None,
+        };
+        core.router.subscribe(filter.as_str(), subscriber);
+        if let Some(store) = store {
+            store.subscribed(&client_id, &filter, options, None);
+        }
+        state.subscriptions.insert(filter, options, None);
+    }
+    let role = Role::Client(Box::new(ClientSide::new(Arc::new(rules))));
+    let outbox = Outbox::new(ProtocolVersion::V3_1_1);
+    let mut endpoint = Endpoint::new(outbox, client_id, state, (inbox, receiver), role);
+    endpoint.session_expiry = u32::MAX;
+    endpoint.keep_alive = config.keep_alive;
+    endpoint
 }
 
 /// Publishes the bridge's state, retained, where Mosquitto does.
-fn publish_state(shared: &Shared, name: &str, up: bool) {
+fn publish_state(core: &Core, name: &str, up: bool) {
     let Ok(topic) = TopicName::new(format!("$SYS/broker/connection/{name}/state")) else {
         return;
     };
-    shared.router.publish(Arc::new(Message::new(
+    core.router.publish(Arc::new(Message::new(
         topic,
         bytes::Bytes::from_static(if up { b"1" } else { b"0" }),
         QoS::AtMostOnce,
@@ -176,14 +148,6 @@ fn publish_state(shared: &Shared, name: &str, up: bool) {
         PublishProperties::default(),
         None,
     )));
-}
-
-/// A random fraction in [0, 1), for the back-off's jitter.
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The wait before reconnection attempt `attempt` (0 first): doubled each
@@ -195,72 +159,119 @@ pub fn backoff(config: &BridgeConfig, attempt: u32) -> Duration {
         .reconnect_min_ms
         .saturating_mul(1u64 << attempt.min(20))
         .min(config.reconnect_max_ms);
-    Duration::from_millis(base / 2 + (base as f64 / 2.0 * jitter()) as u64)
+    Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
 }
 
 /// Runs one bridge until the broker shuts down.
-pub async fn run(shared: Arc<Shared>, config: BridgeConfig) {
-    let token = shared.tasks.token().clone();
-    let client_id: Arc<str> = Arc::from(format!("{LOCAL_ID_PREFIX}{}", config.name));
+pub async fn run(context: Arc<Context>, config: BridgeConfig) {
+    let core = &context.core;
+    let token = core.tasks.token().clone();
+    let client_id: Arc<str> = Arc::from(format!("{BRIDGE_ID_PREFIX}{}", config.name));
     let claim = tokio::select! {
         _ = token.cancelled() => return,
-        claim = shared.sessions.acquire(&client_id) => claim,
+        claim = core.sessions.acquire(&client_id) => claim,
     };
     let (lease, parked) = claim;
-    let mut local = Local::open(&shared, &config, client_id, parked);
-    shared.sessions.attach(&lease, &local.inbox, &token);
-    let connector = match link::Connector::new(&config) {
-        Ok(connector) => connector,
+    let mut endpoint = open(core, &config, client_id, parked);
+    core.sessions.attach(&lease, &endpoint.inbox, &token);
+    match link::Connector::new(&config) {
+        Ok(connector) => serve(&context, &config, &connector, &mut endpoint).await,
         Err(error) => {
             tracing::error!(bridge = %config.name, %error, "bridge TLS cannot be set up; the bridge stays down");
             token.cancelled().await;
-            local.park(&shared, lease);
-            return;
         }
-    };
-    publish_state(&shared, &config.name, false);
+    }
+    crate::session::close::park(core, endpoint, lease, None);
+}
+
+/// Connects to the remote's addresses in turn, backing off between
+/// rounds, and serves each connection until the broker stops.
+async fn serve(
+    context: &Context,
+    config: &BridgeConfig,
+    connector: &link::Connector,
+    endpoint: &mut Endpoint,
+) {
+    let core = &context.core;
+    let token = core.tasks.token().clone();
+    publish_state(core, &config.name, false);
     let mut attempt = 0u32;
-    'bridge: loop {
+    loop {
         for address in &config.addresses {
             if token.is_cancelled() {
-                break 'bridge;
+                return;
             }
             let connected = tokio::select! {
-                _ = token.cancelled() => break 'bridge,
-                connected = connector.connect(&shared, &config, address) => connected,
+                _ = token.cancelled() => return,
+                connected = connector.connect(core, config, address) => connected,
             };
-            let connection = match connected {
-                Ok(connection) => connection,
+            let established = match connected {
+                Ok(established) => established,
                 Err(error) => {
-                    shared.metrics.bridge_failures.increment();
+                    core.metrics.bridge_failures.increment();
                     tracing::warn!(bridge = %config.name, address, %error, "bridge: cannot connect");
                     continue;
                 }
             };
             attempt = 0;
-            shared.metrics.bridge_connections.increment();
+            core.metrics.bridge_connections.increment();
             tracing::info!(bridge = %config.name, address, "bridge connected");
-            publish_state(&shared, &config.name, true);
-            local.inbox.set_online(true);
-            let end = link::serve(&shared, &config, &mut local, connection).await;
-            local.inbox.set_online(false);
-            publish_state(&shared, &config.name, false);
-            match end {
-                link::End::Shutdown => break 'bridge,
-                end => {
-                    shared.metrics.bridge_failures.increment();
-                    tracing::warn!(bridge = %config.name, address, reason = %end, "bridge disconnected");
-                }
+            publish_state(core, &config.name, true);
+            endpoint.inbox.set_online(true);
+            let exit = serve_link(context, endpoint, established).await;
+            endpoint.inbox.set_online(false);
+            publish_state(core, &config.name, false);
+            if matches!(exit, Exit::Shutdown | Exit::TakenOver) {
+                return;
             }
+            core.metrics.bridge_failures.increment();
+            tracing::warn!(bridge = %config.name, address, reason = %exit, "bridge disconnected");
         }
-        let wait = backoff(&config, attempt);
+        let wait = backoff(config, attempt);
         attempt = attempt.saturating_add(1);
         tokio::select! {
-            _ = token.cancelled() => break 'bridge,
+            _ = token.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
     }
-    local.park(&shared, lease);
+}
+
+/// Serves one connection to the remote: the endpoint takes it over (what
+/// it had not acknowledged goes first), handles what came before the
+/// SUBACK, and is driven like a client's until the link ends; the remote
+/// is told why when it should be, and the connection closed gracefully.
+async fn serve_link(
+    context: &Context,
+    endpoint: &mut Endpoint,
+    established: link::Established,
+) -> Exit {
+    let link::Established {
+        mut connection,
+        outbox,
+        limits,
+        early,
+    } = established;
+    endpoint.reconnected(outbox, limits, context);
+    let now = tokio::time::Instant::now();
+    let mut exit = None;
+    for packet in early {
+        if let Err(end) = endpoint.handle(context, packet, now) {
+            exit = Some(end);
+            break;
+        }
+    }
+    let exit = match exit {
+        Some(exit) => exit,
+        None => crate::session::driver::drive(context, &mut connection, endpoint).await,
+    };
+    let v5 = endpoint.outbox.version().is_v5();
+    if let Some(disconnect) = exit.client_disconnect(v5) {
+        endpoint.outbox.send_or_log(Packet::Disconnect(disconnect));
+    }
+    connection
+        .close(&mut endpoint.outbox, exit.peer_closed())
+        .await;
+    exit
 }
 
 #[cfg(test)]

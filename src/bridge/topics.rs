@@ -4,7 +4,8 @@
 //! forwarded topic has one prefix stripped and the other added.
 
 use crate::config::TopicRule;
-use crate::protocol::{filter_matches, QoS};
+use crate::protocol::{filter_matches, QoS, TopicName};
+use crate::session::endpoint::TopicMap;
 
 /// The rules of one bridge, with their filters as subscribed on each side
 /// made once (every forwarded message is matched against them).
@@ -59,7 +60,7 @@ impl Rules {
 
     /// The remote topic and QoS of a local message going out: by the first
     /// outward rule that matches it.
-    pub fn outgoing(&self, topic: &str) -> Option<(String, QoS)> {
+    pub fn remote_topic(&self, topic: &str) -> Option<(String, QoS)> {
         self.0.iter().find_map(|rule| {
             if !rule.config.direction.outward() || !filter_matches(&rule.local_filter, topic) {
                 return None;
@@ -71,7 +72,7 @@ impl Rules {
 
     /// The local topic of a remote message coming in: by the first inward
     /// rule that matches it.
-    pub fn incoming(&self, topic: &str) -> Option<String> {
+    pub fn local_topic(&self, topic: &str) -> Option<String> {
         self.0.iter().find_map(|rule| {
             if !rule.config.direction.inward() || !filter_matches(&rule.remote_filter, topic) {
                 return None;
@@ -79,6 +80,18 @@ impl Rules {
             let rest = topic.strip_prefix(rule.config.remote_prefix.as_str())?;
             Some(format!("{}{rest}", rule.config.local_prefix))
         })
+    }
+}
+
+/// The bridge's endpoint sends and takes messages by these rules.
+impl TopicMap for Rules {
+    fn outgoing(&self, local: &str) -> Option<TopicName> {
+        let (topic, _) = self.remote_topic(local)?;
+        TopicName::new(topic).ok()
+    }
+
+    fn incoming(&self, remote: &str) -> Option<TopicName> {
+        TopicName::new(self.local_topic(remote)?).ok()
     }
 }
 
@@ -121,23 +134,23 @@ mod tests {
             ]
         );
         assert_eq!(
-            rules.outgoing("site/sensors/kitchen/temp"),
+            rules.remote_topic("site/sensors/kitchen/temp"),
             Some(("gw1/sensors/kitchen/temp".to_owned(), QoS::AtLeastOnce))
         );
-        assert_eq!(rules.outgoing("sensors/kitchen"), None);
+        assert_eq!(rules.remote_topic("sensors/kitchen"), None);
         assert_eq!(
-            rules.outgoing("cmd/x"),
+            rules.remote_topic("cmd/x"),
             None,
             "an inward rule does not send out"
         );
         assert_eq!(
-            rules.incoming("gw1/cmd/reboot"),
+            rules.local_topic("gw1/cmd/reboot"),
             Some("cmd/reboot".to_owned())
         );
-        assert_eq!(rules.incoming("gw2/cmd/reboot"), None);
-        assert_eq!(rules.incoming("both/x"), Some("both/x".to_owned()));
+        assert_eq!(rules.local_topic("gw2/cmd/reboot"), None);
+        assert_eq!(rules.local_topic("both/x"), Some("both/x".to_owned()));
         assert_eq!(
-            rules.outgoing("both/x"),
+            rules.remote_topic("both/x"),
             Some(("both/x".to_owned(), QoS::AtMostOnce))
         );
     }

@@ -3,7 +3,7 @@
 //! one member, chosen by the configured strategy. Members that are
 //! connected and have room are preferred.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::topic_tree::Group;
 use super::Subscriber;
@@ -49,7 +49,8 @@ pub fn choose<'a>(
     let start = match strategy {
         SharedStrategy::RoundRobin => group.cursor.fetch_add(1, Ordering::Relaxed),
         SharedStrategy::Sticky => group.cursor.load(Ordering::Relaxed),
-        SharedStrategy::Random => random() as usize,
+        // fastrand's generator is per thread: fair, and no shared state.
+        SharedStrategy::Random => fastrand::usize(..),
     } % count;
     let candidates = (0..count)
         .map(|step| (start + step) % count)
@@ -66,17 +67,6 @@ pub fn choose<'a>(
         }
     }
     fallback.map(|index| &members[index].1)
-}
-
-/// A cheap pseudo-random number (xorshift); fairness, not secrecy.
-fn random() -> u64 {
-    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-    let mut x = STATE.load(Ordering::Relaxed);
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    STATE.store(x, Ordering::Relaxed);
-    x
 }
 
 #[cfg(test)]

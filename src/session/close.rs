@@ -1,7 +1,10 @@
-//! When a connection ends: the log line, a DISCONNECT with the reason for
-//! an MQTT 5 client, the will (now, or after its delay), shared
+//! When a client's connection ends: the log line, what the client is still
+//! owed (acknowledgements held for the store), a DISCONNECT with the
+//! reason for an MQTT 5 client, the will (now, or after its delay), shared
 //! subscription messages handed to other members, and the session parked
-//! until it expires or dropped.
+//! until it expires or discarded. [`Parked::discard`] is the one teardown
+//! of a session, whoever ends it: this close, a clean start over a parked
+//! session, its expiry, a bridge no longer configured.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,120 +12,141 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::driver::Exit;
-use super::manager::Parked;
+use super::endpoint::Endpoint;
+use super::exit::Exit;
+use super::manager::{Lease, Parked};
 use super::state::Phase;
-use super::{Session, Shared};
+use super::Session;
 use crate::auth::acl::Action;
-use crate::connection::Connection;
+use crate::connection::{Connection, Outbox, LINGER};
+use crate::context::{Context, Core};
 use crate::protocol::topic::is_broker_topic;
-use crate::protocol::{
-    Disconnect, DisconnectProperties, LastWill, Packet, PublishProperties, QoS, ReasonCode,
-};
+use crate::protocol::{LastWill, Packet, PublishProperties, QoS};
 use crate::router::message::Message;
 
-/// After the loop: log, tell an MQTT 5 client why, publish or schedule
-/// the will, park or drop the session; the connection is handed back to
-/// be closed.
+/// After the driver: log, send the client what it is owed and why it is
+/// closed, publish or schedule the will, park or discard the session. The
+/// connection and what is left to write come back to be closed.
 pub async fn finish<R, W>(
-    shared: &Shared,
-    mut session: Box<Session<R, W>>,
+    context: &Context,
+    session: Box<Session<R, W>>,
     exit: Exit,
-) -> Connection<R, W>
+) -> (Connection<R, W>, Outbox)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    log_exit(shared, &session, &exit);
-    if session.connection.version.is_v5() {
-        if let Some(reason_code) = exit.disconnect_reason() {
-            session.send(Packet::Disconnect(server_disconnect(
-                shared,
-                &exit,
-                reason_code,
-            )));
+    let core = &context.core;
+    let Session {
+        connection,
+        mut endpoint,
+        lease,
+        ..
+    } = *session;
+    exit.record(&core.metrics, endpoint.keep_alive);
+    if !exit.peer_closed() {
+        release_before_close(context, &mut endpoint).await;
+        if endpoint.outbox.version().is_v5() {
+            if let Some(disconnect) = exit.server_disconnect(&core.config) {
+                endpoint.outbox.send_or_log(Packet::Disconnect(disconnect));
+            }
         }
     }
     let now = Instant::now();
-    let mut delayed_will = None;
-    if exit.publishes_will() {
-        let will = session.will.take().filter(|will| {
-            let allowed = session.may(shared, will.topic.as_str(), Action::Write);
-            if !allowed {
-                shared.metrics.acl_denied.increment();
-                tracing::info!(topic = %will.topic, "ACL: will not published");
-            }
-            allowed
-        });
-        if let Some(will) = will {
-            let delay = will.properties.will_delay_interval.unwrap_or(0);
-            // The will waits for its delay unless the session ends first
-            // [MQTT-3.1.2-8] (v5.0): at once without a session to outlive
-            // the connection, or when the broker stops.
-            // A session the store keeps outlives the broker, and its
-            // will keeps waiting across the restart.
-            let ends_here = matches!(exit, Exit::Shutdown) && shared.store.is_none();
-            if delay == 0 || session.session_expiry == 0 || ends_here {
-                publish_will(shared, *will, &session.client_id);
-            } else {
-                let wait = delay.min(session.session_expiry);
-                delayed_will = Some((will, now + Duration::from_secs(u64::from(wait))));
-            }
-        }
-    }
+    let delayed_will = will(context, &mut endpoint, &exit, now);
     // Offline first, and a session that ends unsubscribed first: nothing
     // routed from here on is stranded in this inbox while the connection
     // closes; then what it holds of shared groups goes to other members.
-    session.inbox.set_online(false);
-    if session.session_expiry == 0 {
+    endpoint.inbox.set_online(false);
+    if endpoint.session_expiry == 0 {
         // [MQTT-3.1.2-6] (v3.1.1): a clean session ends with its connection.
-        for filter in session.state.subscriptions.keys() {
-            shared
-                .router
-                .unsubscribe(filter.as_str(), &session.client_id);
+        for filter in endpoint.state.subscriptions.keys() {
+            core.router
+                .unsubscribe(filter.as_str(), &endpoint.client_id);
         }
     }
-    hand_over_shared(shared, &mut session);
-    shared.metrics.clients_connected.decrement();
-    let store = super::durable::store(shared, &session).cloned();
-    if session.session_expiry == 0 {
-        let Session {
-            connection,
-            client_id,
-            lease,
-            receiver,
-            ..
-        } = *session;
-        // The inbox closes before the store forgets the session, so
-        // nothing is journaled for it afterwards.
-        drop(receiver);
-        if let Some(store) = store {
-            store.session_removed(&client_id);
+    hand_over_shared(core, &mut endpoint);
+    core.metrics.clients_connected.decrement();
+    let version = endpoint.outbox.version();
+    let outbox = std::mem::replace(&mut endpoint.outbox, Outbox::new(version));
+    park(core, endpoint, lease, delayed_will);
+    (connection, outbox)
+}
+
+/// Acknowledgements still waiting for the store go out before the
+/// connection closes, once the store has them (for at most [`LINGER`]).
+async fn release_before_close(context: &Context, endpoint: &mut Endpoint) {
+    let deadline = Instant::now() + LINGER;
+    loop {
+        endpoint.release_held(context);
+        if !endpoint.holds_packets() {
+            return;
         }
-        shared.sessions.release(&client_id, lease, None);
-        return connection;
+        endpoint.wake_when_released(&context.core);
+        let woken = tokio::time::timeout_at(deadline, endpoint.receiver.changed()).await;
+        if woken.is_err() {
+            return;
+        }
     }
-    shared.metrics.clients_disconnected.increment();
-    let expires_at = (session.session_expiry != u32::MAX)
-        .then(|| now + Duration::from_secs(u64::from(session.session_expiry)));
-    if let Some(store) = store {
-        super::durable::record_inflight(&store, &session);
-        let will = delayed_will.as_ref().map(|(will, at)| {
+}
+
+/// Publishes the will when the end calls for it, or returns it with when
+/// it is due if it waits for its delay.
+fn will(
+    context: &Context,
+    endpoint: &mut Endpoint,
+    exit: &Exit,
+    now: Instant,
+) -> Option<(Box<LastWill>, Instant)> {
+    let core = &context.core;
+    if !exit.publishes_will() {
+        return None;
+    }
+    let will = endpoint.will.take()?;
+    if !endpoint.may(context, will.topic.as_str(), Action::Write) {
+        core.metrics.acl_denied.increment();
+        tracing::info!(topic = %will.topic, "ACL: will not published");
+        return None;
+    }
+    let delay = will.properties.will_delay_interval.unwrap_or(0);
+    // The will waits for its delay unless the session ends first
+    // [MQTT-3.1.2-8] (v5.0): at once without a session to outlive the
+    // connection, or when the broker stops. A session the store keeps
+    // outlives the broker, and its will keeps waiting across the restart.
+    let ends_here = matches!(exit, Exit::Shutdown) && core.store.is_none();
+    if delay == 0 || endpoint.session_expiry == 0 || ends_here {
+        publish_will(core, *will, &endpoint.client_id);
+        return None;
+    }
+    let wait = delay.min(endpoint.session_expiry);
+    Some((will, now + Duration::from_secs(u64::from(wait))))
+}
+
+/// Parks the session for its next connection, with its delayed will, and
+/// tells the store; a session with no expiry is discarded instead. Used
+/// by client sessions and by bridges as the broker stops.
+pub fn park(core: &Core, endpoint: Endpoint, lease: Lease, will: Option<(Box<LastWill>, Instant)>) {
+    let now = Instant::now();
+    let expires_at = (endpoint.session_expiry != u32::MAX)
+        .then(|| now + Duration::from_secs(u64::from(endpoint.session_expiry)));
+    let store = endpoint.store(core).cloned();
+    if let Some(store) = store.as_ref().filter(|_| endpoint.session_expiry > 0) {
+        endpoint.record_inflight(store);
+        let stored_will = will.as_ref().map(|(will, at)| {
             let wait = at.saturating_duration_since(now);
             (&**will, std::time::SystemTime::now() + wait)
         });
-        store.session_closed(&session.client_id, session.session_expiry, will);
+        store.session_closed(&endpoint.client_id, endpoint.session_expiry, stored_will);
     }
-    let (will, will_at) = delayed_will.unzip();
-    let Session {
-        connection,
+    let (will, will_at) = will.unzip();
+    let Endpoint {
         client_id,
-        lease,
         state,
         inbox,
         receiver,
+        session_expiry,
         ..
-    } = *session;
+    } = endpoint;
     let parked = Parked {
         state,
         inbox,
@@ -131,71 +155,40 @@ where
         will,
         will_at,
     };
-    shared.sessions.release(&client_id, lease, Some(parked));
-    connection
-}
-
-fn log_exit<R, W>(shared: &Shared, session: &Session<R, W>, exit: &Exit) {
-    let metrics = &shared.metrics;
-    match exit {
-        Exit::Disconnect => tracing::info!("client disconnected"),
-        Exit::DisconnectWithWill => {
-            tracing::info!("client disconnected with a reason code that keeps its will");
-        }
-        Exit::Closed => tracing::info!("client closed the connection without DISCONNECT"),
-        Exit::Io(error) => tracing::info!(%error, "connection lost"),
-        Exit::KeepAlive => {
-            metrics.keep_alive_timeouts.increment();
-            tracing::info!(
-                keep_alive = session.keep_alive,
-                "[MQTT-3.1.2-24] nothing received within 1.5 x keep alive; closing"
-            );
-        }
-        Exit::Malformed(error) => {
-            metrics.protocol_errors.increment();
-            tracing::warn!(%error, "malformed packet; closing");
-        }
-        Exit::Violation(reason_code, rule) => {
-            metrics.protocol_errors.increment();
-            tracing::warn!(?reason_code, rule, "protocol violation; closing");
-        }
-        Exit::TakenOver => {
-            metrics.takeovers.increment();
-            tracing::info!("[MQTT-3.1.4-2] session taken over by a new connection");
-        }
-        Exit::Shutdown => tracing::info!("closing: server shutting down"),
+    core.metrics.clients_disconnected.increment();
+    if session_expiry == 0 {
+        parked.discard(core, &client_id);
+        core.sessions.release(&client_id, lease, None);
+    } else {
+        core.sessions.release(&client_id, lease, Some(parked));
     }
 }
 
-/// The DISCONNECT the broker sends: the reason code, a Reason String
-/// naming the rule broken, and on shutdown the redirect if one is
-/// configured (0x9C / 0x9D with a Server Reference).
-fn server_disconnect(shared: &Shared, exit: &Exit, mut reason_code: ReasonCode) -> Disconnect {
-    let mut properties = DisconnectProperties::default();
-    match exit {
-        Exit::Violation(_, rule) => properties.reason_string = Some((*rule).to_owned()),
-        Exit::Malformed(error) => properties.reason_string = Some(error.to_string()),
-        Exit::Shutdown => {
-            if let Some(redirect) = &shared.config.redirect {
-                reason_code = if redirect.permanent {
-                    ReasonCode::ServerMoved
-                } else {
-                    ReasonCode::UseAnotherServer
-                };
-                properties.server_reference = Some(redirect.server_reference.clone());
-            }
+impl Parked {
+    /// Ends the session: its subscriptions go (only its own: a newer
+    /// session of the client id may have subscribed since), a will still
+    /// waiting for its delay is published (the session ends first
+    /// [MQTT-3.1.2-8] (v5.0)), its inbox closes, then the store forgets it,
+    /// so nothing is journaled for it afterwards; it is counted no more.
+    pub fn discard(mut self, core: &Core, client_id: &Arc<str>) {
+        for filter in self.state.subscriptions.keys() {
+            core.router.unsubscribe_inbox(filter.as_str(), &self.inbox);
         }
-        _ => {}
-    }
-    Disconnect {
-        reason_code,
-        properties,
+        if let Some(will) = self.will.take() {
+            publish_will(core, *will, client_id);
+        }
+        let durable = self.inbox.is_durable();
+        drop(self);
+        if let Some(store) = core.store.as_ref().filter(|_| durable) {
+            store.session_removed(client_id);
+        }
+        core.metrics.clients_disconnected.decrement();
     }
 }
 
 /// Publishes a will, with its properties as the message's [MQTT-3.1.3-10]
 /// (v5.0); never to the broker's own `$SYS` tree.
-pub fn publish_will(shared: &Shared, will: LastWill, client_id: &Arc<str>) {
+pub fn publish_will(core: &Core, will: LastWill, client_id: &Arc<str>) {
     if is_broker_topic(will.topic.as_str()) {
         return;
     }
@@ -206,12 +199,12 @@ pub fn publish_will(shared: &Shared, will: LastWill, client_id: &Arc<str>) {
         retain,
         properties,
     } = will;
-    shared.metrics.wills_published.increment();
-    shared.router.publish(Arc::new(Message::new(
+    core.metrics.wills_published.increment();
+    core.router.publish(Arc::new(Message::new(
         topic,
         payload,
         qos,
-        retain && shared.config.retain_available,
+        retain && core.config.retain_available,
         PublishProperties {
             payload_format_indicator: properties.payload_format_indicator,
             message_expiry_interval: properties.message_expiry_interval,
@@ -229,14 +222,14 @@ pub fn publish_will(shared: &Shared, will: LastWill, client_id: &Arc<str>) {
 /// receive now go to another member of the group: those not yet sent, and
 /// QoS 1 ones sent but not acknowledged. A QoS 2 one already sent stays
 /// with this session [MQTT-4.8.2-4] [MQTT-4.8.2-5] (v5.0).
-fn hand_over_shared<R, W>(shared: &Shared, session: &mut Session<R, W>) {
-    let has_shared = session
+fn hand_over_shared(core: &Core, endpoint: &mut Endpoint) {
+    let has_shared = endpoint
         .state
         .subscriptions
         .keys()
         .any(|filter| filter.as_str().starts_with("$share/"));
     if !has_shared
-        && session
+        && endpoint
             .state
             .inflight
             .iter()
@@ -244,24 +237,24 @@ fn hand_over_shared<R, W>(shared: &Shared, session: &mut Session<R, W>) {
     {
         return;
     }
-    let client_id = &session.client_id;
-    session
+    let store = endpoint.store(core).cloned();
+    let client_id = Arc::clone(&endpoint.client_id);
+    endpoint
         .receiver
-        .drain_into(&mut session.state.pending, usize::MAX);
-    let store = super::durable::store(shared, session).cloned();
-    let pending = std::mem::take(&mut session.state.pending);
+        .drain_into(&mut endpoint.state.pending, usize::MAX);
+    let pending = std::mem::take(&mut endpoint.state.pending);
     for delivery in pending {
         let message_id = delivery.message.id;
         let qos = delivery.qos;
         if delivery.shared().is_none()
-            || !shared.router.redeliver_shared(delivery.clone(), client_id)
+            || !core.router.redeliver_shared(delivery.clone(), &client_id)
         {
-            session.state.pending.push_back(delivery);
+            endpoint.state.pending.push_back(delivery);
         } else if let Some(store) = store.as_ref().filter(|_| qos != QoS::AtMostOnce) {
-            store.completed(client_id, message_id);
+            store.completed(&client_id, message_id);
         }
     }
-    let handed: Vec<_> = session
+    let handed: Vec<_> = endpoint
         .state
         .inflight
         .iter()
@@ -274,12 +267,12 @@ fn hand_over_shared<R, W>(shared: &Shared, session: &mut Session<R, W>) {
         .collect();
     for (packet_id, delivery) in handed {
         let message_id = delivery.message.id;
-        if shared.router.redeliver_shared(delivery, client_id) {
-            session
+        if core.router.redeliver_shared(delivery, &client_id) {
+            endpoint
                 .state
                 .complete(packet_id, QoS::AtLeastOnce, Phase::Published);
             if let Some(store) = &store {
-                store.completed(client_id, message_id);
+                store.completed(&client_id, message_id);
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
@@ -49,7 +49,7 @@ pub struct Due {
 
 #[derive(Debug)]
 struct Active {
-    generation: u64,
+    generation: Generation,
     /// The connection's inbox, once its handshake chose one: a takeover or
     /// shutdown interrupts the connection through it.
     inbox: Option<Arc<Inbox>>,
@@ -83,7 +83,7 @@ impl Slot {
 
     /// Clears the active connection if it is still `generation`, and wakes
     /// whoever waits to take the session over.
-    fn let_go(&self, generation: u64, parked: Option<Box<Parked>>) -> bool {
+    fn let_go(&self, generation: Generation, parked: Option<Box<Parked>>) -> bool {
         let mut inner = self.inner();
         let owner = inner
             .active
@@ -104,10 +104,16 @@ impl Slot {
     }
 }
 
+/// Which connection holds a slot: a wrapping count of claims. 32 bits (a
+/// lease lives in every connection): a stale lease could only be taken
+/// for the holder's after four billion claims of that one client id while
+/// it lived.
+type Generation = u32;
+
 /// A connection's claim on a client id's session.
 #[derive(Debug)]
 pub struct Lease {
-    generation: u64,
+    generation: Generation,
     slot: Arc<Slot>,
     released: bool,
 }
@@ -130,7 +136,7 @@ type Deadlines = BinaryHeap<Reverse<(Instant, Arc<str>)>>;
 #[derive(Debug, Default)]
 pub struct SessionManager {
     slots: DashMap<Arc<str>, Arc<Slot>>,
-    generation: AtomicU64,
+    generation: AtomicU32,
     /// When parked sessions have something due (a delayed will, their
     /// expiry), earliest first. Entries are hints: the slot is checked
     /// when one comes due, so a session resumed meanwhile is left alone.
@@ -378,6 +384,26 @@ impl SessionManager {
             }
         }
         wills
+    }
+
+    /// Takes out every parked session whose client id `pick` chooses
+    /// (a sweep at start-up, before anything connects).
+    pub fn take_parked(&self, pick: impl Fn(&str) -> bool) -> Vec<(Arc<str>, Parked)> {
+        let mut taken = Vec::new();
+        for slot in self.slots.iter().filter(|slot| pick(slot.key())) {
+            let mut inner = slot.inner();
+            if inner.active.is_some() {
+                continue;
+            }
+            if let Some(parked) = inner.parked.take() {
+                inner.removed = true;
+                taken.push((Arc::clone(slot.key()), *parked));
+            }
+        }
+        for (client_id, _) in &taken {
+            self.slots.remove(client_id);
+        }
+        taken
     }
 
     /// Client ids with a session (connected or parked).

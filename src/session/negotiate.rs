@@ -5,7 +5,7 @@
 
 use std::num::{NonZeroU16, NonZeroU32};
 
-use super::ClientLimits;
+use super::endpoint::ClientLimits;
 use crate::config::Config;
 use crate::protocol::{ConnAckProperties, Connect, QoS, ReasonCode};
 

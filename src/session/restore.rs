@@ -2,7 +2,8 @@
 //! from it are put back as if the broker had never stopped. Each session
 //! is parked, subscribed, with its queue and in-flight messages, until its
 //! client reconnects or it expires; a will waiting for its delay keeps
-//! the time it had left.
+//! the time it had left. A bridge's session is put back like any other;
+//! the bridges sweep those they no longer have ([`crate::bridge::sweep`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,22 +12,22 @@ use tokio::time::Instant;
 
 use super::manager::Parked;
 use super::state::{Inflight, Phase, SessionState};
-use super::Shared;
+use crate::context::Core;
 use crate::router::inbox::{Inbox, InboxLimits};
 use crate::router::Subscriber;
 use crate::store::{Loaded, StoredSession};
 
 /// Puts back what the store held.
-pub fn restore(shared: &Shared, loaded: Loaded) {
+pub fn restore(core: &Core, loaded: Loaded) {
     let retained = loaded.retained.len();
     for message in loaded.retained {
-        if !shared.router.restore_retained(message) {
-            shared.metrics.retained_dropped.increment();
+        if !core.router.restore_retained(message) {
+            core.metrics.retained_dropped.increment();
         }
     }
     let sessions = loaded.sessions.len();
     for stored in loaded.sessions {
-        restore_session(shared, stored);
+        restore_session(core, stored);
     }
     if retained > 0 || sessions > 0 {
         tracing::info!(retained, sessions, "state restored from the store");
@@ -42,28 +43,7 @@ pub fn inbox_limits(config: &crate::config::Config) -> InboxLimits {
     }
 }
 
-fn restore_session(shared: &Shared, stored: StoredSession) {
-    if let Some(name) = stored
-        .client_id
-        .strip_prefix(crate::bridge::LOCAL_ID_PREFIX)
-    {
-        if !shared
-            .config
-            .bridges
-            .iter()
-            .any(|bridge| bridge.name == name)
-        {
-            tracing::info!(
-                bridge = name,
-                dropped = stored.entries.len(),
-                "a bridge no longer configured: its queue is dropped"
-            );
-            if let Some(store) = &shared.store {
-                store.session_removed(&stored.client_id);
-            }
-            return;
-        }
-    }
+fn restore_session(core: &Core, stored: StoredSession) {
     let StoredSession {
         client_id,
         expiry_interval,
@@ -73,12 +53,12 @@ fn restore_session(shared: &Shared, stored: StoredSession) {
         awaiting_pubrel,
         will,
     } = stored;
-    let (inbox, receiver) = Inbox::new(Arc::clone(&client_id), inbox_limits(&shared.config));
+    let (inbox, receiver) = Inbox::new(Arc::clone(&client_id), inbox_limits(&core.config));
     inbox.set_online(false);
     inbox.set_durable(true);
     let mut state = SessionState::default();
     for (filter, options, identifier) in subscriptions {
-        shared.router.subscribe(
+        core.router.subscribe(
             filter.as_str(),
             Subscriber {
                 inbox: Arc::clone(&inbox),
@@ -119,8 +99,8 @@ fn restore_session(shared: &Shared, stored: StoredSession) {
         Some((will, left)) => (Some(Box::new(will)), Some(now + left)),
         None => (None, None),
     };
-    shared.metrics.clients_disconnected.increment();
-    shared.sessions.restore(
+    core.metrics.clients_disconnected.increment();
+    core.sessions.restore(
         client_id,
         Parked {
             state,

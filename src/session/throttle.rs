@@ -49,16 +49,14 @@ pub struct Throttle {
 
 impl Throttle {
     /// The limit `config` sets, if it sets one.
-    pub fn new(config: &Config) -> Option<Box<Throttle>> {
+    pub fn new(config: &Config) -> Option<Throttle> {
         let now = Instant::now();
         let messages = Bucket::new(u64::from(config.max_publish_rate), now);
         let bytes = Bucket::new(config.max_publish_bytes_rate, now);
-        (messages.is_some() || bytes.is_some()).then(|| {
-            Box::new(Throttle {
-                messages,
-                bytes,
-                resume_at: None,
-            })
+        (messages.is_some() || bytes.is_some()).then_some(Throttle {
+            messages,
+            bytes,
+            resume_at: None,
         })
     }
 
