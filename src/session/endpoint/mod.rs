@@ -453,3 +453,6 @@ impl Endpoint {
         self.held.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests;
