@@ -571,3 +571,59 @@ async fn an_unreadable_store_stops_start_up() {
     })
     .await;
 }
+
+// A store written by an earlier build in format 1 (a persistent MQTT 5
+// session "keeper" subscribed to `kept/#` at QoS 2 with `kept/a` (QoS 1,
+// a user property) and `kept/b` (QoS 2) queued for it, and a retained
+// `ret/x` with a content type) still loads: the store's records are its
+// own types, held to their bytes.
+#[tokio::test]
+async fn a_store_written_in_format_1_still_loads() {
+    timed(async {
+        let dir = DataDir::new("format-1");
+        std::fs::create_dir_all(dir.path()).expect("data dir");
+        std::fs::copy(
+            "tests/fixtures/store-format-1.redb",
+            dir.path().join(petrel::store::FILE_NAME),
+        )
+        .expect("copy the fixture");
+        let broker = dir.start().await;
+        let connect = petrel::protocol::Connect {
+            properties: ConnectProperties {
+                session_expiry_interval: Some(3600),
+                ..ConnectProperties::default()
+            },
+            ..connect_v5("keeper", false, 0)
+        };
+        let (mut keeper, connack) = RawClient::connect_with(broker.addr, connect).await;
+        assert!(connack.session_present, "the session came back");
+        let received = receive(&mut keeper, 2).await;
+        let got: Vec<(&str, &[u8], QoS)> = received
+            .iter()
+            .map(|p| (p.topic.as_str(), p.payload.as_ref(), p.qos))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("kept/a", &b"one"[..], QoS::AtLeastOnce),
+                ("kept/b", &b"two"[..], QoS::ExactlyOnce)
+            ]
+        );
+        assert_eq!(
+            received[0].properties.user_properties,
+            [("k".to_owned(), "v".to_owned())]
+        );
+        let mut late = RawClient::connect_v5(broker.addr, "late").await;
+        late.subscribe(1, &[("ret/#", QoS::AtLeastOnce)]).await;
+        let retained = late.recv_publish().await;
+        assert!(retained.retain);
+        assert_eq!(retained.payload.as_ref(), b"retained");
+        assert_eq!(
+            retained.properties.content_type.as_deref(),
+            Some("text/plain")
+        );
+        drop((keeper, late));
+        broker.broker.shutdown().await;
+    })
+    .await;
+}

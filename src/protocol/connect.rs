@@ -39,7 +39,7 @@ pub struct Connect {
 const BRIDGE_MARKER: u8 = 0x80;
 
 /// The will message carried in CONNECT.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastWill {
     /// Topic the will is published to.
     pub topic: TopicName,

@@ -26,7 +26,6 @@ pub mod topic;
 use std::num::NonZeroU16;
 
 use bytes::{Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
 
 pub use ack::Ack;
 pub use auth::Auth;
@@ -53,7 +52,7 @@ use primitives::{put_length, Counter, Reader, Sink};
 pub const PROTOCOL_MAX_PACKET_SIZE: usize = 1 + 4 + VARIABLE_BYTE_INTEGER_MAX as usize;
 
 /// The protocol level a connection speaks, fixed by its CONNECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ProtocolVersion {
     /// MQTT 3.1: protocol name "MQIsdp", level 3.
     V3_1,
@@ -88,9 +87,7 @@ impl ProtocolVersion {
 }
 
 /// Quality of service (section 4.3).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum QoS {
     /// QoS 0: at most once.
     #[default]
@@ -120,7 +117,7 @@ impl QoS {
 
 /// A packet identifier: never 0 [MQTT-2.2.1-3] (v5.0) [MQTT-2.3.1-1]
 /// (v3.1.1), so the type cannot hold 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PacketId(NonZeroU16);
 
 impl PacketId {

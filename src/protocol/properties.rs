@@ -10,7 +10,6 @@
 use std::num::{NonZeroU16, NonZeroU32};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use super::primitives::{
     put_binary, put_length, put_string, put_variable_byte_integer, Counter, Reader, Sink,
@@ -491,7 +490,7 @@ impl PropertySet for ConnectProperties {
 }
 
 /// Will Properties, in the CONNECT payload (3.1.3.2).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WillProperties {
     /// Seconds after the connection closes before the will is published.
     pub will_delay_interval: Option<u32>,
@@ -684,7 +683,7 @@ impl PropertySet for ConnAckProperties {
 }
 
 /// Properties of PUBLISH (3.3.2.3).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishProperties {
     /// True: the payload is UTF-8 text. Forwarded unchanged [MQTT-3.3.2-4].
     pub payload_format_indicator: Option<bool>,

@@ -1,7 +1,5 @@
 //! SUBSCRIBE (3.8), SUBACK (3.9), UNSUBSCRIBE (3.10) and UNSUBACK (3.11).
 
-use serde::{Deserialize, Serialize};
-
 use super::primitives::{put_string, Reader, Sink};
 use super::properties::PropertyContext;
 use super::properties::{
@@ -12,7 +10,7 @@ use super::{
 };
 
 /// When retained messages are sent for a new subscription (3.8.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RetainHandling {
     /// 0: send retained messages at the time of the subscribe.
     #[default]
@@ -25,7 +23,7 @@ pub enum RetainHandling {
 
 /// The options byte of one SUBSCRIBE filter (3.8.3.1). At 3.x only `qos`
 /// exists; the others keep their defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SubscriptionOptions {
     /// Maximum QoS the client wants for this subscription.
     pub qos: QoS,

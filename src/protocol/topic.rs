@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
 use super::DecodeError;
 
 /// A topic name, as carried by PUBLISH and the will: no wildcards
@@ -12,8 +10,7 @@ use super::DecodeError;
 ///
 /// The one exception is an MQTT 5 PUBLISH that names its topic by Topic Alias
 /// alone: its topic name is empty until the session resolves the alias.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicName(String);
 
 impl TopicName {
@@ -92,8 +89,7 @@ impl AsRef<str> for TopicName {
 /// A topic filter, as carried by SUBSCRIBE and UNSUBSCRIBE: at least one
 /// character [MQTT-4.7.3-1]; `#` only alone in the last level
 /// [MQTT-4.7.1-1]; `+` only alone in its level [MQTT-4.7.1-2].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicFilter(String);
 
 impl TopicFilter {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use crate::protocol::{PublishProperties, QoS, TopicName};
 
@@ -21,7 +20,7 @@ pub fn reserve_ids_through(id: u64) {
 }
 
 /// A message on its way from one publisher to its subscribers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Unique in this broker (across restarts, with a store): what a
     /// session's stored queue entry refers to. Ids grow in the order
@@ -43,7 +42,6 @@ pub struct Message {
     pub publisher: Option<Arc<str>>,
     /// When the broker received it: the Message Expiry Interval counts
     /// from here.
-    #[serde(skip, default = "Instant::now")]
     pub received_at: Instant,
 }
 
@@ -94,7 +92,7 @@ impl Message {
 }
 
 /// One message for one subscriber, as queued in its inbox.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// The shared message.
     pub message: Arc<Message>,
@@ -110,7 +108,7 @@ pub struct Delivery {
 }
 
 /// The rarer parts of a delivery.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryExtras {
     /// The identifiers of the client's subscriptions that matched
     /// [MQTT-3.3.4-3] (v5.0).

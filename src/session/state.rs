@@ -1,13 +1,11 @@
-//! One client's session state as plain data (serde-serialisable, so it can
-//! be stored): its subscriptions, the outbound QoS 1/2 messages not yet
+//! One client's session state as plain data (the store keeps it in
+//! records of its own): its subscriptions, the outbound QoS 1/2 messages not yet
 //! acknowledged, the inbound QoS 2 packet ids awaiting PUBREL, and the next
 //! packet id to use. Separate from the socket: it survives disconnects of a
 //! persistent session.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::num::NonZeroU32;
-
-use serde::{Deserialize, Serialize};
 
 use crate::protocol::{PacketId, QoS, SubscriptionOptions, TopicFilter};
 use crate::router::message::Delivery;
@@ -21,8 +19,7 @@ type PacketIds =
 /// A session's subscriptions with the options granted. A vector grown one
 /// entry at a time: most clients hold a handful, and every idle connection
 /// pays for the container (a hash map of one entry costs three times more).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subscriptions(Vec<(TopicFilter, SubscriptionOptions, Option<NonZeroU32>)>);
 
 impl Subscriptions {
@@ -84,7 +81,7 @@ impl Subscriptions {
 }
 
 /// Where an outbound QoS 1/2 message stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
     Published,
@@ -93,7 +90,7 @@ pub enum Phase {
 }
 
 /// An outbound message the client has not finished acknowledging.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inflight {
     /// The identifier it was sent with.
     pub packet_id: PacketId,
@@ -104,7 +101,6 @@ pub struct Inflight {
     /// Waiting to be re-sent: a reconnecting client's Receive Maximum can
     /// be smaller than what was in flight, and the rest waits its turn
     /// with its packet id.
-    #[serde(default)]
     pub unsent: bool,
 }
 
@@ -121,7 +117,7 @@ impl Inflight {
 }
 
 /// A session's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionState {
     /// Subscriptions with the options granted.
     pub subscriptions: Subscriptions,
@@ -137,15 +133,12 @@ pub struct SessionState {
     pub pending: VecDeque<Delivery>,
     /// Retained messages new subscriptions have still to be sent (boxed:
     /// most sessions have none, most of the time).
-    #[serde(skip)]
     pub retained: Option<Box<crate::session::retained::Backlogs>>,
     /// The packet ids in `inflight`, for O(1) allocation; derived, so not
     /// stored (see [`SessionState::rebuild_index`]).
-    #[serde(skip)]
     ids_in_use: PacketIds,
     /// How many of `inflight` are `unsent` (at most 65,535, like packet
     /// ids); derived.
-    #[serde(skip)]
     unsent: u16,
 }
 

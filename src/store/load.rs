@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle};
 
-use super::records::{self, decode, EntryRecord, SessionRecord, SubscriptionRecord, WillRecord};
+use super::records::{
+    self, decode, SessionRecord, StoredEntryRecord, StoredMessage, SubscriptionRecord, WillRecord,
+};
 use super::StoreError;
 use crate::protocol::{LastWill, PacketId, SubscriptionOptions, TopicFilter};
 use crate::router::message::{reserve_ids_through, Delivery, Message};
@@ -199,9 +201,13 @@ impl Cleanup {
 
 /// A stored message with its expiry brought up to date: the interval is
 /// what is left of it now. `None` if it has run out.
-fn decode_message(bytes: &[u8], now_ms: u64) -> Result<(Message, bool), postcard::Error> {
-    let (received_ms, message): (u64, Message) = decode(bytes)?;
-    Ok(bring_up_to_date(received_ms, message, now_ms))
+fn decode_message(bytes: &[u8], now_ms: u64) -> Result<(Message, bool), String> {
+    let (received_ms, record): (u64, StoredMessage) = decode(bytes).map_err(|e| e.to_string())?;
+    Ok(bring_up_to_date(
+        received_ms,
+        record.into_message()?,
+        now_ms,
+    ))
 }
 
 /// A message received at `received_ms`, its expiry interval cut to what
@@ -290,13 +296,12 @@ fn read(path: &Path, database: &Database) -> Result<Read, ReadError> {
         let Some(session) = sessions.get_mut(client_id) else {
             continue;
         };
-        let record: SubscriptionRecord = decode(value.value())
-            .map_err(|e| ReadError::Store(corrupt(path, records::SUBSCRIPTIONS.name(), e)))?;
-        let filter = TopicFilter::new(filter)
-            .map_err(|e| ReadError::Store(corrupt(path, records::SUBSCRIPTIONS.name(), e)))?;
-        session
-            .subscriptions
-            .push((filter, record.options, record.identifier));
+        let corrupt = |e: String| ReadError::Store(corrupt(path, records::SUBSCRIPTIONS.name(), e));
+        let record: SubscriptionRecord =
+            decode(value.value()).map_err(|e| corrupt(e.to_string()))?;
+        let (options, identifier) = record.options().map_err(corrupt)?;
+        let filter = TopicFilter::new(filter).map_err(|e| corrupt(e.to_string()))?;
+        session.subscriptions.push((filter, options, identifier));
     }
 
     let mut references: HashMap<u64, u32> = HashMap::new();
@@ -304,14 +309,17 @@ fn read(path: &Path, database: &Database) -> Result<Read, ReadError> {
     for item in table.iter()? {
         let (key, value) = item?;
         let (client_id, message_id) = key.value();
-        let record: EntryRecord = decode(value.value())
-            .map_err(|e| ReadError::Store(corrupt(path, records::QUEUE.name(), e)))?;
+        let corrupt_entry = |e: String| ReadError::Store(corrupt(path, records::QUEUE.name(), e));
+        let record: StoredEntryRecord =
+            decode(value.value()).map_err(|e| corrupt_entry(e.to_string()))?;
+        let qos = record.qos().map_err(corrupt_entry)?;
         let Some(session) = sessions.get_mut(client_id) else {
             cleanup.entries.push((client_id.to_owned(), message_id));
             continue;
         };
         let message = match record.message {
-            Some((received_ms, message)) => {
+            Some((received_ms, stored)) => {
+                let message = stored.into_message().map_err(corrupt_entry)?;
                 largest_id = largest_id.max(message.id);
                 Arc::new(bring_up_to_date(received_ms, message, now_ms).0)
             }
@@ -332,9 +340,9 @@ fn read(path: &Path, database: &Database) -> Result<Read, ReadError> {
         session.entries.push(StoredEntry {
             delivery: Delivery {
                 message,
-                qos: record.qos,
+                qos,
                 retain: record.retain,
-                extras: record.extras.map(Box::new),
+                extras: record.extras.map(|extras| Box::new(extras.into_extras())),
             },
             packet_id: record.packet_id.and_then(PacketId::new),
             released: record.released,
@@ -360,11 +368,11 @@ fn read(path: &Path, database: &Database) -> Result<Read, ReadError> {
     let table = transaction.open_table(records::WILLS)?;
     for item in table.iter()? {
         let (client_id, value) = item?;
-        let record: WillRecord = decode(value.value())
-            .map_err(|e| ReadError::Store(corrupt(path, records::WILLS.name(), e)))?;
+        let corrupt_will = |e: String| ReadError::Store(corrupt(path, records::WILLS.name(), e));
+        let record: WillRecord = decode(value.value()).map_err(|e| corrupt_will(e.to_string()))?;
         if let Some(session) = sessions.get_mut(client_id.value()) {
             let left = Duration::from_millis(record.due_at_ms.saturating_sub(now_ms));
-            session.will = Some((record.will, left));
+            session.will = Some((record.will().map_err(corrupt_will)?, left));
         }
     }
 

@@ -249,10 +249,7 @@ impl Store {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             self.submit(Op::Will {
                 client_id: Arc::clone(client_id),
-                record: Some(Box::new(records::WillRecord {
-                    will: will.clone(),
-                    due_at_ms,
-                })),
+                record: Some(Box::new(records::WillRecord::of(will, due_at_ms))),
             });
         }
     }
@@ -282,10 +279,7 @@ impl Store {
         self.submit(Op::Subscribe {
             client_id: Arc::clone(client_id),
             filter: filter.as_str().to_owned(),
-            record: records::SubscriptionRecord {
-                options,
-                identifier,
-            },
+            record: records::SubscriptionRecord::of(options, identifier),
         });
     }
 

@@ -1,13 +1,22 @@
 //! What the store keeps, table by table, and how a record is written:
-//! postcard (compact, serde-driven) inside redb tables. The format version
-//! in `meta` changes whenever a record's layout does.
+//! postcard (compact, serde-driven) inside redb tables. The records are
+//! the store's own types, never the broker's protocol or routing structs:
+//! converting a message, a will or a subscription to its record is
+//! explicit, so a field added elsewhere cannot change what is on disk.
+//! The format version in `meta` changes whenever a record's layout does,
+//! and a test holds each record's encoding to fixed bytes.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{LastWill, QoS, SubscriptionOptions};
+use crate::protocol::{
+    LastWill, PublishProperties, QoS, RetainHandling, SubscriptionOptions, TopicName,
+    WillProperties,
+};
 use crate::router::message::{DeliveryExtras, Message};
 
 /// The layout this build writes and reads.
@@ -48,48 +57,238 @@ pub struct SessionRecord {
 /// One subscription of a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
-    /// The options granted.
-    pub options: SubscriptionOptions,
+    /// The QoS granted.
+    pub qos: u8,
+    /// No Local.
+    pub no_local: bool,
+    /// Retain As Published.
+    pub retain_as_published: bool,
+    /// Retain Handling (0, 1 or 2).
+    pub retain_handling: u8,
     /// Its Subscription Identifier.
-    pub identifier: Option<NonZeroU32>,
+    pub identifier: Option<u32>,
+}
+
+impl SubscriptionRecord {
+    /// The record of a subscription made with `options`.
+    pub fn of(options: SubscriptionOptions, identifier: Option<NonZeroU32>) -> SubscriptionRecord {
+        SubscriptionRecord {
+            qos: options.qos as u8,
+            no_local: options.no_local,
+            retain_as_published: options.retain_as_published,
+            retain_handling: options.retain_handling as u8,
+            identifier: identifier.map(NonZeroU32::get),
+        }
+    }
+
+    /// The subscription's options and identifier.
+    pub fn options(&self) -> Result<(SubscriptionOptions, Option<NonZeroU32>), String> {
+        let retain_handling = match self.retain_handling {
+            0 => RetainHandling::SendOnSubscribe,
+            1 => RetainHandling::SendIfNew,
+            2 => RetainHandling::DoNotSend,
+            other => return Err(format!("retain handling {other}")),
+        };
+        let options = SubscriptionOptions {
+            qos: qos(self.qos)?,
+            no_local: self.no_local,
+            retain_as_published: self.retain_as_published,
+            retain_handling,
+        };
+        Ok((options, self.identifier.and_then(NonZeroU32::new)))
+    }
+}
+
+fn qos(value: u8) -> Result<QoS, String> {
+    QoS::from_u8(value).map_err(|_| format!("QoS {value}"))
+}
+
+fn topic(name: String) -> Result<TopicName, String> {
+    TopicName::new(name).map_err(|error| error.to_string())
+}
+
+/// A message's MQTT 5 properties as stored; `S` and `B` are owned
+/// (`String`, `Bytes`) when read, borrowed when written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropertiesRecord<S, B> {
+    /// Payload Format Indicator.
+    pub payload_format_indicator: Option<bool>,
+    /// Message Expiry Interval, as published.
+    pub message_expiry_interval: Option<u32>,
+    /// The Topic Alias it came with (kept as it was; never sent on).
+    pub topic_alias: Option<u16>,
+    /// Response Topic.
+    pub response_topic: Option<S>,
+    /// Correlation Data.
+    pub correlation_data: Option<B>,
+    /// User Properties, in order.
+    pub user_properties: Vec<(S, S)>,
+    /// Subscription Identifiers it came with.
+    pub subscription_identifiers: Vec<u32>,
+    /// Content Type.
+    pub content_type: Option<S>,
+}
+
+/// A message as stored (its reception time beside it, in the table's
+/// tuple); owned when read, borrowed when written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord<S, B> {
+    /// The broker's message id.
+    pub id: u64,
+    /// Its topic.
+    pub topic: S,
+    /// Its payload.
+    pub payload: B,
+    /// The QoS it was published with.
+    pub qos: u8,
+    /// The RETAIN flag it was published with.
+    pub retain: bool,
+    /// Its properties.
+    pub properties: PropertiesRecord<S, B>,
+    /// The client that published it.
+    pub publisher: Option<S>,
+}
+
+/// A message record as read.
+pub type StoredMessage = MessageRecord<String, Bytes>;
+/// A message record as written, borrowing from the message.
+pub type MessageOut<'a> = MessageRecord<&'a str, &'a Bytes>;
+
+impl<'a> MessageOut<'a> {
+    /// The record of `message`.
+    pub fn of(message: &'a Message) -> MessageOut<'a> {
+        let properties = &message.properties;
+        MessageRecord {
+            id: message.id,
+            topic: message.topic.as_str(),
+            payload: &message.payload,
+            qos: message.qos as u8,
+            retain: message.retain,
+            properties: PropertiesRecord {
+                payload_format_indicator: properties.payload_format_indicator,
+                message_expiry_interval: properties.message_expiry_interval,
+                topic_alias: properties.topic_alias.map(NonZeroU16::get),
+                response_topic: properties.response_topic.as_ref().map(TopicName::as_str),
+                correlation_data: properties.correlation_data.as_ref(),
+                user_properties: properties
+                    .user_properties
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str()))
+                    .collect(),
+                subscription_identifiers: properties
+                    .subscription_identifiers
+                    .iter()
+                    .map(|id| id.get())
+                    .collect(),
+                content_type: properties.content_type.as_deref(),
+            },
+            publisher: message.publisher.as_deref(),
+        }
+    }
+}
+
+impl StoredMessage {
+    /// The message this record holds (received now, as far as the
+    /// broker's clock goes; its expiry is brought up to date by the
+    /// reader).
+    pub fn into_message(self) -> Result<Message, String> {
+        let properties = self.properties;
+        let response_topic = properties.response_topic.map(topic).transpose()?;
+        let mut message = Message::new(
+            topic(self.topic)?,
+            self.payload,
+            qos(self.qos)?,
+            self.retain,
+            PublishProperties {
+                payload_format_indicator: properties.payload_format_indicator,
+                message_expiry_interval: properties.message_expiry_interval,
+                topic_alias: properties.topic_alias.and_then(NonZeroU16::new),
+                response_topic,
+                correlation_data: properties.correlation_data,
+                user_properties: properties.user_properties,
+                subscription_identifiers: properties
+                    .subscription_identifiers
+                    .into_iter()
+                    .filter_map(NonZeroU32::new)
+                    .collect(),
+                content_type: properties.content_type,
+            },
+            self.publisher.map(Arc::from),
+        );
+        message.id = self.id;
+        Ok(message)
+    }
+}
+
+/// The rarer parts of a delivery, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtrasRecord<S> {
+    /// The identifiers of the subscriptions that matched.
+    pub subscription_identifiers: Vec<u32>,
+    /// The shared subscription it was given through.
+    pub shared: Option<S>,
+}
+
+impl<'a> ExtrasRecord<&'a str> {
+    /// The record of `extras`.
+    pub fn of(extras: &'a DeliveryExtras) -> ExtrasRecord<&'a str> {
+        ExtrasRecord {
+            subscription_identifiers: extras
+                .subscription_identifiers
+                .iter()
+                .map(|id| id.get())
+                .collect(),
+            shared: extras.shared.as_deref(),
+        }
+    }
+}
+
+impl ExtrasRecord<String> {
+    /// The extras this record holds.
+    pub fn into_extras(self) -> DeliveryExtras {
+        DeliveryExtras {
+            subscription_identifiers: self
+                .subscription_identifiers
+                .into_iter()
+                .filter_map(NonZeroU32::new)
+                .collect(),
+            shared: self.shared.map(Arc::from),
+        }
+    }
 }
 
 /// One outbound message of a session: queued, or in flight with its
 /// packet id. A message only this entry refers to is kept in it (one
 /// record to write and to delete, the common case); one that several
 /// sessions hold is kept once in [`MESSAGES`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct EntryRecord {
-    /// The message itself with when it was received, when it is kept
-    /// here. First, so that one byte tells (see [`is_inline`]).
-    pub message: Option<(u64, Message)>,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecord<S, B> {
+    /// The message itself with when it was received (milliseconds since
+    /// the Unix epoch), when it is kept here. First, so that one byte
+    /// tells (see [`is_inline`]).
+    pub message: Option<(u64, MessageRecord<S, B>)>,
     /// The QoS it is delivered at.
-    pub qos: QoS,
+    pub qos: u8,
     /// The RETAIN flag it is delivered with.
     pub retain: bool,
     /// Subscription identifiers and shared group.
-    pub extras: Option<DeliveryExtras>,
+    pub extras: Option<ExtrasRecord<S>>,
     /// The packet id it was sent with; none while queued.
     pub packet_id: Option<u16>,
     /// QoS 2: PUBREC received, PUBREL sent.
     pub released: bool,
 }
 
-/// An [`EntryRecord`] as written, borrowing what it holds.
-#[derive(Debug, Serialize)]
-pub struct EntryOut<'a> {
-    /// See [`EntryRecord::message`].
-    pub message: Option<(u64, &'a Message)>,
-    /// See [`EntryRecord::qos`].
-    pub qos: QoS,
-    /// See [`EntryRecord::retain`].
-    pub retain: bool,
-    /// See [`EntryRecord::extras`].
-    pub extras: Option<&'a DeliveryExtras>,
-    /// See [`EntryRecord::packet_id`].
-    pub packet_id: Option<u16>,
-    /// See [`EntryRecord::released`].
-    pub released: bool,
+/// An entry as read.
+pub type StoredEntryRecord = EntryRecord<String, Bytes>;
+/// An entry as written, borrowing what it holds.
+pub type EntryOut<'a> = EntryRecord<&'a str, &'a Bytes>;
+
+impl StoredEntryRecord {
+    /// The QoS the entry is delivered at.
+    pub fn qos(&self) -> Result<QoS, String> {
+        qos(self.qos)
+    }
 }
 
 /// Whether an encoded [`EntryRecord`] holds its message.
@@ -100,10 +299,73 @@ pub fn is_inline(encoded: &[u8]) -> bool {
 /// A will waiting for its Will Delay Interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WillRecord {
-    /// The will.
-    pub will: LastWill,
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Bytes,
+    /// Its QoS.
+    pub qos: u8,
+    /// Its RETAIN flag.
+    pub retain: bool,
+    /// Will Delay Interval.
+    pub will_delay_interval: Option<u32>,
+    /// Payload Format Indicator.
+    pub payload_format_indicator: Option<bool>,
+    /// Message Expiry Interval.
+    pub message_expiry_interval: Option<u32>,
+    /// Content Type.
+    pub content_type: Option<String>,
+    /// Response Topic.
+    pub response_topic: Option<String>,
+    /// Correlation Data.
+    pub correlation_data: Option<Bytes>,
+    /// User Properties, in order.
+    pub user_properties: Vec<(String, String)>,
     /// When it is due, in milliseconds since the Unix epoch.
     pub due_at_ms: u64,
+}
+
+impl WillRecord {
+    /// The record of `will`, due at `due_at_ms`.
+    pub fn of(will: &LastWill, due_at_ms: u64) -> WillRecord {
+        let properties = &will.properties;
+        WillRecord {
+            topic: will.topic.as_str().to_owned(),
+            payload: will.payload.clone(),
+            qos: will.qos as u8,
+            retain: will.retain,
+            will_delay_interval: properties.will_delay_interval,
+            payload_format_indicator: properties.payload_format_indicator,
+            message_expiry_interval: properties.message_expiry_interval,
+            content_type: properties.content_type.clone(),
+            response_topic: properties
+                .response_topic
+                .as_ref()
+                .map(|t| t.as_str().to_owned()),
+            correlation_data: properties.correlation_data.clone(),
+            user_properties: properties.user_properties.clone(),
+            due_at_ms,
+        }
+    }
+
+    /// The will this record holds.
+    pub fn will(self) -> Result<LastWill, String> {
+        Ok(LastWill {
+            topic: topic(self.topic)?,
+            payload: self.payload,
+            qos: qos(self.qos)?,
+            retain: self.retain,
+            properties: WillProperties {
+                will_delay_interval: self.will_delay_interval,
+                payload_format_indicator: self.payload_format_indicator,
+                message_expiry_interval: self.message_expiry_interval,
+                content_type: self.content_type,
+                response_topic: self.response_topic.map(topic).transpose()?,
+                correlation_data: self.correlation_data,
+                user_properties: self.user_properties,
+            },
+        })
+    }
 }
 
 /// Encodes a record.
@@ -134,4 +396,155 @@ pub fn now_ms() -> u64 {
         .map_or(0, |elapsed| {
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The records of format 1, byte for byte: a change to any record's
+    /// layout must come with a new FORMAT_VERSION (and a way to read the
+    /// old one), and new vectors here.
+    const SESSION: &[u8] = &[172, 2, 1, 128, 208, 149, 255, 188, 49];
+    const SUBSCRIPTION: &[u8] = &[1, 1, 0, 1, 1, 9];
+    const ENTRY_INLINE: &[u8] = &[
+        1, 251, 208, 149, 255, 188, 49, 42, 3, 97, 47, 98, 2, 104, 105, 2, 1, 1, 1, 1, 172, 2, 1,
+        3, 1, 1, 114, 1, 1, 99, 1, 1, 107, 1, 118, 1, 7, 1, 1, 116, 1, 3, 112, 117, 98, 1, 0, 1, 1,
+        5, 1, 12, 36, 115, 104, 97, 114, 101, 47, 103, 47, 97, 47, 35, 1, 12, 1,
+    ];
+    const ENTRY_REFERENCE: &[u8] = &[0, 2, 1, 0, 0, 0];
+    const WILL: &[u8] = &[
+        1, 119, 1, 120, 1, 1, 1, 10, 1, 0, 1, 20, 1, 2, 99, 116, 1, 2, 114, 116, 1, 2, 99, 100, 1,
+        1, 97, 1, 98, 200, 211, 149, 255, 188, 49,
+    ];
+    const MESSAGE: &[u8] = &[
+        149, 214, 149, 255, 188, 49, 42, 3, 97, 47, 98, 2, 104, 105, 2, 1, 1, 1, 1, 172, 2, 1, 3,
+        1, 1, 114, 1, 1, 99, 1, 1, 107, 1, 118, 1, 7, 1, 1, 116, 1, 3, 112, 117, 98,
+    ];
+
+    fn message() -> Message {
+        let mut message = Message::new(
+            TopicName::new("a/b").unwrap(),
+            Bytes::from_static(b"hi"),
+            QoS::ExactlyOnce,
+            true,
+            PublishProperties {
+                payload_format_indicator: Some(true),
+                message_expiry_interval: Some(300),
+                topic_alias: NonZeroU16::new(3),
+                response_topic: Some(TopicName::new("r").unwrap()),
+                correlation_data: Some(Bytes::from_static(b"c")),
+                user_properties: vec![("k".into(), "v".into())],
+                subscription_identifiers: vec![NonZeroU32::new(7).unwrap()],
+                content_type: Some("t".into()),
+            },
+            Some(Arc::from("pub")),
+        );
+        message.id = 42;
+        message
+    }
+
+    fn will() -> LastWill {
+        LastWill {
+            topic: TopicName::new("w").unwrap(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: WillProperties {
+                will_delay_interval: Some(10),
+                payload_format_indicator: Some(false),
+                message_expiry_interval: Some(20),
+                content_type: Some("ct".into()),
+                response_topic: Some(TopicName::new("rt").unwrap()),
+                correlation_data: Some(Bytes::from_static(b"cd")),
+                user_properties: vec![("a".into(), "b".into())],
+            },
+        }
+    }
+
+    #[test]
+    fn records_encode_as_format_1_does() {
+        assert_eq!(FORMAT_VERSION, 1, "new format: write its vectors here");
+        let session = SessionRecord {
+            expiry_interval: 300,
+            disconnected_at_ms: Some(1_700_000_000_000),
+        };
+        assert_eq!(encode(&session), SESSION, "session");
+        let options = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: true,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendIfNew,
+        };
+        let subscription = SubscriptionRecord::of(options, NonZeroU32::new(9));
+        assert_eq!(encode(&subscription), SUBSCRIPTION, "subscription");
+        let message = message();
+        let extras = DeliveryExtras {
+            subscription_identifiers: vec![NonZeroU32::new(5).unwrap()],
+            shared: Some(Arc::from("$share/g/a/#")),
+        };
+        let inline = EntryOut {
+            message: Some((1_700_000_000_123, MessageOut::of(&message))),
+            qos: 1,
+            retain: false,
+            extras: Some(ExtrasRecord::of(&extras)),
+            packet_id: Some(12),
+            released: true,
+        };
+        assert_eq!(
+            encode(&inline),
+            ENTRY_INLINE,
+            "queue entry holding its message"
+        );
+        let reference = EntryOut {
+            message: None,
+            qos: 2,
+            retain: true,
+            extras: None,
+            packet_id: None,
+            released: false,
+        };
+        assert_eq!(encode(&reference), ENTRY_REFERENCE, "queue entry");
+        let will = WillRecord::of(&will(), 1_700_000_000_456);
+        assert_eq!(encode(&will), WILL, "will");
+        let stored = (1_700_000_000_789u64, MessageOut::of(&message));
+        assert_eq!(encode(&stored), MESSAGE, "message");
+    }
+
+    // What format 1 wrote reads back as what was written.
+    #[test]
+    fn format_1_records_read_back() {
+        let (options, identifier) = decode::<SubscriptionRecord>(SUBSCRIPTION)
+            .unwrap()
+            .options()
+            .unwrap();
+        assert_eq!(
+            (
+                options.qos,
+                options.no_local,
+                identifier.map(NonZeroU32::get)
+            ),
+            (QoS::AtLeastOnce, true, Some(9))
+        );
+        let entry: StoredEntryRecord = decode(ENTRY_INLINE).unwrap();
+        let (received_ms, stored) = entry.message.unwrap();
+        assert_eq!(received_ms, 1_700_000_000_123);
+        let read = stored.into_message().unwrap();
+        let written = message();
+        assert_eq!(
+            (read.id, &read.topic, &read.payload, read.qos, read.retain),
+            (
+                written.id,
+                &written.topic,
+                &written.payload,
+                written.qos,
+                written.retain
+            )
+        );
+        assert_eq!(read.properties, written.properties);
+        assert_eq!(read.publisher, written.publisher);
+        let extras = entry.extras.unwrap().into_extras();
+        assert_eq!(extras.shared.as_deref(), Some("$share/g/a/#"));
+        assert_eq!(decode::<WillRecord>(WILL).unwrap().will().unwrap(), will());
+    }
 }

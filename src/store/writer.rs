@@ -368,10 +368,15 @@ fn apply(
                     counts.get(message.id) == 0 && !plan.shared.contains(&message.id)
                 });
                 let record = records::EntryOut {
-                    message: inline.then(|| (received_ms(message, now_ms), &**message)),
-                    qos: delivery.qos,
+                    message: inline.then(|| {
+                        (
+                            received_ms(message, now_ms),
+                            records::MessageOut::of(message),
+                        )
+                    }),
+                    qos: delivery.qos as u8,
                     retain: delivery.retain,
-                    extras: delivery.extras.as_deref(),
+                    extras: delivery.extras.as_deref().map(records::ExtrasRecord::of),
                     packet_id: *packet_id,
                     released: *released,
                 };
@@ -380,7 +385,11 @@ fn apply(
                 if !existed && !inline {
                     let count = counts.get(message.id);
                     if count == 0 {
-                        encode_into(&(received_ms(message, now_ms), &**message), &mut buffer);
+                        let record = (
+                            received_ms(message, now_ms),
+                            records::MessageOut::of(message),
+                        );
+                        encode_into(&record, &mut buffer);
                         messages.insert(message.id, buffer.as_slice())?;
                     }
                     counts.set(message.id, count + 1);
@@ -419,7 +428,11 @@ fn apply(
             },
             Op::Retained { topic, message } => match message {
                 Some(message) => {
-                    encode_into(&(received_ms(message, now_ms), &**message), &mut buffer);
+                    let record = (
+                        received_ms(message, now_ms),
+                        records::MessageOut::of(message),
+                    );
+                    encode_into(&record, &mut buffer);
                     retained.insert(topic.as_str(), buffer.as_slice())?;
                 }
                 None => {
