@@ -123,36 +123,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        // Certificates and keys are read too: a file that loads here also
-        // starts.
-        let locate = |error: petrel::ConfigError| match std::fs::read_to_string(file) {
-            Ok(text) => error.located_in(&text),
-            Err(_) => error,
-        };
-        let checked = Config::load(file).map_err(&locate).and_then(|config| {
-            load_tls(&config)?;
-            check_bridges(&config)?;
-            if let Some(path) = &config.password_file {
-                petrel::auth::password::PasswordFile::load(path)
-                    .map_err(|error| petrel::ConfigError::key("password_file", error))?;
-            }
-            if let Some(path) = &config.acl_file {
-                petrel::auth::acl::Acl::load(path)
-                    .map_err(|error| petrel::ConfigError::key("acl_file", error))?;
-            }
-            Ok(())
-        });
-        let checked = checked.map_err(locate);
-        return match checked {
-            Ok(()) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("{}: {error}", file.display());
-                ExitCode::FAILURE
-            }
-        };
+        return check_config(file);
     }
     let config = match load_config(&cli) {
         Ok(config) => config,
@@ -188,6 +159,39 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(config, tls))
+}
+
+/// `petrel check-config FILE`: the configuration, and every file it names
+/// (certificates and keys, the password and ACL files), read as start-up
+/// would: a file that passes here also starts.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let locate = |error: petrel::ConfigError| match std::fs::read_to_string(file) {
+        Ok(text) => error.located_in(&text),
+        Err(_) => error,
+    };
+    let checked = Config::load(file).map_err(&locate).and_then(|config| {
+        load_tls(&config)?;
+        check_bridges(&config)?;
+        if let Some(path) = &config.password_file {
+            petrel::auth::password::PasswordFile::load(path)
+                .map_err(|error| petrel::ConfigError::key("password_file", error))?;
+        }
+        if let Some(path) = &config.acl_file {
+            petrel::auth::acl::Acl::load(path)
+                .map_err(|error| petrel::ConfigError::key("acl_file", error))?;
+        }
+        Ok(())
+    });
+    match checked.map_err(locate) {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", file.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Loads every listener's TLS certificates and key, in listener order.

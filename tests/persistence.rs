@@ -573,7 +573,7 @@ async fn an_unreadable_store_stops_start_up() {
 }
 
 // A store written by an earlier build in format 1 (a persistent MQTT 5
-// session "keeper" subscribed to `kept/#` at QoS 2 with `kept/a` (QoS 1,
+// session "keeper" that never expires, subscribed to `kept/#` at QoS 2 with `kept/a` (QoS 1,
 // a user property) and `kept/b` (QoS 2) queued for it, and a retained
 // `ret/x` with a content type) still loads: the store's records are its
 // own types, held to their bytes.
@@ -590,7 +590,7 @@ async fn a_store_written_in_format_1_still_loads() {
         let broker = dir.start().await;
         let connect = petrel::protocol::Connect {
             properties: ConnectProperties {
-                session_expiry_interval: Some(3600),
+                session_expiry_interval: Some(u32::MAX),
                 ..ConnectProperties::default()
             },
             ..connect_v5("keeper", false, 0)

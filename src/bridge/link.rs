@@ -99,76 +99,20 @@ impl Connector {
         marked: bool,
     ) -> Result<Established, Refused> {
         let timeout = core.config.connect_timeout();
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
-            .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        let (reader, writer): (BoxRead, BoxWrite) = match &self.tls {
-            None => {
-                let (reader, writer) = tcp.into_split();
-                (Box::new(reader), Box::new(writer))
-            }
-            Some((connector, server_name)) => {
-                let host = server_name.clone().unwrap_or_else(|| host_of(address));
-                let name = ServerName::try_from(host.clone())
-                    .map_err(|_| format!("`{host}` is not a valid TLS server name"))?;
-                let stream = tokio::time::timeout(timeout, connector.connect(name, tcp))
-                    .await
-                    .map_err(|_| "TLS handshake timed out".to_owned())?
-                    .map_err(|e| format!("TLS: {e}"))?;
-                let (reader, writer) = tokio::io::split(stream);
-                (Box::new(reader), Box::new(writer))
-            }
-        };
+        let (reader, writer) = self.open(address, timeout).await?;
         let mut connection = Connection::new(
             reader,
             writer,
             core.config.max_packet_size,
             Arc::clone(&core.metrics),
         );
-        let v5 = config.protocol == BridgeProtocol::V5;
-        connection.version = if v5 {
+        connection.version = if config.protocol == BridgeProtocol::V5 {
             ProtocolVersion::V5
         } else {
             ProtocolVersion::V3_1_1
         };
         let mut outbox = Outbox::new(connection.version);
-        let connect = Connect {
-            protocol: connection.version,
-            clean_start: config.clean_start,
-            keep_alive: config.keep_alive,
-            client_id: config.remote_client_id(),
-            will: None,
-            username: config.username.clone(),
-            password: config.password.clone().map(Bytes::from),
-            properties: ConnectProperties {
-                session_expiry_interval: v5.then_some(config.session_expiry),
-                ..ConnectProperties::default()
-            },
-            bridge: marked,
-        };
-        outbox.send_or_log(Packet::Connect(Box::new(connect)));
-        let connack = tokio::time::timeout(timeout, next_packet(&mut connection, &mut outbox))
-            .await
-            .map_err(|_| "no CONNACK in time".to_owned())??;
-        let Packet::ConnAck(connack) = connack else {
-            return Err("the remote did not answer CONNECT with CONNACK".into());
-        };
-        if connack.reason_code == ReasonCode::UnsupportedProtocolVersion && marked {
-            return Err(Refused::Marker);
-        }
-        if connack.reason_code.is_error() {
-            return Err(format!("CONNACK refused: {:?}", connack.reason_code).into());
-        }
-        let window = connack
-            .properties
-            .receive_maximum
-            .map_or(config.max_inflight, NonZeroU16::get)
-            .min(config.max_inflight);
-        if let Some(maximum) = connack.properties.maximum_packet_size {
-            outbox.set_max_packet(maximum.get());
-        }
+        let window = connect(config, &mut connection, &mut outbox, marked, timeout).await?;
         let early = subscribe(config, &mut connection, &mut outbox, timeout).await?;
         Ok(Established {
             connection,
@@ -177,6 +121,81 @@ impl Connector {
             early,
         })
     }
+
+    /// The byte stream to `address`: TCP, and TLS over it when the bridge
+    /// has TLS.
+    async fn open(
+        &self,
+        address: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(BoxRead, BoxWrite), Refused> {
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let Some((connector, server_name)) = &self.tls else {
+            let (reader, writer) = tcp.into_split();
+            return Ok((Box::new(reader), Box::new(writer)));
+        };
+        let host = server_name.clone().unwrap_or_else(|| host_of(address));
+        let name = ServerName::try_from(host.clone())
+            .map_err(|_| format!("`{host}` is not a valid TLS server name"))?;
+        let stream = tokio::time::timeout(timeout, connector.connect(name, tcp))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_owned())?
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (reader, writer) = tokio::io::split(stream);
+        Ok((Box::new(reader), Box::new(writer)))
+    }
+}
+
+/// Sends CONNECT as the bridge's client and waits for a successful
+/// CONNACK; the bridge's window: the remote's Receive Maximum, capped by
+/// `max_inflight`. The remote's Maximum Packet Size goes into `outbox`.
+async fn connect(
+    config: &BridgeConfig,
+    connection: &mut Link,
+    outbox: &mut Outbox,
+    marked: bool,
+    timeout: std::time::Duration,
+) -> Result<u16, Refused> {
+    let v5 = connection.version.is_v5();
+    let connect = Connect {
+        protocol: connection.version,
+        clean_start: config.clean_start,
+        keep_alive: config.keep_alive,
+        client_id: config.remote_client_id(),
+        will: None,
+        username: config.username.clone(),
+        password: config.password.clone().map(Bytes::from),
+        properties: ConnectProperties {
+            session_expiry_interval: v5.then_some(config.session_expiry),
+            ..ConnectProperties::default()
+        },
+        bridge: marked,
+    };
+    outbox.send_or_log(Packet::Connect(Box::new(connect)));
+    let connack = tokio::time::timeout(timeout, next_packet(connection, outbox))
+        .await
+        .map_err(|_| "no CONNACK in time".to_owned())??;
+    let Packet::ConnAck(connack) = connack else {
+        return Err("the remote did not answer CONNECT with CONNACK".into());
+    };
+    if connack.reason_code == ReasonCode::UnsupportedProtocolVersion && marked {
+        return Err(Refused::Marker);
+    }
+    if connack.reason_code.is_error() {
+        return Err(format!("CONNACK refused: {:?}", connack.reason_code).into());
+    }
+    if let Some(maximum) = connack.properties.maximum_packet_size {
+        outbox.set_max_packet(maximum.get());
+    }
+    Ok(connack
+        .properties
+        .receive_maximum
+        .map_or(config.max_inflight, NonZeroU16::get)
+        .min(config.max_inflight))
 }
 
 /// Why a connection attempt failed.

@@ -213,11 +213,32 @@ impl BridgeConfig {
                 "must be letters, digits, '-' or '_'",
             ));
         }
-        if self.addresses.is_empty() {
+        self.validate_addresses(&key("addresses"))?;
+        if self.topics.is_empty() {
             return Err(ConfigError::key(
-                &key("addresses"),
-                "must name at least one host:port",
+                &key("topic"),
+                "a bridge needs at least one [[bridge.topic]]",
             ));
+        }
+        for (rule_index, rule) in self.topics.iter().enumerate() {
+            rule.validate(&format!("bridge[{index}].topic[{rule_index}]"))?;
+        }
+        self.validate_bounds(&key)?;
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err(ConfigError::key(
+                    &key("tls.key"),
+                    "cert and key go together",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// At least one address, each `host:port`.
+    fn validate_addresses(&self, key: &str) -> Result<(), ConfigError> {
+        if self.addresses.is_empty() {
+            return Err(ConfigError::key(key, "must name at least one host:port"));
         }
         for address in &self.addresses {
             if address
@@ -226,41 +247,16 @@ impl BridgeConfig {
                 .is_none()
             {
                 return Err(ConfigError::key(
-                    &key("addresses"),
+                    key,
                     format!("`{address}` is not host:port"),
                 ));
             }
         }
-        if self.topics.is_empty() {
-            return Err(ConfigError::key(
-                &key("topic"),
-                "a bridge needs at least one [[bridge.topic]]",
-            ));
-        }
-        for (rule_index, rule) in self.topics.iter().enumerate() {
-            let rule_key = |name: &str| format!("bridge[{index}].topic[{rule_index}].{name}");
-            if rule.qos > 2 {
-                return Err(ConfigError::key(&rule_key("qos"), "must be 0, 1 or 2"));
-            }
-            for (name, filter) in [
-                ("filter", rule.filter.clone()),
-                (
-                    "local_prefix",
-                    format!("{}{}", rule.local_prefix, rule.filter),
-                ),
-                (
-                    "remote_prefix",
-                    format!("{}{}", rule.remote_prefix, rule.filter),
-                ),
-            ] {
-                if let Err(error) = crate::protocol::TopicFilter::new(&filter) {
-                    return Err(ConfigError::key(
-                        &rule_key(name),
-                        format!("`{filter}`: {error}"),
-                    ));
-                }
-            }
-        }
+        Ok(())
+    }
+
+    /// The numbers that must be positive, and the back-off's order.
+    fn validate_bounds(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         let positive = [
             ("keep_alive", usize::from(self.keep_alive)),
             ("max_inflight", usize::from(self.max_inflight)),
@@ -282,11 +278,33 @@ impl BridgeConfig {
                 "must be at least reconnect_min_ms",
             ));
         }
-        if let Some(tls) = &self.tls {
-            if tls.cert.is_some() != tls.key.is_some() {
+        Ok(())
+    }
+}
+
+impl TopicRule {
+    /// Checks one topic rule (`key` names it in errors): its QoS, and its
+    /// filter as each side subscribes to it.
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let rule_key = |name: &str| format!("{key}.{name}");
+        if self.qos > 2 {
+            return Err(ConfigError::key(&rule_key("qos"), "must be 0, 1 or 2"));
+        }
+        for (name, filter) in [
+            ("filter", self.filter.clone()),
+            (
+                "local_prefix",
+                format!("{}{}", self.local_prefix, self.filter),
+            ),
+            (
+                "remote_prefix",
+                format!("{}{}", self.remote_prefix, self.filter),
+            ),
+        ] {
+            if let Err(error) = crate::protocol::TopicFilter::new(&filter) {
                 return Err(ConfigError::key(
-                    &key("tls.key"),
-                    "cert and key go together",
+                    &rule_key(name),
+                    format!("`{filter}`: {error}"),
                 ));
             }
         }

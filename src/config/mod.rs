@@ -2,7 +2,7 @@
 //! from a named constant, unknown keys refused. `Config::validate` checks
 //! what serde cannot and names the key (and its line) that is wrong.
 
-use std::fmt;
+use error::{key_on_line, line_of_key};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -10,9 +10,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod bridge;
+mod error;
 mod listener;
 
 pub use bridge::{BridgeConfig, BridgeProtocol, BridgeTlsConfig, Direction, TopicRule};
+pub use error::ConfigError;
 pub use listener::{default_listeners, ListenerConfig, TlsConfig, WebSocketConfig};
 
 /// Default MQTT port.
@@ -271,51 +273,6 @@ impl Default for Config {
     }
 }
 
-/// A configuration that cannot be used, naming the key and, when it came
-/// from a file, the line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The key at fault (dotted for nested keys), if one is known.
-    pub key: Option<String>,
-    /// 1-based line in the file, if known.
-    pub line: Option<usize>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.key, self.line) {
-            (Some(key), Some(line)) => write!(f, "line {line}: `{key}`: {}", self.message),
-            (Some(key), None) => write!(f, "`{key}`: {}", self.message),
-            (None, Some(line)) => write!(f, "line {line}: {}", self.message),
-            (None, None) => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl ConfigError {
-    /// The same error with the line of its key in `text` (the file it came
-    /// from), when it has a key and no line yet.
-    pub fn located_in(mut self, text: &str) -> ConfigError {
-        if self.line.is_none() {
-            self.line = self.key.as_deref().and_then(|key| line_of_key(text, key));
-        }
-        self
-    }
-
-    /// An error about `key`.
-    pub fn key(key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            key: Some(key.to_owned()),
-            line: None,
-            message: message.into(),
-        }
-    }
-}
-
 impl Config {
     /// Parses TOML text and validates it.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
@@ -496,132 +453,5 @@ impl Config {
     }
 }
 
-/// The key assigned on 1-based `line` of `text`, if the line is `key = ...`.
-fn key_on_line(text: &str, line: usize) -> Option<String> {
-    let (key, _) = text.lines().nth(line.checked_sub(1)?)?.split_once('=')?;
-    let key = key.trim();
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
-}
-
-/// The 1-based line where `key` is set in `text`: a top-level key, or a
-/// dotted path through arrays of tables and tables, such as
-/// `bridge[0].topic[1].qos` or `listener[2].tls.cert`. For a key that is
-/// not written (a missing one), the line of its table's header.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut start = 0;
-    let mut end = lines.len();
-    let mut table = String::new();
-    let segments: Vec<&str> = key.split('.').collect();
-    let (last, tables) = segments.split_last()?;
-    for segment in tables {
-        let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()?),
-            None => (*segment, 0),
-        };
-        table = if table.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{table}.{name}")
-        };
-        let is_header = |line: &str| {
-            let line = line.trim();
-            line == format!("[[{table}]]") || line == format!("[{table}]")
-        };
-        let header = (start..end)
-            .filter(|&number| is_header(lines[number]))
-            .nth(index)?;
-        start = header;
-        // The table runs to the next header of the same or an outer array.
-        end = (header + 1..end)
-            .find(|&number| is_header(lines[number]))
-            .unwrap_or(end);
-    }
-    let found = (start..end).find(|&number| {
-        let trimmed = lines[number].trim_start();
-        trimmed
-            .strip_prefix(last)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    });
-    // Not a key: maybe a table of its own (`[bridge.tls]`).
-    let subtable = if table.is_empty() {
-        (*last).to_owned()
-    } else {
-        format!("{table}.{last}")
-    };
-    let header = (start..end).find(|&number| lines[number].trim() == format!("[{subtable}]"));
-    match found.or(header) {
-        Some(number) => Some(number + 1),
-        None if !tables.is_empty() => Some(start + 1),
-        None => None,
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_file_gives_the_defaults() {
-        let config = Config::from_toml("").unwrap();
-        assert_eq!(config, Config::default());
-        let addresses = config.listener_addresses();
-        assert_eq!(addresses.len(), 2);
-        assert!(addresses
-            .iter()
-            .all(|a| a.ip().is_loopback() && a.port() == 1883));
-    }
-
-    #[test]
-    fn unknown_key_is_refused_with_its_line() {
-        let error = Config::from_toml("max_inflight = 4\nmax_inflite = 5\n").unwrap_err();
-        assert_eq!(error.line, Some(2));
-        assert!(error.message.contains("max_inflite"), "{error}");
-    }
-
-    #[test]
-    fn invalid_value_names_key_and_line() {
-        let error = Config::from_toml("sys_interval = 1\n\nmax_inflight = 0\n").unwrap_err();
-        assert_eq!(error.key.as_deref(), Some("max_inflight"));
-        assert_eq!(error.line, Some(3));
-        assert_eq!(
-            error.to_string(),
-            "line 3: `max_inflight`: must be at least 1"
-        );
-        let error = Config::from_toml("max_packet_size = \"big\"\n").unwrap_err();
-        assert_eq!(error.line, Some(1));
-    }
-
-    #[test]
-    fn a_bad_bridge_key_is_named_with_its_line() {
-        let text = "sys_interval = 0\n\n[[bridge]]\nname = \"up\"\naddresses = [\"h:1883\"]\n\
-                    [[bridge.topic]]\nfilter = \"a/#\"\ndirection = \"out\"\n\
-                    [[bridge.topic]]\nfilter = \"b/#\"\ndirection = \"in\"\nqos = 3\n";
-        let error = Config::from_toml(text).unwrap_err();
-        assert_eq!(error.key.as_deref(), Some("bridge[0].topic[1].qos"));
-        assert_eq!(error.line, Some(12), "{error}");
-        let text = "[[bridge]]\nname = \"a b\"\naddresses = [\"h:1\"]\n\
-                    [[bridge.topic]]\nfilter = \"#\"\ndirection = \"out\"\n";
-        let error = Config::from_toml(text).unwrap_err();
-        assert_eq!(error.key.as_deref(), Some("bridge[0].name"));
-        assert_eq!(error.line, Some(2));
-        let error = Config::from_toml(
-            "[[bridge]]\nname = \"x\"\naddresses = []\n\
-                                       [[bridge.topic]]\nfilter = \"#\"\ndirection = \"in\"\n",
-        )
-        .unwrap_err();
-        assert_eq!(error.key.as_deref(), Some("bridge[0].addresses"));
-        assert_eq!(error.line, Some(3));
-    }
-
-    #[test]
-    fn non_loopback_listener_needs_an_explicit_choice() {
-        let text = "[[listener]]\nbind = \"0.0.0.0:1883\"\n";
-        let error = Config::from_toml(text).unwrap_err();
-        assert_eq!(error.key.as_deref(), Some("allow_anonymous"));
-        assert!(error.message.contains("allow_anonymous = true"));
-        let config = Config::from_toml(&format!("allow_anonymous = true\n{text}")).unwrap();
-        assert_eq!(config.listener_addresses()[0].port(), 1883);
-        assert!(Config::from_toml(&format!("allow_anonymous = false\n{text}")).is_ok());
-    }
-}
+mod tests;

@@ -29,8 +29,8 @@ impl Auth {
 }
 
 #[cfg(test)]
-pub(super) fn vectors() -> Vec<super::tests::Vector> {
-    use super::tests::Vector;
+pub(super) fn vectors() -> Vec<super::vectors::Vector> {
+    use super::vectors::Vector;
     use super::{Packet, ProtocolVersion::V5};
     use bytes::Bytes;
 

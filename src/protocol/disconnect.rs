@@ -57,8 +57,8 @@ impl Disconnect {
 }
 
 #[cfg(test)]
-pub(super) fn vectors() -> Vec<super::tests::Vector> {
-    use super::tests::Vector;
+pub(super) fn vectors() -> Vec<super::vectors::Vector> {
+    use super::vectors::Vector;
     use super::Packet;
     use ProtocolVersion::{V3_1_1, V5};
 

@@ -317,8 +317,8 @@ impl UnsubAck {
 }
 
 #[cfg(test)]
-pub(super) fn vectors() -> Vec<super::tests::Vector> {
-    use super::tests::Vector;
+pub(super) fn vectors() -> Vec<super::vectors::Vector> {
+    use super::vectors::Vector;
     use super::Packet;
     use std::num::NonZeroU32;
     use ProtocolVersion::{V3_1_1, V5};

@@ -10,30 +10,7 @@ use bytes::BytesMut;
 use super::*;
 use ProtocolVersion::{V3_1, V3_1_1, V5};
 
-/// A packet written out field by field from the specification.
-#[derive(Clone)]
-pub(super) struct Vector {
-    pub name: &'static str,
-    pub version: ProtocolVersion,
-    pub bytes: Vec<u8>,
-    pub packet: Packet,
-}
-
-impl Vector {
-    pub fn new(
-        name: &'static str,
-        version: ProtocolVersion,
-        bytes: &[u8],
-        packet: Packet,
-    ) -> Vector {
-        Vector {
-            name,
-            version,
-            bytes: bytes.to_vec(),
-            packet,
-        }
-    }
-}
+use super::vectors::Vector;
 
 thread_local! {
     static PROPERTIES_SEEN: RefCell<BTreeSet<PropertyId>> = const { RefCell::new(BTreeSet::new()) };
@@ -66,7 +43,7 @@ fn ping_vectors() -> Vec<Vector> {
 
 fn all_vectors() -> Vec<Vector> {
     let vectors = [
-        connect::vectors(),
+        super::vectors::connect(),
         publish::vectors(),
         ack::vectors(),
         subscribe::vectors(),

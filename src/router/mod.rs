@@ -146,32 +146,7 @@ impl Router {
     pub fn publish(&self, message: Arc<Message>) -> Routed {
         let mut routed = Routed::default();
         if message.retain {
-            let mut retained = write(&self.retained);
-            let outcome = retained.apply(&message);
-            // `$SYS` is made anew by the running broker, never stored.
-            let journal = self
-                .journal
-                .as_ref()
-                .filter(|_| !message.topic.as_str().starts_with("$SYS/"));
-            if let Some(journal) = journal {
-                // Under the lock: the store sees the changes of one topic
-                // in the order they were made.
-                let topic = message.topic.as_str();
-                match outcome {
-                    RetainOutcome::Stored => journal.retained(topic, retained.get(topic)),
-                    RetainOutcome::Cleared => journal.retained(topic, None),
-                    RetainOutcome::Full => {}
-                }
-                routed.journaled = outcome != RetainOutcome::Full;
-            }
-            drop(retained);
-            if outcome == RetainOutcome::Full {
-                self.metrics.retained_dropped.increment();
-                tracing::warn!(
-                    topic = %message.topic,
-                    "retained store full (max_retained_messages or max_retained_bytes): message not retained"
-                );
-            }
+            routed.journaled = self.retain(&message);
         }
         let publisher = message.publisher.as_deref();
         let mut targets: Vec<Target> = Vec::new();
@@ -222,6 +197,39 @@ impl Router {
             self.offer(&same[0].inbox, delivery, &mut routed);
         }
         routed
+    }
+
+    /// Stores or clears the retained message of `message`'s topic; true
+    /// if the journal was told.
+    fn retain(&self, message: &Arc<Message>) -> bool {
+        let mut retained = write(&self.retained);
+        let outcome = retained.apply(message);
+        // `$SYS` is made anew by the running broker, never stored.
+        let journal = self
+            .journal
+            .as_ref()
+            .filter(|_| !message.topic.as_str().starts_with("$SYS/"));
+        let mut journaled = false;
+        if let Some(journal) = journal {
+            // Under the lock: the store sees the changes of one topic in
+            // the order they were made.
+            let topic = message.topic.as_str();
+            match outcome {
+                RetainOutcome::Stored => journal.retained(topic, retained.get(topic)),
+                RetainOutcome::Cleared => journal.retained(topic, None),
+                RetainOutcome::Full => {}
+            }
+            journaled = outcome != RetainOutcome::Full;
+        }
+        drop(retained);
+        if outcome == RetainOutcome::Full {
+            self.metrics.retained_dropped.increment();
+            tracing::warn!(
+                topic = %message.topic,
+                "retained store full (max_retained_messages or max_retained_bytes): message not retained"
+            );
+        }
+        journaled
     }
 
     fn offer(&self, inbox: &Arc<Inbox>, delivery: Delivery, routed: &mut Routed) {

@@ -226,58 +226,115 @@ fn bring_up_to_date(received_ms: u64, mut message: Message, now_ms: u64) -> (Mes
 type Read = (Loaded, HashMap<u64, u32>, Cleanup);
 
 fn read(path: &Path, database: &Database) -> Result<Read, ReadError> {
-    let now_ms = records::now_ms();
     let transaction = database.begin_read()?;
-    let mut cleanup = Cleanup::default();
-    let mut loaded = Loaded::default();
-    let mut largest_id = 0;
-
-    let table = transaction.open_table(records::RETAINED)?;
-    for item in table.iter()? {
-        let (topic, value) = item?;
-        let (message, expired) = decode_message(value.value(), now_ms)
-            .map_err(|e| ReadError::Store(corrupt(path, records::RETAINED.name(), e)))?;
-        largest_id = largest_id.max(message.id);
-        if expired {
-            cleanup.retained.push(topic.value().to_owned());
-        } else {
-            loaded.retained.push(Arc::new(message));
+    let mut reader = Reader {
+        path,
+        transaction: &transaction,
+        now_ms: records::now_ms(),
+        cleanup: Cleanup::default(),
+        loaded: Loaded::default(),
+        largest_id: 0,
+        messages: HashMap::new(),
+        sessions: HashMap::new(),
+        references: HashMap::new(),
+    };
+    reader.retained()?;
+    reader.messages()?;
+    reader.sessions()?;
+    reader.subscriptions()?;
+    reader.queue()?;
+    // Ids stay unique across the restart: new messages get larger ones.
+    reserve_ids_through(reader.largest_id);
+    for id in reader.messages.keys() {
+        if !reader.references.contains_key(id) {
+            reader.cleanup.messages.push(*id);
         }
     }
+    reader.pubrel()?;
+    reader.wills()?;
+    let Reader {
+        mut loaded,
+        sessions,
+        references,
+        cleanup,
+        ..
+    } = reader;
+    loaded.sessions = sessions.into_values().collect();
+    Ok((loaded, references, cleanup))
+}
 
-    let table = transaction.open_table(records::MESSAGES)?;
-    let mut messages = HashMap::new();
-    for item in table.iter()? {
-        let (id, value) = item?;
-        let (message, _) = decode_message(value.value(), now_ms)
-            .map_err(|e| ReadError::Store(corrupt(path, records::MESSAGES.name(), e)))?;
-        largest_id = largest_id.max(id.value());
-        messages.insert(id.value(), Arc::new(message));
+/// The read of the whole store, table by table.
+struct Reader<'a> {
+    path: &'a Path,
+    transaction: &'a redb::ReadTransaction,
+    now_ms: u64,
+    cleanup: Cleanup,
+    loaded: Loaded,
+    /// The largest message id seen.
+    largest_id: u64,
+    /// The messages queue entries refer to, by id.
+    messages: HashMap<u64, Arc<Message>>,
+    sessions: HashMap<String, StoredSession>,
+    /// How many entries refer to each message.
+    references: HashMap<u64, u32>,
+}
+
+impl Reader<'_> {
+    /// The error for a record of `table` that cannot be read.
+    fn corrupt(&self, table: &impl TableHandle, error: impl std::fmt::Display) -> ReadError {
+        ReadError::Store(corrupt(self.path, table.name(), error))
     }
 
-    let mut sessions: HashMap<String, StoredSession> = HashMap::new();
-    let table = transaction.open_table(records::SESSIONS)?;
-    for item in table.iter()? {
-        let (client_id, value) = item?;
-        let client_id = client_id.value();
-        let record: SessionRecord = decode(value.value())
-            .map_err(|e| ReadError::Store(corrupt(path, records::SESSIONS.name(), e)))?;
-        let disconnected_for = match record.disconnected_at_ms {
-            Some(at) => Duration::from_millis(now_ms.saturating_sub(at)),
-            None => {
-                cleanup.disconnected.push((
-                    client_id.to_owned(),
-                    SessionRecord {
+    fn retained(&mut self) -> Result<(), ReadError> {
+        let table = self.transaction.open_table(records::RETAINED)?;
+        for item in table.iter()? {
+            let (topic, value) = item?;
+            let (message, expired) = decode_message(value.value(), self.now_ms)
+                .map_err(|e| self.corrupt(&records::RETAINED, e))?;
+            self.largest_id = self.largest_id.max(message.id);
+            if expired {
+                self.cleanup.retained.push(topic.value().to_owned());
+            } else {
+                self.loaded.retained.push(Arc::new(message));
+            }
+        }
+        Ok(())
+    }
+
+    fn messages(&mut self) -> Result<(), ReadError> {
+        let table = self.transaction.open_table(records::MESSAGES)?;
+        for item in table.iter()? {
+            let (id, value) = item?;
+            let (message, _) = decode_message(value.value(), self.now_ms)
+                .map_err(|e| self.corrupt(&records::MESSAGES, e))?;
+            self.largest_id = self.largest_id.max(id.value());
+            self.messages.insert(id.value(), Arc::new(message));
+        }
+        Ok(())
+    }
+
+    /// The sessions; one that was connected when the broker stopped is
+    /// disconnected as of now (its expiry counts from here).
+    fn sessions(&mut self) -> Result<(), ReadError> {
+        let now_ms = self.now_ms;
+        let table = self.transaction.open_table(records::SESSIONS)?;
+        for item in table.iter()? {
+            let (client_id, value) = item?;
+            let client_id = client_id.value();
+            let record: SessionRecord =
+                decode(value.value()).map_err(|e| self.corrupt(&records::SESSIONS, e))?;
+            let disconnected_for = match record.disconnected_at_ms {
+                Some(at) => Duration::from_millis(now_ms.saturating_sub(at)),
+                None => {
+                    let now = SessionRecord {
                         disconnected_at_ms: Some(now_ms),
                         ..record.clone()
-                    },
-                ));
-                Duration::ZERO
-            }
-        };
-        sessions.insert(
-            client_id.to_owned(),
-            StoredSession {
+                    };
+                    self.cleanup.disconnected.push((client_id.to_owned(), now));
+                    Duration::ZERO
+                }
+            };
+            let session = StoredSession {
                 client_id: Arc::from(client_id),
                 expiry_interval: record.expiry_interval,
                 disconnected_for,
@@ -285,97 +342,104 @@ fn read(path: &Path, database: &Database) -> Result<Read, ReadError> {
                 entries: Vec::new(),
                 awaiting_pubrel: Vec::new(),
                 will: None,
-            },
-        );
+            };
+            self.sessions.insert(client_id.to_owned(), session);
+        }
+        Ok(())
     }
 
-    let table = transaction.open_table(records::SUBSCRIPTIONS)?;
-    for item in table.iter()? {
-        let (key, value) = item?;
-        let (client_id, filter) = key.value();
-        let Some(session) = sessions.get_mut(client_id) else {
-            continue;
-        };
-        let corrupt = |e: String| ReadError::Store(corrupt(path, records::SUBSCRIPTIONS.name(), e));
-        let record: SubscriptionRecord =
-            decode(value.value()).map_err(|e| corrupt(e.to_string()))?;
-        let (options, identifier) = record.options().map_err(corrupt)?;
-        let filter = TopicFilter::new(filter).map_err(|e| corrupt(e.to_string()))?;
-        session.subscriptions.push((filter, options, identifier));
-    }
-
-    let mut references: HashMap<u64, u32> = HashMap::new();
-    let table = transaction.open_table(records::QUEUE)?;
-    for item in table.iter()? {
-        let (key, value) = item?;
-        let (client_id, message_id) = key.value();
-        let corrupt_entry = |e: String| ReadError::Store(corrupt(path, records::QUEUE.name(), e));
-        let record: StoredEntryRecord =
-            decode(value.value()).map_err(|e| corrupt_entry(e.to_string()))?;
-        let qos = record.qos().map_err(corrupt_entry)?;
-        let Some(session) = sessions.get_mut(client_id) else {
-            cleanup.entries.push((client_id.to_owned(), message_id));
-            continue;
-        };
-        let message = match record.message {
-            Some((received_ms, stored)) => {
-                let message = stored.into_message().map_err(corrupt_entry)?;
-                largest_id = largest_id.max(message.id);
-                Arc::new(bring_up_to_date(received_ms, message, now_ms).0)
+    fn subscriptions(&mut self) -> Result<(), ReadError> {
+        let table = self.transaction.open_table(records::SUBSCRIPTIONS)?;
+        for item in table.iter()? {
+            let (key, value) = item?;
+            let (client_id, filter) = key.value();
+            let corrupt = |e: String| self.corrupt(&records::SUBSCRIPTIONS, e);
+            let record: SubscriptionRecord =
+                decode(value.value()).map_err(|e| corrupt(e.to_string()))?;
+            let (options, identifier) = record.options().map_err(corrupt)?;
+            let filter = TopicFilter::new(filter).map_err(|e| corrupt(e.to_string()))?;
+            if let Some(session) = self.sessions.get_mut(client_id) {
+                session.subscriptions.push((filter, options, identifier));
             }
-            None => {
-                let Some(message) = messages.get(&message_id) else {
-                    return Err(ReadError::Store(corrupt(
-                        path,
-                        records::QUEUE.name(),
-                        format!(
+        }
+        Ok(())
+    }
+
+    /// The queue entries, each with its message (its own, or a shared one
+    /// from the messages table); entries of sessions that are gone are
+    /// deleted.
+    fn queue(&mut self) -> Result<(), ReadError> {
+        let table = self.transaction.open_table(records::QUEUE)?;
+        for item in table.iter()? {
+            let (key, value) = item?;
+            let (client_id, message_id) = key.value();
+            let corrupt = |e: String| self.corrupt(&records::QUEUE, e);
+            let record: StoredEntryRecord =
+                decode(value.value()).map_err(|e| corrupt(e.to_string()))?;
+            let qos = record.qos().map_err(corrupt)?;
+            if !self.sessions.contains_key(client_id) {
+                self.cleanup
+                    .entries
+                    .push((client_id.to_owned(), message_id));
+                continue;
+            }
+            let message = match record.message {
+                Some((received_ms, stored)) => {
+                    let message = stored.into_message().map_err(corrupt)?;
+                    self.largest_id = self.largest_id.max(message.id);
+                    Arc::new(bring_up_to_date(received_ms, message, self.now_ms).0)
+                }
+                None => {
+                    let Some(message) = self.messages.get(&message_id) else {
+                        return Err(corrupt(format!(
                             "entry of {client_id:?} refers to message {message_id}, which is missing"
-                        ),
-                    )));
-                };
-                *references.entry(message_id).or_default() += 1;
-                Arc::clone(message)
+                        )));
+                    };
+                    *self.references.entry(message_id).or_default() += 1;
+                    Arc::clone(message)
+                }
+            };
+            let entry = StoredEntry {
+                delivery: Delivery {
+                    message,
+                    qos,
+                    retain: record.retain,
+                    extras: record.extras.map(|extras| Box::new(extras.into_extras())),
+                },
+                packet_id: record.packet_id.and_then(PacketId::new),
+                released: record.released,
+            };
+            if let Some(session) = self.sessions.get_mut(client_id) {
+                session.entries.push(entry);
             }
-        };
-        session.entries.push(StoredEntry {
-            delivery: Delivery {
-                message,
-                qos,
-                retain: record.retain,
-                extras: record.extras.map(|extras| Box::new(extras.into_extras())),
-            },
-            packet_id: record.packet_id.and_then(PacketId::new),
-            released: record.released,
-        });
-    }
-    // Ids stay unique across the restart: new messages get larger ones.
-    reserve_ids_through(largest_id);
-    for id in messages.keys() {
-        if !references.contains_key(id) {
-            cleanup.messages.push(*id);
         }
+        Ok(())
     }
 
-    let table = transaction.open_table(records::PUBREL)?;
-    for item in table.iter()? {
-        let (key, _) = item?;
-        let (client_id, packet_id) = key.value();
-        if let Some(session) = sessions.get_mut(client_id) {
-            session.awaiting_pubrel.push(packet_id);
+    fn pubrel(&mut self) -> Result<(), ReadError> {
+        let table = self.transaction.open_table(records::PUBREL)?;
+        for item in table.iter()? {
+            let (key, _) = item?;
+            let (client_id, packet_id) = key.value();
+            if let Some(session) = self.sessions.get_mut(client_id) {
+                session.awaiting_pubrel.push(packet_id);
+            }
         }
+        Ok(())
     }
 
-    let table = transaction.open_table(records::WILLS)?;
-    for item in table.iter()? {
-        let (client_id, value) = item?;
-        let corrupt_will = |e: String| ReadError::Store(corrupt(path, records::WILLS.name(), e));
-        let record: WillRecord = decode(value.value()).map_err(|e| corrupt_will(e.to_string()))?;
-        if let Some(session) = sessions.get_mut(client_id.value()) {
-            let left = Duration::from_millis(record.due_at_ms.saturating_sub(now_ms));
-            session.will = Some((record.will().map_err(corrupt_will)?, left));
+    fn wills(&mut self) -> Result<(), ReadError> {
+        let table = self.transaction.open_table(records::WILLS)?;
+        for item in table.iter()? {
+            let (client_id, value) = item?;
+            let corrupt = |e: String| self.corrupt(&records::WILLS, e);
+            let record: WillRecord = decode(value.value()).map_err(|e| corrupt(e.to_string()))?;
+            let left = Duration::from_millis(record.due_at_ms.saturating_sub(self.now_ms));
+            let will = record.will().map_err(corrupt)?;
+            if let Some(session) = self.sessions.get_mut(client_id.value()) {
+                session.will = Some((will, left));
+            }
         }
+        Ok(())
     }
-
-    loaded.sessions = sessions.into_values().collect();
-    Ok((loaded, references, cleanup))
 }

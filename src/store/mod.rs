@@ -12,6 +12,7 @@
 //! [`Store::durable`] has reached the operations it acknowledges, and the
 //! writer wakes it through its inbox when that happens.
 
+mod apply;
 mod load;
 pub mod records;
 mod writer;

@@ -188,7 +188,12 @@ impl Endpoint {
                 }
             }
         };
-        let alias_maximum = self.limits.topic_alias_maximum;
+        // Topic aliases are MQTT 5's alone.
+        let alias_maximum = if self.outbox.version().is_v5() {
+            self.limits.topic_alias_maximum
+        } else {
+            0
+        };
         let alias = (alias_maximum > 0).then(|| {
             self.aliases
                 .get_or_insert_with(Default::default)

@@ -7,6 +7,7 @@
 //! unacknowledged messages are re-sent behind it.
 
 pub mod decide;
+mod login;
 
 use std::io;
 use std::sync::Arc;
@@ -17,25 +18,19 @@ use super::endpoint::{AuthState, Endpoint, Role, ServerSide};
 use super::manager::Lease;
 use super::state::SessionState;
 use super::{Origin, Session};
-use crate::auth::AuthStep;
 use crate::connection::{Connection, Outbox};
 use crate::context::Context;
-use crate::protocol::{
-    Auth, AuthProperties, ConnAck, Connect, DecodeError, Packet, PacketType, ReasonCode,
-};
+use crate::protocol::{ConnAck, Connect, DecodeError, Packet, PacketType, ReasonCode};
 use crate::router::inbox::Inbox;
 use decide::{Decision, Login, Refusal};
 
-/// How long failed logins from an address are remembered.
-pub const LOGIN_FAILURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
-/// The longest wait before a failed login is refused.
-const MAX_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_secs(10);
+pub use login::LOGIN_FAILURE_MEMORY;
 
 /// A connection the handshake gives back: refused (the CONNACK saying why
 /// is in its outbox) or ended, for the caller to close.
 pub type Refused<R, W> = (Connection<R, W>, Outbox);
 
-enum FirstPacket {
+pub(super) enum FirstPacket {
     Packet(Packet),
     /// The first byte already says it is not a CONNECT.
     NotConnect(u8),
@@ -107,7 +102,8 @@ where
     let has_passwords = context.auth.passwords().is_some();
     let (client_id, assigned) = decide::admit(config, connect, origin, has_passwords)?;
     tracing::Span::current().record("client_id", &*client_id);
-    let login = authenticate(context, connection, outbox, connect, &client_id, origin).await?;
+    let login =
+        login::authenticate(context, connection, outbox, connect, &client_id, origin).await?;
     let decision = decide::grant(config, connect, (&client_id, assigned), &login)?;
     let username = origin
         .identity
@@ -188,135 +184,10 @@ where
     }
 }
 
-/// Authenticates the client: a user name with a password against the
-/// password file (unless an authentication method checks instead), an
-/// enhanced authentication exchange, and the user the method proved must
-/// be the one CONNECT names.
-async fn authenticate<R, W>(
-    context: &Context,
-    connection: &mut Connection<R, W>,
-    outbox: &mut Outbox,
-    connect: &Connect,
-    client_id: &str,
-    origin: &Origin,
-) -> Result<Login, Refusal>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let password_login = connect.properties.authentication_method.is_none();
-    if let (Some(username), Some(passwords), true) =
-        (&connect.username, context.auth.passwords(), password_login)
-    {
-        let user = username.clone();
-        let password = connect.password.clone().unwrap_or_default();
-        // Hashing is slow on purpose: off the async threads, and a few at
-        // a time.
-        let permit = context.auth.password_checks.acquire().await;
-        let verified = tokio::task::spawn_blocking(move || passwords.verify(&user, &password))
-            .await
-            .unwrap_or(false);
-        drop(permit);
-        if !verified {
-            return Err(refuse_login(context, origin.peer.ip(), username).await);
-        }
-    }
-    let Some(name) = &connect.properties.authentication_method else {
-        return Ok(Login::default());
-    };
-    let login = exchange(context, connection, outbox, connect, name, client_id).await?;
-    if let (Some(proved), Some(claimed)) = (&login.user, &connect.username) {
-        if proved != claimed {
-            // The CONNECT names someone other than who authenticated.
-            return Err(refuse_login(context, origin.peer.ip(), claimed).await);
-        }
-    }
-    Ok(login)
-}
-
-/// Runs an enhanced authentication exchange (section 4.12): AUTH 0x18
-/// back and forth until the method decides.
-async fn exchange<R, W>(
-    context: &Context,
-    connection: &mut Connection<R, W>,
-    outbox: &mut Outbox,
-    connect: &Connect,
-    name: &str,
-    client_id: &str,
-) -> Result<Login, Refusal>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let Some(method) = context.auth.method(name).cloned() else {
-        // [MQTT-4.12.0-1] (v5.0): a method this broker does not know.
-        tracing::info!(method = %name, "unknown authentication method");
-        return Err(Refusal::with(
-            ReasonCode::BadAuthenticationMethod,
-            "unknown authentication method; refusing",
-            false,
-        ));
-    };
-    let mut exchange = method.start(client_id, connect.username.as_deref());
-    let mut data = connect.properties.authentication_data.clone();
-    loop {
-        let out = match exchange.step(data.as_deref()) {
-            AuthStep::Success(out) => {
-                let user = exchange.username();
-                return Ok(Login {
-                    method: Some((method, out)),
-                    user,
-                });
-            }
-            AuthStep::Failure(reason_code) => {
-                tracing::info!(method = %name, ?reason_code, "authentication failed");
-                return Err(Refusal::with(
-                    reason_code,
-                    "authentication failed; refusing",
-                    false,
-                ));
-            }
-            AuthStep::Continue(out) => out,
-        };
-        // [MQTT-4.12.0-2] (v5.0): 0x18, and the method named
-        // [MQTT-4.12.0-5] (v5.0).
-        outbox.send_or_log(Packet::Auth(Auth {
-            reason_code: ReasonCode::ContinueAuthentication,
-            properties: AuthProperties {
-                authentication_method: Some(name.to_owned()),
-                authentication_data: out,
-                ..AuthProperties::default()
-            },
-        }));
-        let timeout = context.core.config.connect_timeout();
-        let next = tokio::time::timeout(timeout, read_packet(connection, outbox, None)).await;
-        data = match next {
-            Ok(FirstPacket::Packet(Packet::Auth(auth)))
-                if auth.reason_code == ReasonCode::ContinueAuthentication
-                    && auth.properties.authentication_method.as_deref() == Some(name) =>
-            {
-                auth.properties.authentication_data
-            }
-            // [MQTT-3.1.2-30] (v5.0): only AUTH (or DISCONNECT) until
-            // CONNACK, with the same method.
-            Ok(FirstPacket::Packet(_) | FirstPacket::Malformed(_)) => {
-                return Err(Refusal::with(
-                    ReasonCode::ProtocolError,
-                    "not an AUTH continuing the exchange; refusing",
-                    true,
-                ));
-            }
-            Ok(_) | Err(_) => {
-                return Err(Refusal::silent("authentication exchange abandoned", false))
-            }
-        };
-    }
-}
-
 /// The next whole packet, reading as needed (and writing `outbox`). With
 /// `only`, a packet of another type is refused from its first byte,
 /// without waiting for the rest of it [MQTT-3.1.0-1] (v3.1.1).
-async fn read_packet<R, W>(
+pub(super) async fn read_packet<R, W>(
     connection: &mut Connection<R, W>,
     outbox: &mut Outbox,
     only: Option<PacketType>,
@@ -342,37 +213,6 @@ where
             Err(error) => return FirstPacket::Io(error),
         }
     }
-}
-
-/// Refuses a login with a wrong user name or password: CONNACK 0x86 (0x04
-/// at 3.1.1), after a wait that grows with the recent failures from the
-/// same address, so guessing passwords is slow.
-async fn refuse_login(context: &Context, address: std::net::IpAddr, username: &str) -> Refusal {
-    context.core.metrics.auth_failures.increment();
-    let now = tokio::time::Instant::now();
-    let failures = {
-        let mut entry = context
-            .auth
-            .login_failures
-            .entry(address)
-            .or_insert((0, now));
-        if now.duration_since(entry.1) > LOGIN_FAILURE_MEMORY {
-            entry.0 = 0;
-        }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        entry.0
-    };
-    tracing::info!(username, failures, "wrong user name or password");
-    let delay = std::time::Duration::from_millis(context.core.config.auth_failure_delay)
-        .saturating_mul(failures)
-        .min(MAX_LOGIN_DELAY);
-    tokio::time::sleep(delay).await;
-    Refusal::with(
-        ReasonCode::BadUserNameOrPassword,
-        "wrong user name or password; refusing",
-        false,
-    )
 }
 
 /// Writes what a refusal says: the CONNACK (at 3.x the nearest return
@@ -424,33 +264,8 @@ fn claim_session(
         negotiated,
         mut connack,
     } = decision;
-    let (state, inbox, session_present) = match parked {
-        // [MQTT-3.1.2-4] (v3.1.1) [MQTT-3.1.2-5] (v5.0): resume the session.
-        Some(parked) if !connect.clean_start => {
-            if parked.will.is_some() {
-                // [MQTT-3.1.3-9] (v5.0): back to this session before the
-                // Will Delay Interval passed, so the will is not sent.
-                core.metrics.wills_cancelled.increment();
-                tracing::debug!(will_at = ?parked.will_at, "reconnected within the will delay: will cancelled");
-            }
-            core.metrics.clients_disconnected.decrement();
-            (parked.state, (parked.inbox, parked.receiver), true)
-        }
-        other => {
-            // [MQTT-3.1.2-6] (v3.1.1) [MQTT-3.1.2-4] (v5.0): clean start
-            // discards what was there; a will still waiting for its delay
-            // goes now, as the session ends [MQTT-3.1.2-8] (v5.0).
-            if let Some(old) = other {
-                old.discard(core, &client_id);
-            }
-            let inbox = Inbox::new(
-                Arc::clone(&client_id),
-                super::restore::inbox_limits(&core.config),
-            );
-            (SessionState::default(), inbox, false)
-        }
-    };
-    let (inbox, receiver) = inbox;
+    let (state, (inbox, receiver), session_present) =
+        resume_or_start(core, parked, connect.clean_start, &client_id);
     inbox.set_online(true);
     if let Some(store) = &core.store {
         // A session with an expiry outlives the connection, and the broker
@@ -492,4 +307,41 @@ fn claim_session(
         "client connected"
     );
     endpoint
+}
+
+/// The session's state and inbox, and whether it was resumed: the parked
+/// session, unless the client asks for a clean start, which discards it
+/// (a will still waiting for its delay goes now, as the session ends
+/// [MQTT-3.1.2-8] (v5.0)) [MQTT-3.1.2-4] [MQTT-3.1.2-6] (v3.1.1)
+/// [MQTT-3.1.2-4] [MQTT-3.1.2-5] (v5.0).
+fn resume_or_start(
+    core: &crate::context::Core,
+    parked: Option<super::manager::Parked>,
+    clean_start: bool,
+    client_id: &Arc<str>,
+) -> (
+    SessionState,
+    (Arc<Inbox>, crate::router::inbox::InboxReceiver),
+    bool,
+) {
+    match parked {
+        Some(parked) if !clean_start => {
+            if parked.will.is_some() {
+                // [MQTT-3.1.3-9] (v5.0): back to this session before the
+                // Will Delay Interval passed, so the will is not sent.
+                core.metrics.wills_cancelled.increment();
+                tracing::debug!(will_at = ?parked.will_at, "reconnected within the will delay: will cancelled");
+            }
+            core.metrics.clients_disconnected.decrement();
+            (parked.state, (parked.inbox, parked.receiver), true)
+        }
+        other => {
+            if let Some(old) = other {
+                old.discard(core, client_id);
+            }
+            let limits = super::restore::inbox_limits(&core.config);
+            let inbox = Inbox::new(Arc::clone(client_id), limits);
+            (SessionState::default(), inbox, false)
+        }
+    }
 }

@@ -1,0 +1,65 @@
+use super::*;
+
+#[test]
+fn empty_file_gives_the_defaults() {
+    let config = Config::from_toml("").unwrap();
+    assert_eq!(config, Config::default());
+    let addresses = config.listener_addresses();
+    assert_eq!(addresses.len(), 2);
+    assert!(addresses
+        .iter()
+        .all(|a| a.ip().is_loopback() && a.port() == 1883));
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_line() {
+    let error = Config::from_toml("max_inflight = 4\nmax_inflite = 5\n").unwrap_err();
+    assert_eq!(error.line, Some(2));
+    assert!(error.message.contains("max_inflite"), "{error}");
+}
+
+#[test]
+fn invalid_value_names_key_and_line() {
+    let error = Config::from_toml("sys_interval = 1\n\nmax_inflight = 0\n").unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("max_inflight"));
+    assert_eq!(error.line, Some(3));
+    assert_eq!(
+        error.to_string(),
+        "line 3: `max_inflight`: must be at least 1"
+    );
+    let error = Config::from_toml("max_packet_size = \"big\"\n").unwrap_err();
+    assert_eq!(error.line, Some(1));
+}
+
+#[test]
+fn a_bad_bridge_key_is_named_with_its_line() {
+    let text = "sys_interval = 0\n\n[[bridge]]\nname = \"up\"\naddresses = [\"h:1883\"]\n\
+                [[bridge.topic]]\nfilter = \"a/#\"\ndirection = \"out\"\n\
+                [[bridge.topic]]\nfilter = \"b/#\"\ndirection = \"in\"\nqos = 3\n";
+    let error = Config::from_toml(text).unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("bridge[0].topic[1].qos"));
+    assert_eq!(error.line, Some(12), "{error}");
+    let text = "[[bridge]]\nname = \"a b\"\naddresses = [\"h:1\"]\n\
+                [[bridge.topic]]\nfilter = \"#\"\ndirection = \"out\"\n";
+    let error = Config::from_toml(text).unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("bridge[0].name"));
+    assert_eq!(error.line, Some(2));
+    let error = Config::from_toml(
+        "[[bridge]]\nname = \"x\"\naddresses = []\n\
+                                   [[bridge.topic]]\nfilter = \"#\"\ndirection = \"in\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("bridge[0].addresses"));
+    assert_eq!(error.line, Some(3));
+}
+
+#[test]
+fn non_loopback_listener_needs_an_explicit_choice() {
+    let text = "[[listener]]\nbind = \"0.0.0.0:1883\"\n";
+    let error = Config::from_toml(text).unwrap_err();
+    assert_eq!(error.key.as_deref(), Some("allow_anonymous"));
+    assert!(error.message.contains("allow_anonymous = true"));
+    let config = Config::from_toml(&format!("allow_anonymous = true\n{text}")).unwrap();
+    assert_eq!(config.listener_addresses()[0].port(), 1883);
+    assert!(Config::from_toml(&format!("allow_anonymous = false\n{text}")).is_ok());
+}
