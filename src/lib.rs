@@ -6,23 +6,55 @@
 //! connection to one task. That task first runs what its listener asks
 //! ([`transport`]: a PROXY protocol header, the TLS handshake, the
 //! WebSocket upgrade), then frames the byte stream into packets
-//! with [`protocol::decode`], runs the client's session state machine
-//! (CONNECT handshake, keep-alive, QoS 1/2 windows, will), and hands each
-//! PUBLISH to a shared, synchronous router: a topic trie that fans the
-//! message out into the bounded inboxes of the subscribed sessions. Each
-//! session task drains its inbox, encodes with [`protocol::encode`] into its
-//! write buffer and flushes once per batch. The payload of a message is one
-//! shared `Bytes` from the moment it is decoded until it is copied into each
-//! subscriber's write buffer; no subscriber gets a copy of the message.
-//! Whatever differs per subscriber (the remaining expiry, a topic alias,
-//! subscription identifiers) is written beside the shared message when it
-//! is encoded.
+//! with [`protocol::decode`] ([`connection`]), runs the CONNECT handshake,
+//! and from then on moves bytes between the connection and the session's
+//! endpoint ([`session::endpoint`]): the one sans-I/O state machine of a
+//! session, with no socket and no generics over streams, for clients and
+//! bridges alike. It takes a decoded packet, its inbox's news (deliveries,
+//! the store's progress, a takeover) or a deadline, writes what must go
+//! out into its outbox, and says what comes next. Each PUBLISH goes to a
+//! shared, synchronous router: a topic trie that fans the message out into
+//! the bounded inboxes of the subscribed sessions. Each endpoint drains its
+//! inbox within its window, encodes with [`protocol::encode`] into its
+//! outbox, and the connection writes it once per batch. The payload of a
+//! message is one shared `Bytes` from the moment it is decoded until it is
+//! copied into each subscriber's outbox; no subscriber gets a copy of the
+//! message. Whatever differs per subscriber (the remaining expiry, a topic
+//! alias, subscription identifiers) is written beside the shared message
+//! when it is encoded. When the broker closes a connection it closes it
+//! gracefully (the DISCONNECT that says why is written, the write side shut,
+//! input read and discarded for up to a second), so the client reads the
+//! reason instead of a reset.
 //!
 //! Besides the listeners and the connections there is one more task, the
 //! housekeeping ticker ([`housekeeping`]): delayed wills, session expiry,
 //! expired retained messages and `$SYS`. Nothing else keeps a timer but
-//! the [`bridge`]s: one task each, a client of another broker whose local
-//! side is a session like a client's.
+//! the [`bridge`]s: one task each, a client of another broker whose
+//! session is an endpoint like a client's, seen from the client's side;
+//! the bridge itself keeps only its topic rules, its CONNECT and SUBSCRIBE
+//! with the remote, and reconnection.
+//!
+//! The broker's parts are made here and handed down ([`context`]), split
+//! by owner: the [`context::Core`] (configuration, router, sessions,
+//! counters, tasks, store), which every session and bridge works with, and
+//! the [`auth::Authenticator`] (passwords, ACL, enhanced methods, the
+//! bounds on logins), which only client connections need. A lower layer
+//! is handed the part it uses; imports go one way, and none goes around a
+//! loop.
+//!
+//! Three shapes the code settled on, beside the design it follows:
+//! - The endpoint knows a bridge's topic rules only as a trait
+//!   ([`session::endpoint::TopicMap`], implemented by the bridge's rules),
+//!   as the router knows the store only as [`router::Journal`]: the
+//!   session layer never imports the bridge above it.
+//! - The outbox (the endpoint's encoded packets, at its peer's protocol
+//!   level and Maximum Packet Size) is a type of [`connection`], owned by
+//!   the endpoint and written by the connection, so the handshake, the
+//!   endpoint and a bridge's CONNECT all write the same way, and tests read
+//!   the bytes straight from it.
+//! - The retained messages a new subscription matches are a cursor over
+//!   the (topic-ordered) retained store, streamed as the client takes them
+//!   ([`session::retained`]), not a burst into its bounded inbox.
 //!
 //! With `persistence` on, one OS thread runs beside the runtime: the
 //! [`store`]'s writer, which owns the embedded database, so blocking disk
@@ -40,7 +72,7 @@
 //! 1. The connection task reads into a `BytesMut`; [`protocol::decode`]
 //!    checks the fixed header against the maximum packet size before
 //!    buffering the body, and splits the payload out without copying it.
-//! 2. The session resolves a topic alias and checks the packet against the
+//! 2. The endpoint resolves a topic alias and checks the packet against the
 //!    protocol's rules, the broker's limits and the client's permissions
 //!    ([`auth`]: who the client is, from its password, SCRAM or
 //!    certificate, and what the ACL lets it do).

@@ -206,9 +206,12 @@ impl Broker {
     }
 }
 
-/// The release binary of Petrel next to this benchmark.
+/// The release binary of Petrel next to this benchmark, or the one
+/// `PETREL_BIN` names (to measure two builds side by side).
 fn petrel_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_petrel"))
+    std::env::var_os("PETREL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_petrel")))
 }
 
 fn free_port() -> Result<u16, Error> {

@@ -220,11 +220,14 @@ pub struct Endpoint {
     last_heard: u64,
 }
 
-/// Milliseconds since the first call, the endpoint's coarse clock for the
-/// keep-alive.
+/// Milliseconds since a start a month before the first call: the
+/// endpoint's coarse clock for the keep-alive. The month keeps any clock
+/// this process reads (a test runtime's paused clock starts when its
+/// runtime did) after the start.
 fn clock(now: Instant) -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(|| now);
+    let month = Duration::from_secs(30 * 24 * 60 * 60);
+    let start = *START.get_or_init(|| now.checked_sub(month).unwrap_or(now));
     u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)
 }
 
