@@ -35,6 +35,8 @@ pub const WRITE_HIGH_WATER: usize = 256 * 1024;
 pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// How much of it a closing connection reads, at most.
 pub const LINGER_BYTES: usize = 256 * 1024;
+/// The scratch buffer a closing connection discards its input through.
+const LINGER_CHUNK: usize = 2048;
 
 /// What [`Connection::ready`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,17 +378,17 @@ where
         if peer_closed {
             return;
         }
+        // Discarded through a small scratch buffer: thousands of
+        // connections may linger at once (a shutdown, a keep-alive sweep).
+        self.read_buf = BytesMut::new();
+        let mut scratch = [0u8; LINGER_CHUNK];
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
-            self.read_buf.clear();
-            self.read_buf
-                .reserve(MAX_READ_CHUNK.min(LINGER_BYTES - discarded));
-            let read = tokio::time::timeout_at(deadline, self.reader.read_buf(&mut self.read_buf));
+            let read = tokio::time::timeout_at(deadline, self.reader.read(&mut scratch));
             match read.await {
                 Ok(Ok(n)) if n > 0 => discarded += n,
                 _ => break,
             }
         }
-        self.read_buf = BytesMut::new();
     }
 }
