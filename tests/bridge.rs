@@ -490,3 +490,50 @@ async fn a_pubrec_for_an_unknown_packet_id_gets_pubrel_0x92() {
     })
     .await;
 }
+
+// A remote that is slow to read what the bridge sends, while it sends a
+// lot itself: the bridge's writes back up, and it must keep reading the
+// remote all the same. The remote (a broker) may equally stop reading
+// while its writes to the bridge back up, and two such waits deadlock
+// until the keep-alive ends the link. Here the remote reads nothing at
+// all until it has written 32 MB.
+#[tokio::test]
+async fn a_bridge_keeps_reading_while_its_writes_back_up() {
+    timed(async {
+        let remote = FakeRemote::bind().await;
+        let text = format!(
+            "sys_interval = 0\npersistence = false\nmax_queued_messages = 1000\n\
+             [[bridge]]\nname = \"uplink\"\naddresses = [\"{}\"]\nkeep_alive = 600\n{}{}",
+            remote.addr,
+            rule("up/#", "out", 0, "", ""),
+            rule("down/#", "in", 0, "", "")
+        );
+        let local =
+            TestBroker::with_config(Config::from_toml(&text).expect("bridge configuration")).await;
+        let (mut far, _) = remote.accept_subscribing().await;
+        // 16 MB for the bridge to send: more than the sockets hold.
+        let mut publisher = RawClient::connect(local.addr, "publisher").await;
+        let payload = vec![b'u'; 64 * 1024];
+        for _ in 0..256 {
+            publisher
+                .publish("up/load", &payload, QoS::AtMostOnce, false, 0)
+                .await;
+        }
+        publisher.ping_barrier().await;
+        // 32 MB from the remote, none of the bridge's bytes read meanwhile.
+        let down = publish_packet("down/load", &payload, QoS::AtMostOnce, false, None);
+        let mut bytes = bytes::BytesMut::new();
+        petrel::protocol::encode(&down, far.version, &mut bytes).expect("encode");
+        for _ in 0..512 {
+            assert!(
+                tokio::time::timeout(RECV_TIMEOUT, far.stream_write(&bytes))
+                    .await
+                    .unwrap_or(false),
+                "the bridge stopped reading its remote"
+            );
+        }
+        drop((far, publisher));
+        local.broker.shutdown().await;
+    })
+    .await;
+}

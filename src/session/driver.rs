@@ -76,7 +76,12 @@ where
         }
         let backed_up = endpoint.outbox.len() >= WRITE_HIGH_WATER;
         endpoint.inbox.set_peer_blocked(backed_up);
-        let can_read = !backed_up && endpoint.takes_input();
+        // A client that reads slowly has its input wait. A bridge keeps
+        // reading its remote whatever it has to write: the remote is a
+        // broker that may equally stop reading while its writes to us
+        // back up, and two such waits would deadlock. What reading adds
+        // to the outbox is bounded by the remote's window (acknowledgements).
+        let can_read = (!backed_up || endpoint.is_bridge()) && endpoint.takes_input();
         let Endpoint {
             outbox, receiver, ..
         } = &mut *endpoint;
