@@ -408,6 +408,78 @@ async fn a_live_message_never_overtakes_its_topics_retained_message() {
     .await;
 }
 
+// A retained message published while a new subscription's backlog is
+// streaming goes to the subscriber live; the backlog, which reads the
+// retained store as it goes, must not send it again when it gets to its
+// topic (at QoS 2 that would be a second delivery of one message). New
+// retained messages land just ahead of the cursor, one per message the
+// subscriber takes, so some arrive as the backlog takes its next batch.
+#[tokio::test]
+async fn a_retained_message_published_during_the_backlog_comes_once() {
+    timed(async {
+        let broker = TestBroker::with_config(petrel::Config {
+            max_inflight: 1,
+            ..test_config()
+        })
+        .await;
+        let mut publisher = RawClient::connect(broker.addr, "pub").await;
+        for index in 0..200u16 {
+            let topic = format!("state/{index:03}");
+            publisher
+                .publish(&topic, b"old", QoS::AtLeastOnce, true, index + 1)
+                .await;
+        }
+        let mut subscriber = RawClient::connect(broker.addr, "sub").await;
+        subscriber
+            .subscribe(1, &[("state/#", QoS::AtLeastOnce)])
+            .await;
+        let mut got = std::collections::HashSet::new();
+        let mut published = 0u16;
+        loop {
+            let publish = subscriber.recv_publish().await;
+            let payload = publish.payload.to_vec();
+            if payload == b"end" {
+                break;
+            }
+            let key = (publish.topic.as_str().to_owned(), payload);
+            assert!(got.insert(key.clone()), "{key:?} came twice");
+            if published < 150 {
+                let topic = format!("state/{:03}", published + 40);
+                let payload = format!("new-{published}");
+                publisher
+                    .publish(
+                        &topic,
+                        payload.as_bytes(),
+                        QoS::AtLeastOnce,
+                        true,
+                        300 + published,
+                    )
+                    .await;
+                published += 1;
+                if published == 150 {
+                    publisher
+                        .publish("state/zzz", b"end", QoS::AtLeastOnce, false, 500)
+                        .await;
+                }
+            }
+            subscriber.answer(&publish).await;
+        }
+        // Every topic's latest message came.
+        for index in 0..200u16 {
+            let topic = format!("state/{index:03}");
+            let latest = match index {
+                40..190 => format!("new-{}", index - 40).into_bytes(),
+                _ => b"old".to_vec(),
+            };
+            assert!(
+                got.contains(&(topic.clone(), latest)),
+                "{topic}: latest missing"
+            );
+        }
+    })
+    .await;
+}
+
 /// Publishes `count` retained messages at QoS 2 in bursts (each PUBLISH,
 /// then each PUBREL, written without waiting), 1 KiB each: 20 MB for
 /// 20,000, more than the sockets between the broker and a client hold, so

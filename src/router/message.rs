@@ -13,6 +13,12 @@ use crate::protocol::{PublishProperties, QoS, TopicName};
 /// The next message id (see [`Message::id`]).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The id the next message will have: every message made before this
+/// call has a smaller one.
+pub fn next_id() -> u64 {
+    NEXT_ID.load(Ordering::Relaxed)
+}
+
 /// Makes every message id from now on larger than `id`: the store calls it
 /// with the largest id it holds, so ids stay unique across restarts.
 pub fn reserve_ids_through(id: u64) {

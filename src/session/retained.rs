@@ -11,6 +11,11 @@
 //! topic the cursor has not reached yet takes that topic's retained
 //! message with it, just ahead of it, so a client never gets the older
 //! retained message after a newer live one [MQTT-4.6.0-6] (v3.1.1).
+//!
+//! The backlog sends only what was retained before the subscription was
+//! made: a message made later (its id is at least the backlog's `until`)
+//! reaches the subscription live, and the cursor, which reads the
+//! retained store as it goes, skips it rather than send it twice.
 
 use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroU32;
@@ -30,6 +35,9 @@ pub struct Backlog {
     /// The QoS granted: each message goes at the lower of it and its own.
     qos: QoS,
     identifier: Option<NonZeroU32>,
+    /// Messages from this id on came after the subscription was in the
+    /// router: they are delivered live, never by the backlog.
+    until: u64,
     /// The last topic taken from the router: the cursor.
     after: Option<Box<str>>,
     /// Taken, not sent yet, in topic order.
@@ -42,12 +50,16 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    /// The retained messages `filter` matches, from the start.
+    /// The retained messages `filter` matches, from the start, as they
+    /// were when the subscription was put in the router; call it after.
     pub fn new(filter: TopicFilter, qos: QoS, identifier: Option<NonZeroU32>) -> Backlog {
         Backlog {
             filter,
             qos,
             identifier,
+            // Ordered by the router's lock: a message routed before the
+            // subscription went in was made before, and has a smaller id.
+            until: crate::router::message::next_id(),
             after: None,
             ready: VecDeque::new(),
             sent_ahead: HashSet::new(),
@@ -82,7 +94,9 @@ impl Backlog {
             if let Some(last) = batch.last() {
                 self.after = Some(last.topic.as_str().into());
             }
-            self.ready.extend(batch);
+            let until = self.until;
+            self.ready
+                .extend(batch.into_iter().filter(|message| message.id < until));
         }
     }
 
@@ -106,7 +120,7 @@ impl Backlog {
                 retained
             }
         };
-        (retained.id < live.id).then(|| self.delivery(retained))
+        (retained.id < live.id && retained.id < self.until).then(|| self.delivery(retained))
     }
 }
 
