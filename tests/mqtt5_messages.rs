@@ -575,3 +575,49 @@ async fn resend_after_reconnect_respects_the_new_receive_maximum() {
     })
     .await;
 }
+
+// [MQTT-3.1.2-25] [MQTT-3.3.4-9] (v5.0): a persistent session comes back
+// with a smaller Receive Maximum and a Maximum Packet Size its unacknowledged
+// messages no longer fit: those are dropped as too large (they never take
+// a place in the window) and the message behind them is delivered.
+#[tokio::test]
+async fn messages_too_large_after_a_reconnect_leave_the_window() {
+    timed(async {
+        let broker = TestBroker::start().await;
+        let persistent = |receive_maximum, maximum_packet_size| petrel::protocol::Connect {
+            properties: ConnectProperties {
+                session_expiry_interval: Some(300),
+                receive_maximum: NonZeroU16::new(receive_maximum),
+                maximum_packet_size: NonZeroU32::new(maximum_packet_size),
+                ..ConnectProperties::default()
+            },
+            ..connect_v5("shrinking", false, 0)
+        };
+        let (mut subscriber, _) =
+            RawClient::connect_with(broker.addr, persistent(10, 100_000)).await;
+        subscriber.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
+        let mut publisher = RawClient::connect_v5(broker.addr, "pub").await;
+        let large = vec![b'x'; 2000];
+        for packet_id in 1..=3 {
+            publisher
+                .publish("t", &large, QoS::AtLeastOnce, false, packet_id)
+                .await;
+        }
+        for _ in 0..3 {
+            assert_eq!(subscriber.recv_publish().await.payload.len(), 2000);
+        }
+        drop(subscriber);
+        publisher
+            .publish("t", b"small", QoS::AtLeastOnce, false, 4)
+            .await;
+        let (mut subscriber, connack) =
+            RawClient::connect_with(broker.addr, persistent(1, 1000)).await;
+        assert!(connack.session_present);
+        let publish = subscriber.recv_publish().await;
+        assert_eq!(publish.payload.as_ref(), b"small");
+        subscriber.answer(&publish).await;
+        assert!(subscriber.ping_barrier().await.is_empty());
+        assert_eq!(broker.broker.metrics().messages_too_large.get(), 3);
+    })
+    .await;
+}

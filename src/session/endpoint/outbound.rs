@@ -250,7 +250,13 @@ impl Endpoint {
                 return;
             };
             let expiry = remaining(&entry.delivery);
-            self.send_publish(core, &entry.delivery, Some(entry.packet_id), true, expiry);
+            if !self.send_publish(core, &entry.delivery, Some(entry.packet_id), true, expiry) {
+                // Too large for the peer now (or no rule sends it out): it
+                // leaves the window rather than hold a place in it forever.
+                let qos = entry.delivery.qos;
+                self.state.complete(entry.packet_id, qos, Phase::Published);
+                self.forget(core, &entry.delivery);
+            }
         }
     }
 
@@ -271,18 +277,20 @@ impl Endpoint {
                 self.state.track(entry);
                 continue;
             }
-            sent += 1;
             match entry.phase {
                 Phase::Published => {
                     let expiry = remaining(&entry.delivery);
                     let packet_id = Some(entry.packet_id);
                     if self.send_publish(core, &entry.delivery, packet_id, true, expiry) {
+                        sent += 1;
                         self.state.track(entry);
                     } else {
+                        // It takes no place in the window.
                         self.forget(core, &entry.delivery);
                     }
                 }
                 Phase::Released => {
+                    sent += 1;
                     self.send(Packet::PubRel(Ack::new(entry.packet_id)));
                     self.state.track(entry);
                 }
