@@ -537,3 +537,57 @@ async fn a_bridge_keeps_reading_while_its_writes_back_up() {
     })
     .await;
 }
+
+// [MQTT-3.2.2-5] (v5.0): the remote answers a reconnect with Session
+// Present 0, so the QoS 2 message it had sent and not released is gone
+// with its session, and it may use the packet id again: a new message
+// under that id is a new message, delivered here, not taken for a resend.
+#[tokio::test]
+async fn a_remote_without_the_session_may_reuse_a_qos2_packet_id() {
+    timed(async {
+        for protocol in ["5.0", "3.1.1"] {
+            let remote = FakeRemote::bind().await;
+            let text = format!(
+                "sys_interval = 0\npersistence = false\n[[bridge]]\nname = \"uplink\"\n\
+                 addresses = [\"{}\"]\nprotocol = \"{protocol}\"\nkeep_alive = 600\n\
+                 reconnect_min_ms = 50\nreconnect_max_ms = 100\n{}",
+                remote.addr,
+                rule("d", "in", 2, "", "")
+            );
+            let local =
+                TestBroker::with_config(Config::from_toml(&text).expect("bridge configuration"))
+                    .await;
+            let (mut far, _) = remote.accept_subscribing().await;
+            let mut near = subscriber(&local, "near", "d").await;
+            let packet_id = 7;
+            for (round, payload) in [b"first", b"again"].into_iter().enumerate() {
+                far.send(&publish_packet(
+                    "d",
+                    payload,
+                    QoS::ExactlyOnce,
+                    false,
+                    Some(packet_id),
+                ))
+                .await;
+                match far.recv().await {
+                    petrel::protocol::Packet::PubRec(ack) => {
+                        assert_eq!(ack.packet_id, id(packet_id))
+                    }
+                    other => panic!("{protocol}: expected PUBREC, got {other:?}"),
+                }
+                assert_eq!(
+                    receive_one(&mut near).await.payload.as_ref(),
+                    payload,
+                    "{protocol}: round {round}"
+                );
+                // The link drops before the PUBREL; the remote comes back
+                // without the session.
+                drop(far);
+                far = remote.accept_subscribing().await.0;
+            }
+            drop((far, near));
+            local.broker.shutdown().await;
+        }
+    })
+    .await;
+}

@@ -112,12 +112,14 @@ impl Connector {
             ProtocolVersion::V3_1_1
         };
         let mut outbox = Outbox::new(connection.version);
-        let window = connect(config, &mut connection, &mut outbox, marked, timeout).await?;
+        let (window, session_present) =
+            connect(config, &mut connection, &mut outbox, marked, timeout).await?;
         let early = subscribe(config, &mut connection, &mut outbox, timeout).await?;
         Ok(Established {
             connection,
             outbox,
             limits: ClientLimits::plain(window),
+            session_present,
             early,
         })
     }
@@ -151,15 +153,16 @@ impl Connector {
 }
 
 /// Sends CONNECT as the bridge's client and waits for a successful
-/// CONNACK; the bridge's window: the remote's Receive Maximum, capped by
-/// `max_inflight`. The remote's Maximum Packet Size goes into `outbox`.
+/// CONNACK; the bridge's window (the remote's Receive Maximum, capped by
+/// `max_inflight`) and whether the remote kept a session for it. The
+/// remote's Maximum Packet Size goes into `outbox`.
 async fn connect(
     config: &BridgeConfig,
     connection: &mut Link,
     outbox: &mut Outbox,
     marked: bool,
     timeout: std::time::Duration,
-) -> Result<u16, Refused> {
+) -> Result<(u16, bool), Refused> {
     let v5 = connection.version.is_v5();
     let connect = Connect {
         protocol: connection.version,
@@ -191,11 +194,12 @@ async fn connect(
     if let Some(maximum) = connack.properties.maximum_packet_size {
         outbox.set_max_packet(maximum.get());
     }
-    Ok(connack
+    let window = connack
         .properties
         .receive_maximum
         .map_or(config.max_inflight, NonZeroU16::get)
-        .min(config.max_inflight))
+        .min(config.max_inflight);
+    Ok((window, connack.session_present))
 }
 
 /// Why a connection attempt failed.
@@ -237,6 +241,8 @@ pub struct Established {
     /// The remote's Receive Maximum (capped by `max_inflight`), as the
     /// bridge's window.
     pub limits: ClientLimits,
+    /// The remote kept the bridge's session (CONNACK Session Present).
+    pub session_present: bool,
     /// Packets that came before the SUBACK (messages the remote kept for
     /// the bridge's session), for the endpoint to handle first.
     pub early: Vec<Packet>,
@@ -299,6 +305,15 @@ async fn subscribe(
                     tracing::warn!(bridge = %config.name, ?code, "bridge: the remote refused a subscription");
                 }
                 return Ok(early);
+            }
+            // Bounded like the bridge's queue: a remote that sends more
+            // before its SUBACK is not served.
+            _ if early.len() >= config.max_queued_messages => {
+                return Err(format!(
+                    "the remote sent more than max_queued_messages ({}) packets before its SUBACK",
+                    config.max_queued_messages
+                )
+                .into())
             }
             other => early.push(other),
         }

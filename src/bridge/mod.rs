@@ -249,8 +249,12 @@ async fn serve_link(
         mut connection,
         outbox,
         limits,
+        session_present,
         early,
     } = established;
+    if !session_present {
+        endpoint.remote_session_lost(&context.core);
+    }
     endpoint.reconnected(outbox, limits, context);
     let now = tokio::time::Instant::now();
     let mut exit = None;

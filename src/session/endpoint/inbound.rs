@@ -77,7 +77,7 @@ impl Endpoint {
 
     /// Ends the outbound flow of `packet_id` if it is a `qos` delivery in
     /// `phase`; the store forgets it.
-    fn complete(&mut self, core: &Core, packet_id: PacketId, qos: QoS, phase: Phase) {
+    pub(super) fn complete(&mut self, core: &Core, packet_id: PacketId, qos: QoS, phase: Phase) {
         let Some(done) = self.state.complete(packet_id, qos, phase) else {
             return;
         };

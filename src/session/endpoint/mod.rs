@@ -33,13 +33,13 @@ use tokio::time::Instant;
 
 use super::alias::TopicAliases;
 use super::exit::Exit;
-use super::state::SessionState;
+use super::state::{Phase, SessionState};
 use super::throttle::Throttle;
 use crate::auth::acl::{Action, Client};
 use crate::auth::{AuthExchange, EnhancedAuth};
 use crate::connection::Outbox;
 use crate::context::{Context, Core};
-use crate::protocol::{LastWill, Packet, TopicName};
+use crate::protocol::{LastWill, Packet, PacketId, QoS, TopicName};
 use crate::router::inbox::{Inbox, InboxReceiver, Interrupt};
 use crate::store::Store;
 use held::Held;
@@ -449,6 +449,32 @@ impl Endpoint {
             client.last_ping = now;
         }
         self.resend_inflight(context);
+    }
+
+    /// A bridge's remote kept no session for it (CONNACK Session Present
+    /// 0): the session state shared with the old one goes [MQTT-3.2.2-5]
+    /// (v5.0). The QoS 2 messages the remote had sent and not released
+    /// are forgotten (it may use their packet ids for new messages), and
+    /// so are the PUBRELs of messages it had received. Messages it had not
+    /// acknowledged stay, to be sent again: nothing acknowledged to a
+    /// publisher here is lost. Call it before [`Endpoint::reconnected`].
+    pub fn remote_session_lost(&mut self, core: &Core) {
+        let store = self.store(core).cloned();
+        for packet_id in std::mem::take(&mut self.state.awaiting_pubrel) {
+            if let (Some(store), Some(packet_id)) = (&store, PacketId::new(packet_id)) {
+                store.pubrel(&self.client_id, packet_id, false);
+            }
+        }
+        let released: Vec<_> = self
+            .state
+            .inflight
+            .iter()
+            .filter(|entry| entry.phase == Phase::Released)
+            .map(|entry| entry.packet_id)
+            .collect();
+        for packet_id in released {
+            self.complete(core, packet_id, QoS::ExactlyOnce, Phase::Released);
+        }
     }
 
     /// Whether packets still wait for the store.
