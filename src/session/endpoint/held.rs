@@ -27,6 +27,16 @@ pub enum HeldPacket {
     Packet(Box<Packet>),
     /// The first sending of the in-flight QoS 2 message with this packet id.
     Publish(PacketId),
+    /// A bridge's resend of everything in flight on its new connection,
+    /// once what the old connection was waiting for is durable.
+    Resend,
+}
+
+impl HeldPacket {
+    /// Whether deliveries wait behind it (a PUBLISH goes first).
+    fn is_publish(&self) -> bool {
+        matches!(self, HeldPacket::Publish(_) | HeldPacket::Resend)
+    }
 }
 
 /// Packets held back, in the order they are to go out, each with the store
@@ -53,7 +63,7 @@ impl Held {
             .is_some_and(|(ticket, _)| *ticket <= durable)
         {
             if let Some((_, packet)) = self.packets.pop_front() {
-                self.publishes -= usize::from(matches!(packet, HeldPacket::Publish(_)));
+                self.publishes -= usize::from(packet.is_publish());
                 ready.push(packet);
             }
         }
@@ -72,7 +82,7 @@ impl Endpoint {
     /// Holds `packet` until the store reaches `ticket`.
     pub(super) fn hold(&mut self, ticket: u64, packet: HeldPacket) {
         let held = self.held.get_or_insert_with(Default::default);
-        held.publishes += usize::from(matches!(packet, HeldPacket::Publish(_)));
+        held.publishes += usize::from(packet.is_publish());
         held.packets.push_back((ticket, packet));
     }
 
@@ -105,6 +115,7 @@ impl Endpoint {
             match packet {
                 HeldPacket::Packet(packet) => self.outbox.send_or_log(*packet),
                 HeldPacket::Publish(packet_id) => self.send_held_publish(context, packet_id),
+                HeldPacket::Resend => self.resend_inflight(context),
             }
         }
     }

@@ -436,11 +436,13 @@ impl Endpoint {
     /// A bridge's new connection to its remote: speaking `outbox` now,
     /// within `limits`; what was held for the old connection is dropped
     /// (the new one resends what is unacknowledged), and so are its
-    /// aliases.
+    /// aliases. The resend waits for what the held packets waited for: a
+    /// QoS 2 PUBLISH whose packet id, or a PUBREL whose release, is not
+    /// durable yet could otherwise reach the remote twice after a crash.
     pub fn reconnected(&mut self, outbox: Outbox, limits: ClientLimits, context: &Context) {
         self.outbox = outbox;
         self.limits = limits;
-        self.held = None;
+        let waiting = self.held.take().and_then(|held| held.last_ticket());
         self.aliases = None;
         self.congestion = None;
         let now = Instant::now();
@@ -448,7 +450,15 @@ impl Endpoint {
         if let Role::Client(client) = &mut self.role {
             client.last_ping = now;
         }
-        self.resend_inflight(context);
+        let durable = context
+            .core
+            .store
+            .as_ref()
+            .map_or(u64::MAX, |s| s.durable());
+        match waiting.filter(|ticket| *ticket > durable) {
+            Some(ticket) => self.hold(ticket, held::HeldPacket::Resend),
+            None => self.resend_inflight(context),
+        }
     }
 
     /// A bridge's remote kept no session for it (CONNACK Session Present

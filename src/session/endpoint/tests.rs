@@ -349,6 +349,17 @@ fn packets_of_the_other_side_end_the_connection() {
         properties: Default::default(),
     });
     assert!(server.handle(&context, suback, Instant::now()).is_err());
+    let mut bridge = bridge(&context);
+    assert!(bridge
+        .handle(&context, subscribe("t", QoS::AtMostOnce), Instant::now())
+        .is_err());
+    assert!(bridge
+        .handle(&context, Packet::PingResp, Instant::now())
+        .is_ok());
+}
+
+/// A bridge's endpoint, forwarding every topic unchanged.
+fn bridge(context: &Context) -> Endpoint {
     let rules: Arc<dyn super::TopicMap> = Arc::new(SameTopics);
     let inbox = Inbox::new(
         Arc::from("$bridge/b"),
@@ -362,12 +373,72 @@ fn packets_of_the_other_side_end_the_connection() {
         inbox,
         role,
     );
-    assert!(bridge
-        .handle(&context, subscribe("t", QoS::AtMostOnce), Instant::now())
-        .is_err());
-    assert!(bridge
-        .handle(&context, Packet::PingResp, Instant::now())
-        .is_ok());
+    bridge.limits = ClientLimits::plain(10);
+    bridge
+}
+
+// A bridge's new connection resends what its remote had not acknowledged,
+// but not before the store has what the old connection's held packets
+// waited for: a QoS 2 PUBLISH whose packet id (or a PUBREL whose release)
+// is not durable could otherwise reach the remote twice after a crash.
+#[test]
+fn a_bridge_resends_once_the_store_has_what_was_held() {
+    let dir = std::env::temp_dir().join(format!("petrel-endpoint-resend-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let context = context_with(Config {
+        persistence: true,
+        data_dir: dir.clone(),
+        durability: Durability::Sync,
+        ..Config::default()
+    });
+    let mut bridge = bridge(&context);
+    context.core.router.subscribe(
+        "t",
+        crate::router::Subscriber {
+            inbox: Arc::clone(&bridge.inbox),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+            identifier: None,
+            shared: None,
+        },
+    );
+    let mut publisher = client(&context, "publisher", ProtocolVersion::V5);
+    handle(
+        &context,
+        &mut publisher,
+        publish("t", QoS::AtLeastOnce, Some(1), Default::default()),
+    );
+    poll(&context, &mut bridge);
+    assert!(matches!(sent(&mut bridge).as_slice(), [Packet::Publish(p)] if !p.dup));
+    for (ticket, resent_at_once) in [(u64::MAX, false), (0, true)] {
+        // Something held for a store change not durable yet (never, here),
+        // or for one that is.
+        bridge.hold(
+            ticket,
+            super::held::HeldPacket::Packet(Box::new(Packet::PingReq)),
+        );
+        bridge.reconnected(
+            Outbox::new(ProtocolVersion::V5),
+            ClientLimits::plain(10),
+            &context,
+        );
+        let resent = sent(&mut bridge);
+        if resent_at_once {
+            assert!(
+                matches!(resent.as_slice(), [Packet::Publish(p)] if p.dup),
+                "{resent:?}"
+            );
+        } else {
+            assert!(resent.is_empty(), "resent before the store: {resent:?}");
+            assert!(bridge.holds_packets());
+        }
+    }
+    if let Some(store) = context.core.store.as_ref() {
+        store.close();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Topic rules that forward every topic unchanged.
