@@ -627,3 +627,46 @@ async fn a_store_written_in_format_1_still_loads() {
     })
     .await;
 }
+
+// A persistent session that goes away while its new subscription's
+// retained messages are still being sent (its window holds them to one at
+// a time) gets the rest after a restart: they were queued, and the store
+// kept them with the queue.
+#[tokio::test]
+async fn retained_messages_not_yet_sent_survive_a_restart() {
+    timed(async {
+        let dir = DataDir::new("backlog");
+        let broker = TestBroker::with_config(petrel::Config {
+            max_inflight: 1,
+            ..dir.config()
+        })
+        .await;
+        let mut publisher = RawClient::connect(broker.addr, "publisher").await;
+        for index in 0..100u16 {
+            let topic = format!("state/{index:03}");
+            publisher
+                .publish(&topic, b"on", QoS::AtLeastOnce, true, index + 1)
+                .await;
+        }
+        publisher.disconnect().await;
+        let (mut subscriber, _) = persistent(broker.addr, "dashboard").await;
+        subscriber
+            .subscribe(1, &[("state/#", QoS::AtLeastOnce)])
+            .await;
+        let first = subscriber.recv_publish().await;
+        assert_eq!(first.topic.as_str(), "state/000");
+        subscriber.disconnect().await;
+        let broker = restart(broker, &dir).await;
+        let (mut subscriber, present) = persistent(broker.addr, "dashboard").await;
+        assert!(present);
+        let mut topics = std::collections::BTreeSet::new();
+        while topics.len() < 100 {
+            let publish = subscriber.recv_publish().await;
+            subscriber.answer(&publish).await;
+            topics.insert(publish.topic.as_str().to_owned());
+        }
+        drop(subscriber);
+        broker.broker.shutdown().await;
+    })
+    .await;
+}

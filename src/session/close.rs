@@ -125,12 +125,18 @@ fn will(
 /// Parks the session for its next connection, with its delayed will, and
 /// tells the store; a session with no expiry is discarded instead. Used
 /// by client sessions and by bridges as the broker stops.
-pub fn park(core: &Core, endpoint: Endpoint, lease: Lease, will: Option<(Box<LastWill>, Instant)>) {
+pub fn park(
+    core: &Core,
+    mut endpoint: Endpoint,
+    lease: Lease,
+    will: Option<(Box<LastWill>, Instant)>,
+) {
     let now = Instant::now();
     let expires_at = (endpoint.session_expiry != u32::MAX)
         .then(|| now + Duration::from_secs(u64::from(endpoint.session_expiry)));
     let store = endpoint.store(core).cloned();
     if let Some(store) = store.as_ref().filter(|_| endpoint.session_expiry > 0) {
+        endpoint.queue_backlog(core);
         endpoint.record_inflight(store);
         let stored_will = will.as_ref().map(|(will, at)| {
             let wait = at.saturating_duration_since(now);

@@ -42,6 +42,33 @@ impl Endpoint {
         }
     }
 
+    /// As a session the store keeps is parked: the retained messages its
+    /// new subscriptions still have to be sent join the front of its
+    /// pending deliveries (they are older than any live one there), as
+    /// many as `max_queued_messages` leaves room for, so that the store
+    /// keeps them with the queue across a restart; the rest stay for the
+    /// next connection in memory.
+    pub fn queue_backlog(&mut self, core: &Core) {
+        let Some(backlogs) = self.state.retained.as_mut() else {
+            return;
+        };
+        let queued = self.state.pending.len() + self.receiver.len();
+        let room = core.config.max_queued_messages.saturating_sub(queued);
+        let mut taken = Vec::new();
+        while taken.len() < room {
+            match backlogs.next(&core.router) {
+                Some(retained) => taken.push(retained),
+                None => {
+                    self.state.retained = None;
+                    break;
+                }
+            }
+        }
+        for retained in taken.into_iter().rev() {
+            self.state.pending.push_front(retained);
+        }
+    }
+
     /// The next delivery to send: live messages (from the inbox) and the
     /// retained messages of new subscriptions take turns; the retained ones
     /// wait while a packet is held (the SUBACK goes first).
