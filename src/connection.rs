@@ -17,7 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use crate::metrics::Metrics;
-use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion, PublishRef};
+use crate::protocol::{
+    self, DecodeError, EncodeError, Packet, PacketType, ProtocolVersion, PublishRef,
+};
 
 /// Smallest read: what an idle connection's pending read holds.
 const MIN_READ_CHUNK: usize = 128;
@@ -37,6 +39,20 @@ pub const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 pub const LINGER_BYTES: usize = 256 * 1024;
 /// The scratch buffer a closing connection discards its input through.
 const LINGER_CHUNK: usize = 2048;
+
+/// What [`Connection::read_packet`] got.
+pub enum Incoming {
+    /// A whole packet.
+    Packet(Packet),
+    /// The first byte of a packet of another type than the one asked for.
+    Other(u8),
+    /// The peer closed the connection.
+    Closed,
+    /// The stream failed.
+    Io(io::Error),
+    /// The bytes are not a packet.
+    Malformed(DecodeError),
+}
 
 /// What [`Connection::ready`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,6 +364,30 @@ where
         loop {
             if let IoEvent::Read(n) = self.ready(true, outbox).await? {
                 return Ok(n);
+            }
+        }
+    }
+
+    /// The next whole packet, reading as needed (and writing `outbox`
+    /// meanwhile). With `only`, a packet of another type is refused from
+    /// its first byte, without waiting for the rest of it [MQTT-3.1.0-1]
+    /// (v3.1.1).
+    pub async fn read_packet(&mut self, outbox: &mut Outbox, only: Option<PacketType>) -> Incoming {
+        loop {
+            if let (Some(packet_type), Some(only)) = (self.next_packet_type(), only) {
+                if packet_type != only as u8 {
+                    return Incoming::Other(packet_type);
+                }
+            }
+            match self.next_packet() {
+                Ok(Some(packet)) => return Incoming::Packet(packet),
+                Ok(None) => {}
+                Err(error) => return Incoming::Malformed(error),
+            }
+            match self.read_more(outbox).await {
+                Ok(0) => return Incoming::Closed,
+                Ok(_) => {}
+                Err(error) => return Incoming::Io(error),
             }
         }
     }

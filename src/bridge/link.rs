@@ -16,7 +16,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
 use crate::config::{BridgeConfig, BridgeProtocol};
-use crate::connection::{Connection, Outbox};
+use crate::connection::{Connection, Incoming, Outbox};
 use crate::context::Core;
 use crate::protocol::{
     Connect, ConnectProperties, Packet, PacketId, ProtocolVersion, ReasonCode, RetainHandling,
@@ -322,18 +322,10 @@ async fn subscribe(
 
 /// Reads the next packet, writing `outbox` meanwhile.
 async fn next_packet(connection: &mut Link, outbox: &mut Outbox) -> Result<Packet, String> {
-    loop {
-        if let Some(packet) = connection.next_packet().map_err(|e| e.to_string())? {
-            return Ok(packet);
-        }
-        connection.flush(outbox).await.map_err(|e| e.to_string())?;
-        if connection
-            .read_more(outbox)
-            .await
-            .map_err(|e| e.to_string())?
-            == 0
-        {
-            return Err("the remote closed the connection".to_owned());
-        }
+    match connection.read_packet(outbox, None).await {
+        Incoming::Packet(packet) => Ok(packet),
+        Incoming::Other(_) | Incoming::Closed => Err("the remote closed the connection".to_owned()),
+        Incoming::Io(error) => Err(error.to_string()),
+        Incoming::Malformed(error) => Err(error.to_string()),
     }
 }

@@ -71,7 +71,9 @@ impl Endpoint {
 
     /// The next delivery to send: live messages (from the inbox) and the
     /// retained messages of new subscriptions take turns; the retained ones
-    /// wait while a packet is held (the SUBACK goes first).
+    /// wait while a packet is held (the SUBACK goes first), except one
+    /// that must go just ahead of a live message on its topic (live
+    /// messages may go before the SUBACK, as section 3.8.4 allows).
     fn next_delivery(&mut self, core: &Core) -> Option<Delivery> {
         let state = &mut self.state;
         if state.pending.is_empty() {

@@ -7,8 +7,8 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::decide::{Login, Refusal};
-use super::{read_packet, FirstPacket};
 use crate::auth::AuthStep;
+use crate::connection::Incoming;
 use crate::connection::{Connection, Outbox};
 use crate::context::Context;
 use crate::protocol::{Auth, AuthProperties, Connect, Packet, ReasonCode};
@@ -120,9 +120,9 @@ where
             },
         }));
         let timeout = context.core.config.connect_timeout();
-        let next = tokio::time::timeout(timeout, read_packet(connection, outbox, None)).await;
+        let next = tokio::time::timeout(timeout, connection.read_packet(outbox, None)).await;
         data = match next {
-            Ok(FirstPacket::Packet(Packet::Auth(auth)))
+            Ok(Incoming::Packet(Packet::Auth(auth)))
                 if auth.reason_code == ReasonCode::ContinueAuthentication
                     && auth.properties.authentication_method.as_deref() == Some(name) =>
             {
@@ -130,7 +130,7 @@ where
             }
             // [MQTT-3.1.2-30] (v5.0): only AUTH (or DISCONNECT) until
             // CONNACK, with the same method.
-            Ok(FirstPacket::Packet(_) | FirstPacket::Malformed(_)) => {
+            Ok(Incoming::Packet(_) | Incoming::Malformed(_)) => {
                 return Err(Refusal::with(
                     ReasonCode::ProtocolError,
                     "not an AUTH continuing the exchange; refusing",

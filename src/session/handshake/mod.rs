@@ -9,7 +9,6 @@
 pub mod decide;
 mod login;
 
-use std::io;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,7 +17,7 @@ use super::endpoint::{AuthState, Endpoint, Role, ServerSide};
 use super::manager::Lease;
 use super::state::SessionState;
 use super::{Origin, Session};
-use crate::connection::{Connection, Outbox};
+use crate::connection::{Connection, Incoming, Outbox};
 use crate::context::Context;
 use crate::protocol::{ConnAck, Connect, DecodeError, Packet, PacketType, ReasonCode};
 use crate::router::inbox::Inbox;
@@ -29,15 +28,6 @@ pub use login::LOGIN_FAILURE_MEMORY;
 /// A connection the handshake gives back: refused (the CONNACK saying why
 /// is in its outbox) or ended, for the caller to close.
 pub type Refused<R, W> = (Connection<R, W>, Outbox);
-
-pub(super) enum FirstPacket {
-    Packet(Packet),
-    /// The first byte already says it is not a CONNECT.
-    NotConnect(u8),
-    Closed,
-    Io(io::Error),
-    Malformed(DecodeError),
-}
 
 /// Runs the handshake: the session, connected, or the connection back.
 pub async fn accept<R, W>(
@@ -129,13 +119,13 @@ where
 {
     let core = &context.core;
     let token = core.tasks.token().clone();
-    let read = read_packet(connection, outbox, Some(PacketType::Connect));
+    let read = connection.read_packet(outbox, Some(PacketType::Connect));
     let first = tokio::select! {
         _ = token.cancelled() => return None,
         first = tokio::time::timeout(core.config.connect_timeout(), read) => first,
     };
     match first {
-        Ok(FirstPacket::Packet(Packet::Connect(connect))) => Some(connect),
+        Ok(Incoming::Packet(Packet::Connect(connect))) => Some(connect),
         Err(_elapsed) => {
             core.metrics.connect_timeouts.increment();
             tracing::info!(
@@ -144,15 +134,15 @@ where
             );
             None
         }
-        Ok(FirstPacket::Closed) => {
+        Ok(Incoming::Closed) => {
             tracing::debug!("closed before CONNECT");
             None
         }
-        Ok(FirstPacket::Io(error)) => {
+        Ok(Incoming::Io(error)) => {
             tracing::debug!(%error, "read error before CONNECT");
             None
         }
-        Ok(FirstPacket::Malformed(error)) => {
+        Ok(Incoming::Malformed(error)) => {
             core.metrics.protocol_errors.increment();
             tracing::warn!(%error, "malformed CONNECT; closing");
             if matches!(
@@ -167,7 +157,7 @@ where
             }
             None
         }
-        Ok(FirstPacket::NotConnect(packet_type)) => {
+        Ok(Incoming::Other(packet_type)) => {
             core.metrics.protocol_errors.increment();
             tracing::warn!(
                 packet_type,
@@ -176,41 +166,10 @@ where
             None
         }
         // Unreachable in practice: the type was checked on the first byte.
-        Ok(FirstPacket::Packet(other)) => {
+        Ok(Incoming::Packet(other)) => {
             core.metrics.protocol_errors.increment();
             tracing::warn!(packet = ?other.packet_type(), "[MQTT-3.1.0-1] first packet is not CONNECT; closing");
             None
-        }
-    }
-}
-
-/// The next whole packet, reading as needed (and writing `outbox`). With
-/// `only`, a packet of another type is refused from its first byte,
-/// without waiting for the rest of it [MQTT-3.1.0-1] (v3.1.1).
-pub(super) async fn read_packet<R, W>(
-    connection: &mut Connection<R, W>,
-    outbox: &mut Outbox,
-    only: Option<PacketType>,
-) -> FirstPacket
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    loop {
-        if let (Some(packet_type), Some(only)) = (connection.next_packet_type(), only) {
-            if packet_type != only as u8 {
-                return FirstPacket::NotConnect(packet_type);
-            }
-        }
-        match connection.next_packet() {
-            Ok(Some(packet)) => return FirstPacket::Packet(packet),
-            Ok(None) => {}
-            Err(error) => return FirstPacket::Malformed(error),
-        }
-        match connection.read_more(outbox).await {
-            Ok(0) => return FirstPacket::Closed,
-            Ok(_) => {}
-            Err(error) => return FirstPacket::Io(error),
         }
     }
 }
