@@ -54,7 +54,16 @@
 //!   the bytes straight from it.
 //! - The retained messages a new subscription matches are a cursor over
 //!   the (topic-ordered) retained store, streamed as the client takes them
-//!   ([`session::retained`]), not a burst into its bounded inbox.
+//!   ([`session::retained`]), not a burst into its bounded inbox. The
+//!   cursor stops at the message ids made once the subscription was in the
+//!   router (those arrive live), and a persistent session that goes
+//!   offline turns what is left into queue entries the store keeps.
+//!
+//! Where a client connection and a bridge differ in the driver, it is for
+//! a reason that holds of brokers only: a client that reads slowly has its
+//! input wait while its writes back up, but a bridge keeps reading its
+//! remote, because the remote may make the same choice and two brokers
+//! waiting for each other to read never move again.
 //!
 //! With `persistence` on, one OS thread runs beside the runtime: the
 //! [`store`]'s writer, which owns the embedded database, so blocking disk
