@@ -123,6 +123,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod shutdown;
 pub mod store;

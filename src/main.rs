@@ -299,10 +299,17 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "petrel started");
-    signals.wait_for_shutdown(&broker).await;
+    let notifier = petrel::service::Notifier::from_env();
+    notifier.ready(broker.metrics());
+    let watchdog = notifier.spawn_watchdog(std::sync::Arc::clone(broker.metrics()));
+    signals.wait_for_shutdown(&broker, &notifier).await;
     tracing::info!("shutting down");
+    notifier.stopping();
     if !broker.shutdown().await {
         tracing::warn!("some connections did not close within shutdown_timeout");
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     ExitCode::SUCCESS
 }
@@ -339,7 +346,7 @@ impl Signals {
 
     /// Waits for SIGINT or SIGTERM, reloading on SIGHUP meanwhile.
     #[cfg(unix)]
-    async fn wait_for_shutdown(self, broker: &Broker) {
+    async fn wait_for_shutdown(self, broker: &Broker, notifier: &petrel::service::Notifier) {
         let Some([mut interrupt, mut terminate, mut hangup]) = self.streams else {
             return std::future::pending().await;
         };
@@ -348,6 +355,7 @@ impl Signals {
                 _ = interrupt.recv() => return,
                 _ = terminate.recv() => return,
                 _ = hangup.recv() => {
+                    notifier.reloading();
                     let errors = broker.reload();
                     if errors.is_empty() {
                         tracing::info!("SIGHUP: certificates, password file and ACL reloaded");
@@ -355,13 +363,14 @@ impl Signals {
                     for error in errors {
                         tracing::error!(%error, "SIGHUP: not reloaded; the one in force stays");
                     }
+                    notifier.ready(broker.metrics());
                 }
             }
         }
     }
 
     #[cfg(not(unix))]
-    async fn wait_for_shutdown(self, _broker: &Broker) {
+    async fn wait_for_shutdown(self, _broker: &Broker, _notifier: &petrel::service::Notifier) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,0 +1,181 @@
+//! The broker as a systemd service, without systemd: the test plays the
+//! service manager's notify socket (a unix datagram socket named by
+//! `NOTIFY_SOCKET`) and checks what the release-built binary tells it:
+//! READY=1 once the port accepts, WATCHDOG=1 pings at half `WATCHDOG_USEC`,
+//! RELOADING=1 then READY=1 around a SIGHUP, STOPPING=1 on SIGTERM.
+
+mod common;
+
+use std::io::BufReader;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// The binary under test: `PETREL_BIN` (CI gives the release build), or
+/// the one cargo built for the tests.
+fn petrel() -> std::path::PathBuf {
+    std::env::var_os("PETREL_BIN").map_or_else(|| env!("CARGO_BIN_EXE_petrel").into(), Into::into)
+}
+
+/// The next datagram on the notify socket, as text.
+async fn next_message(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(RECV_TIMEOUT, socket.recv(&mut buf))
+        .await
+        .expect("a notification in time")
+        .expect("recv");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Reads notifications until one has the line `line`; returns it and the
+/// ones before it.
+async fn until(socket: &tokio::net::UnixDatagram, line: &str) -> (String, Vec<String>) {
+    let mut before = Vec::new();
+    loop {
+        let message = next_message(socket).await;
+        if message.lines().any(|l| l == line) {
+            return (message, before);
+        }
+        before.push(message);
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn the_notify_protocol_from_start_to_stop() {
+    timed(async {
+        let dir = std::env::temp_dir().join(format!("petrel-notify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let socket_path = dir.join("notify.sock");
+        let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+        let mut child = Command::new(petrel())
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "200000")
+            .env_remove("WATCHDOG_PID")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("petrel starts");
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("stdout");
+        let port = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            let port = listening_port(&mut reader);
+            // Keep draining the log so the broker never blocks on a pipe.
+            std::thread::spawn(move || for _ in std::io::BufRead::lines(reader) {});
+            port
+        });
+        let (ready, before) = until(&socket, "READY=1").await;
+        assert!(before.is_empty(), "before READY: {before:?}");
+        assert!(ready.contains("STATUS=0 clients connected"), "{ready}");
+        // READY comes once the listener is bound: the port accepts now.
+        let port = port.await.expect("the log names the port");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut client = RawClient::connect(addr, "watcher").await;
+        assert!(client.ping_barrier().await.is_empty());
+        // Pings keep coming, at 100 ms, with the client count.
+        let mut pings = 0;
+        while pings < 3 {
+            let message = next_message(&socket).await;
+            if message.lines().any(|line| line == "WATCHDOG=1") {
+                pings += 1;
+                assert!(message.contains("STATUS="), "{message}");
+            }
+        }
+        let (ping, _) = until(&socket, "WATCHDOG=1").await;
+        assert!(ping.contains("STATUS=1 clients connected"), "{ping}");
+        // SIGHUP: RELOADING=1 (with the monotonic clock), then READY=1.
+        signal(pid, "HUP");
+        let (reloading, _) = until(&socket, "RELOADING=1").await;
+        assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+        until(&socket, "READY=1").await;
+        // The client was never disturbed.
+        assert!(client.ping_barrier().await.is_empty());
+        // SIGTERM: STOPPING=1, then a clean exit.
+        signal(pid, "TERM");
+        until(&socket, "STOPPING=1").await;
+        client.expect_closed().await;
+        let exit = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    return Some(status);
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .expect("join");
+        assert!(exit.expect("petrel exits after SIGTERM").success());
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+// The shipped unit file (dist/systemd/petrel.service) passes
+// `systemd-analyze verify`, pointed at the binary under test, and says
+// what the broker's notify protocol needs.
+#[test]
+fn the_unit_file_verifies() {
+    let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/systemd/petrel.service");
+    let text = std::fs::read_to_string(&unit).expect("the unit file");
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "StateDirectory=petrel",
+        "ConfigurationDirectory=petrel",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(text.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipped: systemd-analyze is not installed (apt-get install systemd)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("petrel-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let copy = dir.join("petrel.service");
+    let binary = petrel();
+    let binary = binary.canonicalize().unwrap_or(binary);
+    std::fs::write(
+        &copy,
+        text.replace("/usr/bin/petrel", &binary.to_string_lossy()),
+    )
+    .expect("write the copy");
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "systemd-analyze verify: {stderr}");
+    assert!(
+        !stderr.contains("petrel.service"),
+        "systemd-analyze verify warns: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
