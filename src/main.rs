@@ -225,6 +225,12 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
         Some(path) => Config::load(path).map_err(|error| format!("{}: {error}", path.display()))?,
         None => Config::default(),
     };
+    // systemd's StateDirectory= (the first, if it names several).
+    let state_directory = std::env::var_os("STATE_DIRECTORY").and_then(|dirs| {
+        let dirs = dirs.to_string_lossy().into_owned();
+        dirs.split(':').next().map(PathBuf::from)
+    });
+    config.locate_data_dir(cli.config.as_deref(), state_directory);
     if let Some(dir) = &cli.data_dir {
         config.data_dir = dir.clone();
     }

@@ -59,9 +59,9 @@ async fn the_notify_protocol_from_start_to_stop() {
         let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind the notify socket");
         let mut child = Command::new(petrel())
             .args(["--listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
             .env("RUST_LOG", "info")
+            // systemd's StateDirectory=: the default data_dir goes there.
+            .env("STATE_DIRECTORY", dir.join("state"))
             .env("NOTIFY_SOCKET", &socket_path)
             .env("WATCHDOG_USEC", "200000")
             .env_remove("WATCHDOG_PID")
@@ -124,6 +124,10 @@ async fn the_notify_protocol_from_start_to_stop() {
         .await
         .expect("join");
         assert!(exit.expect("petrel exits after SIGTERM").success());
+        assert!(
+            dir.join("state/petrel.redb").is_file(),
+            "the store is in STATE_DIRECTORY"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;

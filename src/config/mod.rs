@@ -4,7 +4,7 @@
 
 use error::{key_on_line, line_of_key};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -303,6 +303,32 @@ impl Config {
             message: format!("cannot read {}: {error}", path.display()),
         })?;
         Config::from_toml(&text)
+    }
+
+    /// Where the store goes, once it is known where the configuration came
+    /// from: an absolute `data_dir` as given; the default one, under a
+    /// service manager that made the service a state directory
+    /// (`state_directory`: systemd's `$STATE_DIRECTORY`), that directory;
+    /// any other relative one against the configuration file's directory
+    /// (`file`), or the working directory when there is no file.
+    pub fn locate_data_dir(&mut self, file: Option<&Path>, state_directory: Option<PathBuf>) {
+        if self.data_dir.is_absolute() {
+            return;
+        }
+        let state_directory = state_directory.filter(|dir| !dir.as_os_str().is_empty());
+        if let (true, Some(state)) = (
+            self.data_dir == Path::new(DEFAULT_DATA_DIR),
+            state_directory,
+        ) {
+            self.data_dir = state;
+            return;
+        }
+        let base = file
+            .and_then(Path::parent)
+            .filter(|dir| !dir.as_os_str().is_empty());
+        if let Some(base) = base {
+            self.data_dir = base.join(&self.data_dir);
+        }
     }
 
     /// Checks the values serde accepted but Petrel cannot run with.

@@ -63,3 +63,53 @@ fn non_loopback_listener_needs_an_explicit_choice() {
     assert_eq!(config.listener_addresses()[0].port(), 1883);
     assert!(Config::from_toml(&format!("allow_anonymous = false\n{text}")).is_ok());
 }
+
+// Where the store goes: an absolute data_dir as given; the default under
+// systemd's StateDirectory= there; any other relative one next to the
+// configuration file; without a file, the working directory.
+#[test]
+fn data_dir_is_located_from_the_configuration_file() {
+    use std::path::{Path, PathBuf};
+    let file = Path::new("/etc/petrel/petrel.toml");
+    let state = || Some(PathBuf::from("/var/lib/petrel"));
+    let located = |data_dir: &str, file: Option<&Path>, state: Option<PathBuf>| {
+        let mut config = Config {
+            data_dir: PathBuf::from(data_dir),
+            ..Config::default()
+        };
+        config.locate_data_dir(file, state);
+        config.data_dir
+    };
+    assert_eq!(
+        located("/srv/mqtt", Some(file), state()),
+        Path::new("/srv/mqtt")
+    );
+    assert_eq!(
+        located(DEFAULT_DATA_DIR, Some(file), state()),
+        Path::new("/var/lib/petrel")
+    );
+    assert_eq!(
+        located(DEFAULT_DATA_DIR, None, state()),
+        Path::new("/var/lib/petrel")
+    );
+    assert_eq!(
+        located("store", Some(file), state()),
+        Path::new("/etc/petrel/store")
+    );
+    assert_eq!(
+        located(DEFAULT_DATA_DIR, Some(file), None),
+        Path::new("/etc/petrel/./data")
+    );
+    assert_eq!(
+        located(DEFAULT_DATA_DIR, None, None),
+        Path::new(DEFAULT_DATA_DIR)
+    );
+    assert_eq!(
+        located("store", Some(Path::new("petrel.toml")), None),
+        Path::new("store")
+    );
+    assert_eq!(
+        located(DEFAULT_DATA_DIR, None, Some(PathBuf::new())),
+        Path::new(DEFAULT_DATA_DIR)
+    );
+}
