@@ -148,6 +148,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config, cli.verbose);
+    petrel::service::raise_open_files(config.max_connections);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

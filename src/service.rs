@@ -6,6 +6,9 @@
 //! the broker's runtime: a runtime that stops polling its tasks stops the
 //! pings, and systemd restarts the service. Without `NOTIFY_SOCKET` in the
 //! environment nothing is sent and no task runs.
+//!
+//! Also here, as a service starts: the open-file limit raised to what
+//! `max_connections` needs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,4 +86,35 @@ impl Notifier {
 fn status(metrics: &Metrics) -> String {
     let clients = metrics.clients_connected.get();
     format!("{clients} clients connected")
+}
+
+/// Descriptors the broker needs beside one per connection: listeners, the
+/// store, the runtime's own.
+pub const SPARE_DESCRIPTORS: u64 = 64;
+
+/// Raises the open-file soft limit towards the hard limit (one descriptor
+/// per connection), and warns, naming both limits, when `max_connections`
+/// still cannot be reached. Returns the soft and hard limits in force.
+pub fn raise_open_files(max_connections: usize) -> Option<(u64, u64)> {
+    let wanted = (max_connections as u64).saturating_add(SPARE_DESCRIPTORS);
+    let (soft, hard) = match rlimit::increase_nofile_limit(u64::MAX)
+        .and_then(|_| rlimit::Resource::NOFILE.get())
+    {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-file limit");
+            return None;
+        }
+    };
+    if soft < wanted {
+        tracing::warn!(
+            soft_limit = soft,
+            hard_limit = hard,
+            max_connections,
+            "the open-file limit (soft {soft}, hard {hard}) is below what max_connections = \
+             {max_connections} needs ({wanted}): connections past it are refused by the system; \
+             raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn)"
+        );
+    }
+    Some((soft, hard))
 }

@@ -183,3 +183,59 @@ fn the_unit_file_verifies() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// At start-up the broker raises its open-file soft limit to the hard
+// limit, and warns, naming both, when max_connections (100,000 by default)
+// is still out of reach: started with soft 256 and hard 512, it runs with
+// 512 and says so.
+#[tokio::test]
+async fn the_open_file_limit_is_raised_and_a_shortfall_named() {
+    timed(async {
+        let dir = std::env::temp_dir().join(format!("petrel-nofile-{}", std::process::id()));
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"ulimit -Sn 256 && ulimit -Hn 512 && exec "$0" "$@""#)
+            .arg(petrel())
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("petrel starts");
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("stdout");
+        let warning = tokio::task::spawn_blocking(move || {
+            let mut warning = None;
+            for line in std::io::BufRead::lines(BufReader::new(stdout)) {
+                let line = line.expect("log line");
+                if line.contains("open-file limit") {
+                    warning = Some(line);
+                } else if line.contains("listening") {
+                    break;
+                }
+            }
+            warning
+        })
+        .await
+        .expect("join");
+        let warning = warning.expect("a warning about the open-file limit");
+        assert!(warning.contains("soft 512, hard 512"), "{warning}");
+        assert!(warning.contains("max_connections = 100000"), "{warning}");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let open_files = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .expect("the open files line");
+        assert_eq!(
+            open_files.split_whitespace().collect::<Vec<_>>()[3..5],
+            ["512", "512"],
+            "{open_files}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
