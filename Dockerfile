@@ -11,10 +11,12 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/petrel \
     && mkdir -p /etc/petrel /var/lib/petrel \
     && chown petrel:petrel /var/lib/petrel
 COPY --from=build /src/target/release/petrel /usr/local/bin/petrel
-COPY config/petrel.toml /etc/petrel/petrel.toml
+# Listens on 0.0.0.0:1883 and [::]:1883, anonymous clients allowed:
+# see the file, and mount your own over it to change that.
+COPY config/container.toml /etc/petrel/petrel.toml
 USER petrel
 WORKDIR /var/lib/petrel
 VOLUME ["/var/lib/petrel"]
-EXPOSE 1883 8883
+EXPOSE 1883
 ENTRYPOINT ["/usr/local/bin/petrel"]
-CMD ["--config", "/etc/petrel/petrel.toml", "--data-dir", "/var/lib/petrel"]
+CMD ["--config", "/etc/petrel/petrel.toml"]

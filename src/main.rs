@@ -273,9 +273,10 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
     // one is enough: a host or container without IPv6 still gets 127.0.0.1.
     let defaults = config.listeners.is_empty();
     let mut listeners = Vec::new();
-    for (listener, tls) in config.listeners().into_iter().zip(tls) {
+    let configured = config.listeners();
+    for (listener, tls) in configured.iter().zip(tls) {
         let address = listener.bind;
-        match tokio::net::TcpListener::bind(address).await {
+        match petrel::server::bind(listener, &configured) {
             Ok(tcp) => listeners.push(Listener {
                 tcp,
                 tls,
@@ -283,10 +284,10 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
                     path: ws.path.clone(),
                 }),
                 proxy_protocol: listener.proxy_protocol,
-                allow_anonymous: Some(config.anonymous_allowed(&listener)),
+                allow_anonymous: Some(config.anonymous_allowed(listener)),
             }),
-            Err(error) if defaults => {
-                tracing::warn!(%address, %error, "cannot listen on this default address; skipping it");
+            Err(error) if defaults || listener.optional => {
+                tracing::warn!(%address, %error, "cannot listen on this address; skipping it (optional)");
             }
             Err(error) => {
                 tracing::error!(%address, %error, "cannot listen");

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
+use crate::config::ListenerConfig;
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::session::{self, Origin};
@@ -116,6 +117,30 @@ pub async fn accept_loop(context: Arc<Context>, admission: Arc<Admission>, liste
             ));
         }
     }
+}
+
+/// Opens a listening TCP socket on `listener`'s address. An IPv6 one is
+/// IPv6 only when another of `all` takes an IPv4 address on the same port
+/// (`0.0.0.0:1883` beside `[::]:1883`): otherwise the two would collide,
+/// as Linux lets an IPv6 socket take IPv4 connections too.
+pub fn bind(listener: &ListenerConfig, all: &[ListenerConfig]) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let address = listener.bind;
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    // As tokio's own bind: a restarted broker binds its port at once.
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        let beside_ipv4 = all
+            .iter()
+            .any(|other| other.bind.is_ipv4() && other.bind.port() == address.port());
+        if beside_ipv4 {
+            socket.set_only_v6(true)?;
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// What a listener does before MQTT: a PROXY header, TLS, WebSocket.

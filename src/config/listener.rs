@@ -30,6 +30,11 @@ pub struct ListenerConfig {
     /// load balancer. A connection without one is closed.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Whether the broker starts without this listener when its address
+    /// cannot be bound (logged), as for `[::]:1883` on a host or container
+    /// without IPv6; otherwise that stops start-up.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// A listener's WebSocket settings.
@@ -54,6 +59,7 @@ impl ListenerConfig {
             tls: None,
             websocket: None,
             proxy_protocol: false,
+            optional: false,
         }
     }
 }
