@@ -297,3 +297,22 @@ async fn sighup_reloads_the_password_file() {
     })
     .await;
 }
+
+// The configurations that ship (the package's /etc/petrel/petrel.toml and
+// the container image's) pass check-config.
+#[test]
+fn shipped_configurations_pass_check_config() {
+    for file in ["dist/debian/petrel.toml", "config/container.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let output = Command::new(PETREL)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
