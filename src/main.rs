@@ -258,10 +258,20 @@ fn init_logging(config: &Config, verbose: u8) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        petrel::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        // The journal stamps every line itself.
+        petrel::config::LogFormat::Text if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            builder.with_ansi(false).without_time().init()
+        }
+        petrel::config::LogFormat::Text => builder.with_ansi(ansi).init(),
+    }
 }
 
 async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {

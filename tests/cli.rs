@@ -316,3 +316,110 @@ fn shipped_configurations_pass_check_config() {
         );
     }
 }
+
+/// Starts the binary with `config` (TOML text) and extra environment,
+/// listening on an ephemeral port; its standard output, line by line.
+fn start_with_log(
+    config: &str,
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("petrel-log-{}-{run}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("petrel.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut command = Command::new(PETREL);
+    command
+        .arg("-c")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    (child, BufReader::new(stdout).lines())
+}
+
+// log_format = "json": every line is one JSON object with the timestamp,
+// level, target and message; a client's connect line carries its client
+// id and, from the connection's span, its address.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    timed(async {
+        let (mut child, mut lines) =
+            start_with_log("persistence = false\nlog_format = \"json\"\n", &[]);
+        let (port, lines) = tokio::task::spawn_blocking(move || {
+            for line in lines.by_ref() {
+                let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+                for key in ["timestamp", "level", "target", "message"] {
+                    assert!(event.get(key).is_some(), "no {key} in {event}");
+                }
+                if event["message"] == "listening" {
+                    let address = event["address"].as_str().unwrap().to_owned();
+                    let address = address.trim_start_matches("Some(").trim_end_matches(')');
+                    let port = address.parse::<std::net::SocketAddr>().unwrap().port();
+                    return (port, lines);
+                }
+            }
+            panic!("no listening line");
+        })
+        .await
+        .unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let client = RawClient::connect(addr, "json-logger").await;
+        let connected = tokio::task::spawn_blocking(move || {
+            let mut lines = lines;
+            for line in lines.by_ref() {
+                let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+                if event["message"] == "client connected" {
+                    return event;
+                }
+            }
+            panic!("no connect line");
+        })
+        .await
+        .unwrap();
+        assert_eq!(connected["level"], "INFO");
+        assert_eq!(connected["span"]["client_id"], "json-logger", "{connected}");
+        assert!(
+            connected["span"]["peer"]
+                .as_str()
+                .is_some_and(|peer| peer.starts_with("127.0.0.1:")),
+            "{connected}"
+        );
+        drop(client);
+        let _ = child.kill();
+        let _ = child.wait();
+    })
+    .await;
+}
+
+// Under systemd's journal (JOURNAL_STREAM set) text lines carry no
+// timestamp: the journal adds its own.
+#[test]
+fn text_logs_under_the_journal_have_no_timestamp() {
+    for (env, stamped) in [
+        (&[][..], true),
+        (&[("JOURNAL_STREAM", "8:12345")][..], false),
+    ] {
+        let (mut child, mut lines) = start_with_log("persistence = false\n", env);
+        let first = lines.next().unwrap().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        let starts_with_date = first.chars().next().is_some_and(|c| c.is_ascii_digit());
+        assert_eq!(starts_with_date, stamped, "{env:?}: {first}");
+        assert!(
+            ["INFO", "WARN"].iter().any(|level| first.contains(level)),
+            "{first}"
+        );
+    }
+}

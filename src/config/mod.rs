@@ -68,6 +68,19 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 /// "periodic"`.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event; without the timestamp under
+    /// systemd's journal (`JOURNAL_STREAM` set), which adds its own.
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and the
+    /// event's and its connection's fields.
+    Json,
+}
+
 /// When the store's writes reach the disk (docs/persistence.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -165,6 +178,8 @@ pub struct Config {
     /// Log level (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG`
     /// overrides it.
     pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
     /// Sets TCP_NODELAY on client sockets.
     pub tcp_nodelay: bool,
     /// Longest session expiry interval granted, in seconds; 4294967295
@@ -246,6 +261,7 @@ impl Default for Config {
             sys_interval: DEFAULT_SYS_INTERVAL_SECS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
+            log_format: LogFormat::Text,
             tcp_nodelay: true,
             max_session_expiry_interval: DEFAULT_MAX_SESSION_EXPIRY_INTERVAL,
             max_keep_alive: u16::MAX,
