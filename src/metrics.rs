@@ -29,68 +29,86 @@ impl Counter {
     }
 }
 
-/// Every counter the broker keeps.
-#[derive(Debug, Default)]
-pub struct Metrics {
+/// Declares [`Metrics`] and, with each counter, the `$SYS` topic it is
+/// published under: a counter cannot be added without one.
+macro_rules! metrics {
+    ($( $(#[doc = $doc:literal])* $name:ident => $topic:literal, )*) => {
+        /// Every counter the broker keeps.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( $(#[doc = $doc])* pub $name: Counter, )*
+        }
+
+        impl Metrics {
+            /// Every counter's `$SYS` topic (Mosquitto's name where it has
+            /// one) and value.
+            pub fn sys_counters(&self) -> Vec<(&'static str, u64)> {
+                vec![ $( ($topic, self.$name.get()), )* ]
+            }
+        }
+    };
+}
+
+metrics! {
     /// Sockets open now, whether or not they have sent CONNECT (gauge).
-    pub connections_open: Counter,
+    connections_open => "$SYS/broker/connections/open",
     /// Clients connected now (gauge).
-    pub clients_connected: Counter,
+    clients_connected => "$SYS/broker/clients/connected",
     /// Persistent sessions held while their client is offline (gauge).
-    pub clients_disconnected: Counter,
+    clients_disconnected => "$SYS/broker/clients/disconnected",
     /// Connections refused because `max_connections` was reached.
-    pub connections_refused: Counter,
+    connections_refused => "$SYS/broker/connections/refused",
     /// Connections closed for sending no CONNECT within `connect_timeout`.
-    pub connect_timeouts: Counter,
+    connect_timeouts => "$SYS/broker/connections/connect timeouts",
     /// Connections closed for a malformed packet or protocol violation.
-    pub protocol_errors: Counter,
+    protocol_errors => "$SYS/broker/clients/protocol errors",
     /// Clients disconnected by keep-alive expiry.
-    pub keep_alive_timeouts: Counter,
+    keep_alive_timeouts => "$SYS/broker/clients/keepalive timeouts",
     /// Sessions taken over by a new connection with the same client id.
-    pub takeovers: Counter,
+    takeovers => "$SYS/broker/clients/taken over",
     /// PUBLISH packets received from clients.
-    pub messages_received: Counter,
+    messages_received => "$SYS/broker/messages/received",
     /// PUBLISH packets sent to clients.
-    pub messages_sent: Counter,
+    messages_sent => "$SYS/broker/messages/sent",
     /// Times a publisher's input was paused to let a subscriber that is
     /// short of CPU catch up (flow control; see docs/performance.md).
-    pub publish_pauses: Counter,
+    publish_pauses => "$SYS/broker/publish/pauses",
     /// Deliveries dropped: a full queue, or QoS 0 for an offline session.
-    pub messages_dropped: Counter,
+    messages_dropped => "$SYS/broker/publish/messages/dropped",
     /// Retained messages not stored because `max_retained_messages` was hit.
-    pub retained_dropped: Counter,
+    retained_dropped => "$SYS/broker/retained messages/dropped",
     /// Logins refused for a wrong user name or password.
-    pub auth_failures: Counter,
+    auth_failures => "$SYS/broker/clients/auth failures",
     /// Publishes, subscriptions, deliveries and wills the ACL refused.
-    pub acl_denied: Counter,
+    acl_denied => "$SYS/broker/clients/acl denied",
     /// Wills published.
-    pub wills_published: Counter,
+    wills_published => "$SYS/broker/wills/published",
     /// Wills not published because the client reconnected within the
     /// Will Delay Interval.
-    pub wills_cancelled: Counter,
+    wills_cancelled => "$SYS/broker/wills/cancelled",
     /// Subscriptions refused because the client holds
     /// `max_subscriptions_per_client` already.
-    pub subscriptions_refused: Counter,
+    subscriptions_refused => "$SYS/broker/subscriptions/refused",
     /// Times a client went over `max_publish_rate` or
     /// `max_publish_bytes_rate` (closed at MQTT 5, slowed down at 3.x).
-    pub publish_rate_exceeded: Counter,
+    publish_rate_exceeded => "$SYS/broker/publish/rate exceeded",
     /// Sessions removed because their Session Expiry Interval passed.
-    pub sessions_expired: Counter,
+    sessions_expired => "$SYS/broker/clients/expired",
     /// Messages dropped unsent because their Message Expiry Interval passed.
-    pub messages_expired: Counter,
+    messages_expired => "$SYS/broker/messages/expired",
     /// Messages dropped for one client because they exceed the Maximum
     /// Packet Size it announced.
-    pub messages_too_large: Counter,
+    messages_too_large => "$SYS/broker/publish/messages/too large",
     /// Transactions committed to the durable store.
-    pub store_commits: Counter,
+    store_commits => "$SYS/broker/store/commits",
     /// Store commits that failed (and were retried).
-    pub store_failures: Counter,
+    store_failures => "$SYS/broker/store/failures",
     /// Bridge connections established.
-    pub bridge_connections: Counter,
+    bridge_connections => "$SYS/broker/bridges/connections",
     /// Bridge connection attempts that failed, and bridge connections lost.
-    pub bridge_failures: Counter,
+    bridge_failures => "$SYS/broker/bridges/failures",
     /// Bytes read from client sockets.
-    pub bytes_received: Counter,
+    bytes_received => "$SYS/broker/load/bytes/received",
     /// Bytes written to client sockets.
-    pub bytes_sent: Counter,
+    bytes_sent => "$SYS/broker/load/bytes/sent",
 }

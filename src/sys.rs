@@ -12,12 +12,13 @@ use crate::context::Core;
 use crate::protocol::{PublishProperties, QoS, TopicName};
 use crate::router::message::Message;
 
-/// The topics and values published each interval.
+/// The topics and values published each interval: every counter, and
+/// what is computed from the broker's state.
 pub fn snapshot(core: &Core, uptime: Duration) -> Vec<(&'static str, String)> {
     let metrics = &core.metrics;
     let connected = metrics.clients_connected.get();
     let disconnected = metrics.clients_disconnected.get();
-    vec![
+    let mut topics = vec![
         (
             "$SYS/broker/version",
             format!("petrel {}", env!("CARGO_PKG_VERSION")),
@@ -26,23 +27,9 @@ pub fn snapshot(core: &Core, uptime: Duration) -> Vec<(&'static str, String)> {
             "$SYS/broker/uptime",
             format!("{} seconds", uptime.as_secs()),
         ),
-        ("$SYS/broker/clients/connected", connected.to_string()),
-        ("$SYS/broker/clients/disconnected", disconnected.to_string()),
         (
             "$SYS/broker/clients/total",
             (connected + disconnected).to_string(),
-        ),
-        (
-            "$SYS/broker/messages/received",
-            metrics.messages_received.get().to_string(),
-        ),
-        (
-            "$SYS/broker/messages/sent",
-            metrics.messages_sent.get().to_string(),
-        ),
-        (
-            "$SYS/broker/publish/messages/dropped",
-            metrics.messages_dropped.get().to_string(),
         ),
         (
             "$SYS/broker/subscriptions/count",
@@ -52,31 +39,14 @@ pub fn snapshot(core: &Core, uptime: Duration) -> Vec<(&'static str, String)> {
             "$SYS/broker/retained messages/count",
             core.router.retained_count().to_string(),
         ),
-        (
-            "$SYS/broker/store/commits",
-            metrics.store_commits.get().to_string(),
-        ),
-        (
-            "$SYS/broker/store/failures",
-            metrics.store_failures.get().to_string(),
-        ),
-        (
-            "$SYS/broker/bridges/connections",
-            metrics.bridge_connections.get().to_string(),
-        ),
-        (
-            "$SYS/broker/bridges/failures",
-            metrics.bridge_failures.get().to_string(),
-        ),
-        (
-            "$SYS/broker/load/bytes/received",
-            metrics.bytes_received.get().to_string(),
-        ),
-        (
-            "$SYS/broker/load/bytes/sent",
-            metrics.bytes_sent.get().to_string(),
-        ),
-    ]
+    ];
+    topics.extend(
+        metrics
+            .sys_counters()
+            .into_iter()
+            .map(|(topic, value)| (topic, value.to_string())),
+    );
+    topics
 }
 
 /// Publishes every `$SYS` topic once (called by the housekeeping task).

@@ -25,6 +25,23 @@ const TOPICS: &[&str] = &[
     "$SYS/broker/bridges/failures",
     "$SYS/broker/load/bytes/received",
     "$SYS/broker/load/bytes/sent",
+    "$SYS/broker/connections/open",
+    "$SYS/broker/connections/refused",
+    "$SYS/broker/connections/connect timeouts",
+    "$SYS/broker/clients/protocol errors",
+    "$SYS/broker/clients/keepalive timeouts",
+    "$SYS/broker/clients/taken over",
+    "$SYS/broker/clients/auth failures",
+    "$SYS/broker/clients/acl denied",
+    "$SYS/broker/clients/expired",
+    "$SYS/broker/publish/pauses",
+    "$SYS/broker/publish/rate exceeded",
+    "$SYS/broker/publish/messages/too large",
+    "$SYS/broker/retained messages/dropped",
+    "$SYS/broker/wills/published",
+    "$SYS/broker/wills/cancelled",
+    "$SYS/broker/subscriptions/refused",
+    "$SYS/broker/messages/expired",
 ];
 
 // Every documented topic is published, retained, with a sensible value.
@@ -85,6 +102,41 @@ async fn sys_interval_zero_publishes_nothing() {
             .subscribe(1, &[("$SYS/#", QoS::AtMostOnce)])
             .await;
         assert!(subscriber.ping_barrier().await.is_empty());
+    })
+    .await;
+}
+
+// What explains a refused device shows under `$SYS`: a client that breaks
+// the protocol (a second CONNECT [MQTT-3.1.0-2] (v3.1.1)) is counted in
+// `clients/protocol errors`.
+#[tokio::test]
+async fn a_protocol_error_is_counted_under_sys() {
+    timed(async {
+        let broker = TestBroker::with_config(petrel::Config {
+            sys_interval: 1,
+            ..test_config()
+        })
+        .await;
+        let mut offender = RawClient::connect(broker.addr, "offender").await;
+        offender
+            .send(&petrel::protocol::Packet::Connect(Box::new(
+                connect_packet("offender", true, 0),
+            )))
+            .await;
+        offender.expect_closed().await;
+        let mut subscriber = RawClient::connect(broker.addr, "sys").await;
+        subscriber
+            .subscribe(
+                1,
+                &[("$SYS/broker/clients/protocol errors", QoS::AtMostOnce)],
+            )
+            .await;
+        loop {
+            let publish = subscriber.recv_publish().await;
+            if &publish.payload[..] == b"1" {
+                break;
+            }
+        }
     })
     .await;
 }
