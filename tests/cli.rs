@@ -72,6 +72,11 @@ fn check_config_rejects_invalid_files_naming_key_and_line() {
             "line 5: `listener[0].tls.cert`",
             "/nonexistent/server.pem",
         ),
+        (
+            "tls-not-pem.toml",
+            "line 7: `listener[0].tls.cert`",
+            "Cargo.toml: no PEM certificate in it",
+        ),
         ("unknown-key.toml", "line 2", "max_inflite"),
         ("wrong-type.toml", "line 1", "connect_timeout"),
         ("zero-inflight.toml", "line 3", "max_inflight"),

@@ -4,14 +4,13 @@
 //! for mutual TLS a CA that client certificates must chain to. A client
 //! certificate's subject common name can stand for the user name.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::crypto::ring::default_provider;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
@@ -158,17 +157,21 @@ fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     Some(name)
 }
 
-fn open(path: &Path) -> Result<BufReader<File>, String> {
-    File::open(path)
-        .map(BufReader::new)
-        .map_err(|error| format!("cannot read {}: {error}", path.display()))
+/// What a PEM file could not give, said with its path.
+fn pem_error(path: &Path, error: pem::Error, what: &str) -> String {
+    match error {
+        pem::Error::NoItemsFound => format!("{}: no PEM {what} in it", path.display()),
+        pem::Error::Io(error) => format!("cannot read {}: {error}", path.display()),
+        error => format!("{}: {error}", path.display()),
+    }
 }
 
 /// The PEM certificates in `path` (at least one).
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut open(path)?)
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|error| pem_error(path, error, "certificate"))?
         .collect::<Result<_, _>>()
-        .map_err(|error| format!("{}: {error}", path.display()))?;
+        .map_err(|error| pem_error(path, error, "certificate"))?;
     if certs.is_empty() {
         return Err(format!("{}: no PEM certificate in it", path.display()));
     }
@@ -177,7 +180,5 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The PEM private key in `path`.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    rustls_pemfile::private_key(&mut open(path)?)
-        .map_err(|error| format!("{}: {error}", path.display()))?
-        .ok_or_else(|| format!("{}: no PEM private key in it", path.display()))
+    PrivateKeyDer::from_pem_file(path).map_err(|error| pem_error(path, error, "private key"))
 }
