@@ -1,7 +1,9 @@
 //! A configuration error, naming the key at fault and the line of the
-//! file it is on (found in the file's text, nested keys included).
+//! file it is on (from the TOML parser's spans, nested keys included).
 
 use std::fmt;
+
+use toml::de::{DeTable, DeValue};
 
 /// A configuration that cannot be used, naming the key and, when it came
 /// from a file, the line.
@@ -48,63 +50,93 @@ impl ConfigError {
     }
 }
 
-/// The key assigned on 1-based `line` of `text`, if the line is `key = ...`.
-pub(super) fn key_on_line(text: &str, line: usize) -> Option<String> {
-    let (key, _) = text.lines().nth(line.checked_sub(1)?)?.split_once('=')?;
-    let key = key.trim();
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
+/// The 1-based line of byte `offset` in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// One step of a key path: a key, and the index for an array of tables.
+fn segment(part: &str) -> Option<(&str, Option<usize>)> {
+    match part.split_once('[') {
+        Some((name, rest)) => Some((name, Some(rest.strip_suffix(']')?.parse().ok()?))),
+        None => Some((part, None)),
+    }
+}
+
+/// The dotted path (`bridge[0].topic[1].qos`) of the innermost key whose
+/// name or value holds byte `offset` of `text`, from the TOML parser's
+/// spans; none if the text does not parse or no key holds it.
+pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
+    let root = DeTable::parse(text).ok()?;
+    innermost_key(root.get_ref(), offset, "")
+}
+
+fn innermost_key(table: &DeTable<'_>, offset: usize, prefix: &str) -> Option<String> {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.get_ref().to_string()
+        } else {
+            format!("{prefix}.{}", key.get_ref())
+        };
+        // A table's own keys first: the innermost one is the answer.
+        let inner = match value.get_ref() {
+            DeValue::Table(inner) => innermost_key(inner, offset, &path),
+            DeValue::Array(items) => items.iter().enumerate().find_map(|(index, item)| {
+                let DeValue::Table(inner) = item.get_ref() else {
+                    return None;
+                };
+                innermost_key(inner, offset, &format!("{path}[{index}]"))
+            }),
+            _ => None,
+        };
+        if inner.is_some() {
+            return inner;
+        }
+        if key.span().contains(&offset) || value.span().contains(&offset) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// The 1-based line where `key` is set in `text`: a top-level key, or a
-/// dotted path through arrays of tables and tables, such as
-/// `bridge[0].topic[1].qos` or `listener[2].tls.cert`. For a key that is
-/// not written (a missing one), the line of its table's header.
+/// dotted path through tables and arrays of tables, such as
+/// `bridge[0].topic[1].qos` or `listener[2].tls.cert`, written as
+/// `[table]` sections, dotted keys or inline tables alike (the TOML
+/// parser's spans say where). For a key that is not written (a missing
+/// one), the line of the table that should hold it.
 pub(super) fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut start = 0;
-    let mut end = lines.len();
-    let mut table = String::new();
-    let segments: Vec<&str> = key.split('.').collect();
-    let (last, tables) = segments.split_last()?;
-    for segment in tables {
-        let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<usize>().ok()?),
-            None => (*segment, 0),
+    let root = DeTable::parse(text).ok()?;
+    let mut table = root.get_ref();
+    let mut table_at: Option<usize> = None;
+    let parts: Vec<&str> = key.split('.').collect();
+    let (last, tables) = parts.split_last()?;
+    for part in tables {
+        let (name, index) = segment(part)?;
+        let (found_key, value) = table.iter().find(|(k, _)| k.get_ref() == name)?;
+        let (inner, at) = match (value.get_ref(), index) {
+            (DeValue::Table(inner), _) => (inner, found_key.span().start),
+            (DeValue::Array(items), index) => {
+                let item = items.get(index.unwrap_or(0))?;
+                let DeValue::Table(inner) = item.get_ref() else {
+                    return None;
+                };
+                // An array of tables' element: its first key, or its header.
+                let at = inner
+                    .iter()
+                    .map(|(k, _)| k.span().start)
+                    .min()
+                    .unwrap_or(item.span().start);
+                (inner, at)
+            }
+            _ => return None,
         };
-        table = if table.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{table}.{name}")
-        };
-        let is_header = |line: &str| {
-            let line = line.trim();
-            line == format!("[[{table}]]") || line == format!("[{table}]")
-        };
-        let header = (start..end)
-            .filter(|&number| is_header(lines[number]))
-            .nth(index)?;
-        start = header;
-        // The table runs to the next header of the same or an outer array.
-        end = (header + 1..end)
-            .find(|&number| is_header(lines[number]))
-            .unwrap_or(end);
+        table = inner;
+        table_at = Some(at);
     }
-    let found = (start..end).find(|&number| {
-        let trimmed = lines[number].trim_start();
-        trimmed
-            .strip_prefix(last)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    });
-    // Not a key: maybe a table of its own (`[bridge.tls]`).
-    let subtable = if table.is_empty() {
-        (*last).to_owned()
-    } else {
-        format!("{table}.{last}")
-    };
-    let header = (start..end).find(|&number| lines[number].trim() == format!("[{subtable}]"));
-    match found.or(header) {
-        Some(number) => Some(number + 1),
-        None if !tables.is_empty() => Some(start + 1),
-        None => None,
+    let (name, _) = segment(last)?;
+    match table.iter().find(|(k, _)| k.get_ref() == name) {
+        Some((found_key, _)) => Some(line_at(text, found_key.span().start)),
+        None => table_at.map(|at| line_at(text, at)),
     }
 }

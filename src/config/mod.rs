@@ -2,7 +2,7 @@
 //! from a named constant, unknown keys refused. `Config::validate` checks
 //! what serde cannot and names the key (and its line) that is wrong.
 
-use error::{key_on_line, line_of_key};
+use error::{key_at, line_of_key};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -293,11 +293,10 @@ impl Config {
     /// Parses TOML text and validates it.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|error| {
-            let line = error
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let start = error.span().map(|span| span.start);
+            let line = start.map(|start| text[..start.min(text.len())].matches('\n').count() + 1);
             ConfigError {
-                key: line.and_then(|line| key_on_line(text, line)),
+                key: start.and_then(|start| key_at(text, start)),
                 line,
                 message: error.message().trim_end().to_owned(),
             }

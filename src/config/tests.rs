@@ -113,3 +113,39 @@ fn data_dir_is_located_from_the_configuration_file() {
         Path::new(DEFAULT_DATA_DIR)
     );
 }
+
+// Errors are located from the TOML parser's spans, so a key written in an
+// inline table or as a dotted key is found on its own line, like one in a
+// [table] section.
+#[test]
+fn errors_in_inline_tables_and_dotted_keys_name_their_line() {
+    let inline = "sys_interval = 0\n\
+                  [[bridge]]\n\
+                  name = \"cloud\"\n\
+                  addresses = [\"mqtt.example.com:1883\"]\n\
+                  topic = [\n\
+                  \x20 { filter = \"a/#\", direction = \"out\", qos = 1 },\n\
+                  \x20 { filter = \"b/#\", direction = \"out\", qos = 7 },\n\
+                  ]\n";
+    let error = Config::from_toml(inline).expect_err("qos 7");
+    assert_eq!(error.key.as_deref(), Some("bridge[0].topic[1].qos"));
+    assert_eq!(error.line, Some(7), "{error}");
+
+    let dotted = "[[listener]]\nbind = \"127.0.0.1:8883\"\ntls.cert = \"/nonexistent/a.pem\"\n\
+                  tls.key = \"/nonexistent/a.key\"\n";
+    let error = ConfigError::key("listener[0].tls.cert", "cannot read it").located_in(dotted);
+    assert_eq!(error.line, Some(3), "{error}");
+    let error = ConfigError::key("listener[0].tls.key", "cannot read it").located_in(dotted);
+    assert_eq!(error.line, Some(4), "{error}");
+
+    // A value of the wrong type inside an inline table.
+    let typed = "max_inflight = 4\n[[listener]]\nbind = \"127.0.0.1:8883\"\n\
+                 tls = { cert = \"/a.pem\", key = 5 }\n";
+    let error = Config::from_toml(typed).expect_err("key = 5");
+    assert_eq!(error.line, Some(4), "{error}");
+    assert_eq!(error.key.as_deref(), Some("listener[0].tls.key"), "{error}");
+
+    // A key not written: the line of the table that should hold it.
+    let error = ConfigError::key("listener[0].websocket", "missing").located_in(dotted);
+    assert_eq!(error.line, Some(2), "{error}");
+}
