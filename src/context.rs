@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -19,8 +21,9 @@ use crate::store::Store;
 /// What every session, bridge and housekeeping step works with.
 #[derive(Debug)]
 pub struct Core {
-    /// The configuration in force.
-    pub config: Arc<Config>,
+    /// The configuration in force: swapped whole by a reload, read with
+    /// [`Core::config`].
+    config: ArcSwap<Config>,
     /// The router.
     pub router: Arc<Router>,
     /// Sessions by client id.
@@ -48,12 +51,31 @@ impl Core {
         }
         Core {
             router: Arc::new(router),
-            config: Arc::new(config),
+            config: ArcSwap::from_pointee(config),
             sessions: SessionManager::new(),
             metrics,
             tasks: Tasks::new(),
             store,
         }
+    }
+}
+
+impl Core {
+    /// The configuration in force (a cheap read: no lock, no reference
+    /// count on the common path). Not to be held across an `.await`; take
+    /// [`Core::config_arc`] there.
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The configuration in force, to keep.
+    pub fn config_arc(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Puts `config` in force: what reads it from now on sees it.
+    pub fn set_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
     }
 }
 

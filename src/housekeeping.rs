@@ -18,7 +18,7 @@ pub async fn run(context: Arc<Context>) {
     let started = Instant::now();
     let token = core.tasks.token().clone();
     let sys_interval =
-        (core.config.sys_interval > 0).then(|| Duration::from_secs(core.config.sys_interval));
+        (core.config().sys_interval > 0).then(|| Duration::from_secs(core.config().sys_interval));
     let mut next_sys = sys_interval.map(|_| started);
     let mut next_sweep = started + RETAINED_SWEEP;
     loop {

@@ -121,6 +121,7 @@ pub mod context;
 pub mod housekeeping;
 pub mod metrics;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod service;
@@ -143,8 +144,10 @@ use metrics::Metrics;
 pub struct Broker {
     context: Arc<Context>,
     local_addrs: Vec<SocketAddr>,
-    /// The listeners' TLS, for reloading their certificates.
-    tls: Vec<transport::tls::Tls>,
+    /// The bounds on connections, which a reload updates.
+    admission: Arc<server::Admission>,
+    /// The listeners and bridges that run, which a reload changes.
+    running: tokio::sync::Mutex<reload::Running>,
 }
 
 impl Broker {
@@ -200,22 +203,20 @@ impl Broker {
         bridge::sweep(core);
         let admission = Arc::new(server::Admission::new(&context));
         let mut local_addrs = Vec::with_capacity(listeners.len());
-        let mut tls = Vec::new();
+        let mut running = reload::Running::default();
         for listener in listeners {
             local_addrs.push(listener.tcp.local_addr()?);
-            tls.extend(listener.tls.clone());
-            let accept =
-                server::accept_loop(Arc::clone(&context), Arc::clone(&admission), listener);
-            core.tasks.spawn(accept);
+            running.listen(&context, &admission, listener);
         }
         core.tasks.spawn(housekeeping::run(Arc::clone(&context)));
-        for bridge in core.config.bridges.clone() {
-            core.tasks.spawn(bridge::run(Arc::clone(&context), bridge));
+        for bridge in core.config().bridges.clone() {
+            running.bridge(&context, bridge);
         }
         Ok(Broker {
             context,
             local_addrs,
-            tls,
+            admission,
+            running: tokio::sync::Mutex::new(running),
         })
     }
 
@@ -226,12 +227,16 @@ impl Broker {
     /// check after the reload uses the new passwords and rules.
     pub fn reload(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        for tls in &self.tls {
+        let tls = match self.running.try_lock() {
+            Ok(running) => running.tls(),
+            Err(_) => Vec::new(),
+        };
+        for tls in &tls {
             if let Err(error) = tls.reload() {
                 errors.push(error.to_string());
             }
         }
-        let config = &self.context.core.config;
+        let config = &self.context.core.config();
         let auth = &self.context.auth;
         if let Some(path) = &config.password_file {
             match auth::password::PasswordFile::load(path) {
@@ -248,6 +253,20 @@ impl Broker {
         errors
     }
 
+    /// Puts a reloaded configuration in force (see [`reload`]): `config`
+    /// and what [`reload::Checked::of`] read of its files. Returns a line
+    /// for each change made, or refused (a key that needs a restart).
+    pub async fn apply(&self, config: Config, checked: reload::Checked) -> Vec<String> {
+        reload::apply(
+            &self.context,
+            &self.admission,
+            &self.running,
+            config,
+            checked,
+        )
+        .await
+    }
+
     /// The addresses the broker listens on.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
@@ -262,7 +281,7 @@ impl Broker {
     /// end, at most `shutdown_timeout`. Returns false if some did not.
     pub async fn shutdown(self) -> bool {
         let core = &self.context.core;
-        let timeout = core.config.shutdown_timeout();
+        let timeout = core.config().shutdown_timeout();
         // Cancel first (no new session starts), then interrupt the sessions
         // that run; one that attaches later sees the cancelled token.
         core.tasks.shutdown();

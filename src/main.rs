@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use petrel::reload::Checked;
 use petrel::transport::tls::Tls;
 use petrel::transport::websocket::WebSocket;
 use petrel::transport::Listener;
@@ -125,29 +126,14 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check_config(file);
     }
-    let config = match load_config(&cli) {
-        Ok(config) => config,
+    let (config, checked) = match prepare(&cli) {
+        Ok(prepared) => prepared,
         Err(message) => {
             eprintln!("petrel: {message}");
             return ExitCode::FAILURE;
         }
     };
-    let tls = match load_tls(&config).and_then(|tls| check_bridges(&config).map(|()| tls)) {
-        Ok(tls) => tls,
-        Err(error) => {
-            let text = cli
-                .config
-                .as_ref()
-                .and_then(|path| std::fs::read_to_string(path).ok());
-            let error = match text {
-                Some(text) => error.located_in(&text),
-                None => error,
-            };
-            eprintln!("petrel: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    init_logging(&config, cli.verbose);
+    let log_level = init_logging(&config, cli.verbose);
     petrel::service::raise_open_files(config.max_connections);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,7 +145,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config, tls))
+    runtime.block_on(serve(&cli, config, checked.tls, log_level))
 }
 
 /// `petrel check-config FILE`: the configuration, and every file it names
@@ -170,19 +156,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         Ok(text) => error.located_in(&text),
         Err(_) => error,
     };
-    let checked = Config::load(file).map_err(&locate).and_then(|config| {
-        load_tls(&config)?;
-        check_bridges(&config)?;
-        if let Some(path) = &config.password_file {
-            petrel::auth::password::PasswordFile::load(path)
-                .map_err(|error| petrel::ConfigError::key("password_file", error))?;
-        }
-        if let Some(path) = &config.acl_file {
-            petrel::auth::acl::Acl::load(path)
-                .map_err(|error| petrel::ConfigError::key("acl_file", error))?;
-        }
-        Ok(())
-    });
+    // What start-up and a reload check, in the same words.
+    let checked = Config::load(file).and_then(|config| Checked::of(&config).map(|_| ()));
     match checked.map_err(locate) {
         Ok(()) => {
             println!("{}: ok", file.display());
@@ -195,30 +170,29 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Loads every listener's TLS certificates and key, in listener order.
-/// Reads every bridge's TLS files, so that a bad one stops start-up (and
-/// fails `check-config`) like a listener's.
-fn check_bridges(config: &Config) -> Result<(), petrel::ConfigError> {
-    for (index, bridge) in config.bridges.iter().enumerate() {
-        petrel::bridge::link::Connector::new(bridge)
-            .map_err(|error| petrel::ConfigError::key(&format!("bridge[{index}].tls"), error))?;
-    }
-    Ok(())
-}
-
-fn load_tls(config: &Config) -> Result<Vec<Option<Tls>>, petrel::ConfigError> {
-    config
-        .listeners()
-        .iter()
-        .enumerate()
-        .map(|(index, listener)| {
-            listener
-                .tls
+/// The configuration as the command line and the file give it, with every
+/// file it names read and checked ([`Checked::of`], as `check-config`
+/// does): what start-up and a reload put in force. The error names the
+/// key and its line in the file.
+fn prepare(cli: &Cli) -> Result<(Config, Checked), String> {
+    let config = load_config(cli)?;
+    match Checked::of(&config) {
+        Ok(checked) => Ok((config, checked)),
+        Err(error) => {
+            let text = cli
+                .config
                 .as_ref()
-                .map(|tls| Tls::load(tls, index))
-                .transpose()
-        })
-        .collect()
+                .and_then(|path| std::fs::read_to_string(path).ok());
+            let error = match text {
+                Some(text) => error.located_in(&text),
+                None => error,
+            };
+            Err(match &cli.config {
+                Some(path) => format!("{}: {error}", path.display()),
+                None => error.to_string(),
+            })
+        }
+    }
 }
 
 fn load_config(cli: &Cli) -> Result<Config, String> {
@@ -250,7 +224,13 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     Ok(config)
 }
 
-fn init_logging(config: &Config, verbose: u8) {
+/// Puts a new log level in force (a reload).
+type SetLevel = Box<dyn Fn(&str) + Send + Sync>;
+
+/// Sets up logging as `config` says; returns what changes its level later
+/// (`RUST_LOG` and `-v` still win over the file's `log_level`).
+fn init_logging(config: &Config, verbose: u8) -> SetLevel {
+    let fixed = std::env::var_os("RUST_LOG").is_some() || verbose > 0;
     let level = match verbose {
         0 => config.log_level.as_str(),
         1 => "debug",
@@ -259,22 +239,34 @@ fn init_logging(config: &Config, verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    macro_rules! start {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level: &str| {
+                if !fixed {
+                    let _ = handle.reload(EnvFilter::new(level));
+                }
+            }) as SetLevel
+        }};
+    }
     match config.log_format {
-        petrel::config::LogFormat::Json => builder
+        petrel::config::LogFormat::Json => start!(builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
-            .init(),
+            .with_span_list(false)),
         // The journal stamps every line itself.
         petrel::config::LogFormat::Text if std::env::var_os("JOURNAL_STREAM").is_some() => {
-            builder.with_ansi(false).without_time().init()
+            start!(builder.with_ansi(false).without_time())
         }
-        petrel::config::LogFormat::Text => builder.with_ansi(ansi).init(),
+        petrel::config::LogFormat::Text => start!(builder.with_ansi(ansi)),
     }
 }
 
-async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
+async fn serve(cli: &Cli, config: Config, tls: Vec<Option<Tls>>, log_level: SetLevel) -> ExitCode {
+    let broker_format = config.log_format;
     // Signals are caught from before the first listener opens: a SIGTERM
     // that arrives as soon as the broker listens is a clean shutdown, not
     // the default action.
@@ -286,7 +278,7 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
     let configured = config.listeners();
     for (listener, tls) in configured.iter().zip(tls) {
         let address = listener.bind;
-        match petrel::server::bind(listener, &configured) {
+        match petrel::transport::bind(listener, &configured) {
             Ok(tcp) => listeners.push(Listener {
                 tcp,
                 tls,
@@ -295,6 +287,7 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
                 }),
                 proxy_protocol: listener.proxy_protocol,
                 allow_anonymous: Some(config.anonymous_allowed(listener)),
+                config: Some(listener.clone()),
             }),
             Err(error) if defaults || listener.optional => {
                 tracing::warn!(%address, %error, "cannot listen on this address; skipping it (optional)");
@@ -320,7 +313,13 @@ async fn serve(config: Config, tls: Vec<Option<Tls>>) -> ExitCode {
     let notifier = petrel::service::Notifier::from_env();
     notifier.ready(broker.metrics());
     let watchdog = notifier.spawn_watchdog(std::sync::Arc::clone(broker.metrics()));
-    signals.wait_for_shutdown(&broker, &notifier).await;
+    let reload = Reload {
+        cli,
+        log_level,
+        log_format: broker_format,
+        notifier: &notifier,
+    };
+    signals.wait_for_shutdown(&broker, &reload).await;
     tracing::info!("shutting down");
     notifier.stopping();
     if !broker.shutdown().await {
@@ -364,7 +363,7 @@ impl Signals {
 
     /// Waits for SIGINT or SIGTERM, reloading on SIGHUP meanwhile.
     #[cfg(unix)]
-    async fn wait_for_shutdown(self, broker: &Broker, notifier: &petrel::service::Notifier) {
+    async fn wait_for_shutdown(self, broker: &Broker, reload: &Reload<'_>) {
         let Some([mut interrupt, mut terminate, mut hangup]) = self.streams else {
             return std::future::pending().await;
         };
@@ -372,23 +371,60 @@ impl Signals {
             tokio::select! {
                 _ = interrupt.recv() => return,
                 _ = terminate.recv() => return,
-                _ = hangup.recv() => {
-                    notifier.reloading();
-                    let errors = broker.reload();
-                    if errors.is_empty() {
-                        tracing::info!("SIGHUP: certificates, password file and ACL reloaded");
-                    }
-                    for error in errors {
-                        tracing::error!(%error, "SIGHUP: not reloaded; the one in force stays");
-                    }
-                    notifier.ready(broker.metrics());
-                }
+                _ = hangup.recv() => reload.run(broker).await,
             }
         }
     }
 
     #[cfg(not(unix))]
-    async fn wait_for_shutdown(self, _broker: &Broker, _notifier: &petrel::service::Notifier) {
+    async fn wait_for_shutdown(self, _broker: &Broker, _reload: &Reload<'_>) {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// What SIGHUP does: the configuration read again (the file, then the
+/// command line over it), checked as `check-config` checks it, and put in
+/// force; without a file, the files it names read again.
+struct Reload<'a> {
+    cli: &'a Cli,
+    log_level: SetLevel,
+    /// The log format in force (set at start-up for the process's life).
+    log_format: petrel::config::LogFormat,
+    notifier: &'a petrel::service::Notifier,
+}
+
+impl Reload<'_> {
+    async fn run(&self, broker: &Broker) {
+        self.notifier.reloading();
+        if self.cli.config.is_none() {
+            let errors = broker.reload();
+            if errors.is_empty() {
+                tracing::info!("SIGHUP: certificates, password file and ACL reloaded");
+            }
+            for error in errors {
+                tracing::error!(%error, "SIGHUP: not reloaded; the one in force stays");
+            }
+        } else {
+            match prepare(self.cli) {
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: the configuration is not valid; nothing changed");
+                }
+                Ok((config, checked)) => {
+                    let level = config.log_level.clone();
+                    if config.log_format != self.log_format {
+                        tracing::warn!(
+                            "SIGHUP: `log_format` needs a restart: {:?} stays in force",
+                            self.log_format
+                        );
+                    }
+                    for change in broker.apply(config, checked).await {
+                        tracing::warn!("SIGHUP: {change}");
+                    }
+                    (self.log_level)(&level);
+                    tracing::info!("SIGHUP: configuration reloaded");
+                }
+            }
+        }
+        self.notifier.ready(broker.metrics());
     }
 }

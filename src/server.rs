@@ -4,14 +4,16 @@
 //! connection's own task.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::ListenerConfig;
+use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::Metrics;
 use crate::session::{self, Origin};
@@ -29,8 +31,8 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Admission {
     metrics: Arc<Metrics>,
-    max_connections: usize,
-    max_per_address: usize,
+    max_connections: AtomicUsize,
+    max_per_address: AtomicUsize,
     /// Open connections by client address, while a per-address bound is
     /// set.
     by_address: dashmap::DashMap<IpAddr, usize>,
@@ -39,20 +41,35 @@ pub struct Admission {
 impl Admission {
     /// The bounds `context`'s configuration sets.
     pub fn new(context: &Context) -> Admission {
-        let config = &context.core.config;
+        let config = context.core.config();
         Admission {
             metrics: Arc::clone(&context.core.metrics),
-            max_connections: config.max_connections,
-            max_per_address: config.max_connections_per_address,
+            max_connections: AtomicUsize::new(config.max_connections),
+            max_per_address: AtomicUsize::new(config.max_connections_per_address),
             by_address: Default::default(),
         }
     }
+
+    /// The bounds of a reloaded configuration, for the connections that
+    /// come from now on (a per-address bound counts those only).
+    pub fn update(&self, config: &Config) {
+        self.max_connections
+            .store(config.max_connections, Ordering::Relaxed);
+        self.max_per_address
+            .store(config.max_connections_per_address, Ordering::Relaxed);
+    }
 }
 
-/// Accepts connections on `listener` until shutdown.
-pub async fn accept_loop(context: Arc<Context>, admission: Arc<Admission>, listener: Listener) {
+/// Accepts connections on `listener` until `token` is cancelled (the
+/// broker stops, or a reload removed the listener); the connections it
+/// accepted carry the token.
+pub async fn accept_loop(
+    context: Arc<Context>,
+    admission: Arc<Admission>,
+    listener: Listener,
+    token: CancellationToken,
+) {
     let core = &context.core;
-    let token = core.tasks.token().clone();
     let address = listener.tcp.local_addr().ok();
     tracing::info!(
         ?address,
@@ -77,13 +94,14 @@ pub async fn accept_loop(context: Arc<Context>, admission: Arc<Admission>, liste
         };
         backoff = Duration::from_millis(5);
         let metrics = &core.metrics;
-        if metrics.connections_open.get() >= admission.max_connections as u64 {
+        let max_connections = admission.max_connections.load(Ordering::Relaxed);
+        if metrics.connections_open.get() >= max_connections as u64 {
             metrics.connections_refused.increment();
-            tracing::warn!(%peer, max_connections = core.config.max_connections, "connection limit reached; closing new connection");
+            tracing::warn!(%peer, max_connections, "connection limit reached; closing new connection");
             drop(stream);
             continue;
         }
-        if let Err(error) = stream.set_nodelay(core.config.tcp_nodelay) {
+        if let Err(error) = stream.set_nodelay(core.config().tcp_nodelay) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let mut guard = OpenConnection::new(&admission);
@@ -96,6 +114,7 @@ pub async fn accept_loop(context: Arc<Context>, admission: Arc<Admission>, liste
             peer,
             allow_anonymous: listener.allow_anonymous,
             identity: None,
+            listener: Some(token.clone()),
         };
         if listener.tls.is_none() && listener.websocket.is_none() && !listener.proxy_protocol {
             let (reader, writer) = stream.into_split();
@@ -119,30 +138,6 @@ pub async fn accept_loop(context: Arc<Context>, admission: Arc<Admission>, liste
     }
 }
 
-/// Opens a listening TCP socket on `listener`'s address. An IPv6 one is
-/// IPv6 only when another of `all` takes an IPv4 address on the same port
-/// (`0.0.0.0:1883` beside `[::]:1883`): otherwise the two would collide,
-/// as Linux lets an IPv6 socket take IPv4 connections too.
-pub fn bind(listener: &ListenerConfig, all: &[ListenerConfig]) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let address = listener.bind;
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
-    // As tokio's own bind: a restarted broker binds its port at once.
-    socket.set_reuse_address(true)?;
-    if address.is_ipv6() {
-        let beside_ipv4 = all
-            .iter()
-            .any(|other| other.bind.is_ipv4() && other.bind.port() == address.port());
-        if beside_ipv4 {
-            socket.set_only_v6(true)?;
-        }
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
-}
-
 /// What a listener does before MQTT: a PROXY header, TLS, WebSocket.
 struct Transport {
     proxy_protocol: bool,
@@ -164,7 +159,7 @@ async fn upgrade_and_serve(
         tls,
         websocket,
     } = transport;
-    let timeout = context.core.config.connect_timeout();
+    let timeout = context.core.config().connect_timeout();
     let span = session::connection_span(origin.peer, None);
     if proxy_protocol {
         let header = tokio::time::timeout(timeout, proxy::read_header(&mut stream)).await;
@@ -219,7 +214,7 @@ async fn serve_upgraded<S, G>(
         }
         Some(websocket) => {
             let span = session::connection_span(origin.peer, None);
-            let config = &context.core.config;
+            let config = &context.core.config();
             let timeout = config.connect_timeout();
             let accept = websocket.accept(stream, timeout, config.max_packet_size);
             let Some(stream) = accept.instrument(span).await else {
@@ -252,7 +247,7 @@ impl OpenConnection {
     /// Counts the connection against `ip`; false (logged, counted) when
     /// `ip` already has `max_connections_per_address`.
     fn claim(&mut self, ip: IpAddr) -> bool {
-        let limit = self.admission.max_per_address;
+        let limit = self.admission.max_per_address.load(Ordering::Relaxed);
         if limit == 0 {
             return true;
         }

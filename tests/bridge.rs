@@ -318,6 +318,7 @@ async fn over_mutual_tls() {
             websocket: None,
             proxy_protocol: false,
             allow_anonymous: Some(false),
+            config: None,
         };
         let plain = petrel::transport::Listener::tcp(
             tokio::net::TcpListener::bind("127.0.0.1:0")

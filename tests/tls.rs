@@ -41,6 +41,7 @@ async fn tls_listener_broker(
         websocket,
         proxy_protocol: false,
         allow_anonymous,
+        config: None,
     };
     let broker =
         petrel::Broker::start_listeners(config, vec![listener], Vec::new()).expect("start");

@@ -98,12 +98,12 @@ impl Connector {
         address: &str,
         marked: bool,
     ) -> Result<Established, Refused> {
-        let timeout = core.config.connect_timeout();
+        let timeout = core.config().connect_timeout();
         let (reader, writer) = self.open(address, timeout).await?;
         let mut connection = Connection::new(
             reader,
             writer,
-            core.config.max_packet_size,
+            core.config().max_packet_size,
             Arc::clone(&core.metrics),
         );
         connection.version = if config.protocol == BridgeProtocol::V5 {

@@ -39,6 +39,7 @@ use crate::session::exit::Exit;
 use crate::session::handshake::decide::BRIDGE_ID_PREFIX;
 use crate::session::manager::Parked;
 use crate::session::state::SessionState;
+use tokio_util::sync::CancellationToken;
 use topics::Rules;
 
 /// Drops the stored sessions of bridges no longer configured, and with
@@ -46,7 +47,7 @@ use topics::Rules;
 /// runs.
 pub fn sweep(core: &Core) {
     let configured: HashSet<String> = core
-        .config
+        .config()
         .bridges
         .iter()
         .map(|bridge| format!("{BRIDGE_ID_PREFIX}{}", bridge.name))
@@ -162,10 +163,10 @@ pub fn backoff(config: &BridgeConfig, attempt: u32) -> Duration {
     Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
 }
 
-/// Runs one bridge until the broker shuts down.
-pub async fn run(context: Arc<Context>, config: BridgeConfig) {
+/// Runs one bridge until `token` is cancelled (the broker shuts down, or
+/// a reload removed or changed the bridge).
+pub async fn run(context: Arc<Context>, config: BridgeConfig, token: CancellationToken) {
     let core = &context.core;
-    let token = core.tasks.token().clone();
     let client_id: Arc<str> = Arc::from(format!("{BRIDGE_ID_PREFIX}{}", config.name));
     let claim = tokio::select! {
         _ = token.cancelled() => return,
@@ -175,7 +176,7 @@ pub async fn run(context: Arc<Context>, config: BridgeConfig) {
     let mut endpoint = open(core, &config, client_id, parked);
     core.sessions.attach(&lease, &endpoint.inbox, &token);
     match link::Connector::new(&config) {
-        Ok(connector) => serve(&context, &config, &connector, &mut endpoint).await,
+        Ok(connector) => serve(&context, &config, &connector, &mut endpoint, &token).await,
         Err(error) => {
             tracing::error!(bridge = %config.name, %error, "bridge TLS cannot be set up; the bridge stays down");
             token.cancelled().await;
@@ -191,9 +192,9 @@ async fn serve(
     config: &BridgeConfig,
     connector: &link::Connector,
     endpoint: &mut Endpoint,
+    token: &CancellationToken,
 ) {
     let core = &context.core;
-    let token = core.tasks.token().clone();
     publish_state(core, &config.name, false);
     let mut attempt = 0u32;
     loop {

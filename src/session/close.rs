@@ -47,7 +47,7 @@ where
     if !exit.peer_closed() {
         release_before_close(context, &mut endpoint).await;
         if endpoint.outbox.version().is_v5() {
-            if let Some(disconnect) = exit.server_disconnect(&core.config) {
+            if let Some(disconnect) = exit.server_disconnect(&core.config()) {
                 endpoint.outbox.send_or_log(Packet::Disconnect(disconnect));
             }
         }
@@ -210,7 +210,7 @@ pub fn publish_will(core: &Core, will: LastWill, client_id: &Arc<str>) {
         topic,
         payload,
         qos,
-        retain && core.config.retain_available,
+        retain && core.config().retain_available,
         PublishProperties {
             payload_format_indicator: properties.payload_format_indicator,
             message_expiry_interval: properties.message_expiry_interval,

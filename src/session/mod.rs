@@ -66,6 +66,9 @@ pub struct Origin {
     pub allow_anonymous: Option<bool>,
     /// What TLS proved (a client certificate), if the listener has TLS.
     pub identity: Option<Box<crate::transport::Identity>>,
+    /// Cancelled when its listener closes (a reload removed it, or the
+    /// broker stops); none: only when the broker stops.
+    pub listener: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// The span a connection's log lines are in.
@@ -91,7 +94,7 @@ where
     let connection = Connection::new(
         reader,
         writer,
-        context.core.config.max_packet_size,
+        context.core.config().max_packet_size,
         Arc::clone(&context.core.metrics),
     );
     // The handshake's future is boxed: it is large and only alive until
@@ -138,6 +141,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             allow_anonymous: None,
             identity: None,
+            listener: None,
         };
         let task = super::serve(context, reader, writer, origin, ());
         let task_bytes = std::mem::size_of_val(&task);

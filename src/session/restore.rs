@@ -53,7 +53,7 @@ fn restore_session(core: &Core, stored: StoredSession) {
         awaiting_pubrel,
         will,
     } = stored;
-    let (inbox, receiver) = Inbox::new(Arc::clone(&client_id), inbox_limits(&core.config));
+    let (inbox, receiver) = Inbox::new(Arc::clone(&client_id), inbox_limits(&core.config()));
     inbox.set_online(false);
     inbox.set_durable(true);
     let mut state = SessionState::default();

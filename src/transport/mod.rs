@@ -12,6 +12,8 @@ pub mod websocket;
 
 use tokio::net::TcpListener;
 
+use crate::config::ListenerConfig;
+
 /// A bound listener and what runs on its connections.
 #[derive(Debug)]
 pub struct Listener {
@@ -26,6 +28,9 @@ pub struct Listener {
     /// Whether clients without credentials may connect here; `None`: the
     /// broker-wide `allow_anonymous`.
     pub allow_anonymous: Option<bool>,
+    /// What configured it, if the configuration did (a reload compares
+    /// it); none for a socket an embedder bound itself.
+    pub config: Option<ListenerConfig>,
 }
 
 impl Listener {
@@ -37,6 +42,7 @@ impl Listener {
             websocket: None,
             proxy_protocol: false,
             allow_anonymous: None,
+            config: None,
         }
     }
 }
@@ -49,4 +55,28 @@ pub struct Identity {
     pub username: Option<String>,
     /// Whether the client proved who it is with a certificate.
     pub certificate: bool,
+}
+
+/// Opens a listening TCP socket on `listener`'s address. An IPv6 one is
+/// IPv6 only when another of `all` takes an IPv4 address on the same port
+/// (`0.0.0.0:1883` beside `[::]:1883`): otherwise the two would collide,
+/// as Linux lets an IPv6 socket take IPv4 connections too.
+pub fn bind(listener: &ListenerConfig, all: &[ListenerConfig]) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let address = listener.bind;
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    // As tokio's own bind: a restarted broker binds its port at once.
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        let beside_ipv4 = all
+            .iter()
+            .any(|other| other.bind.is_ipv4() && other.bind.port() == address.port());
+        if beside_ipv4 {
+            socket.set_only_v6(true)?;
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }

@@ -204,7 +204,7 @@ impl Endpoint {
                 topic,
                 payload,
                 qos,
-                retain && core.config.retain_available,
+                retain && core.config().retain_available,
                 PublishProperties {
                     topic_alias: None,
                     subscription_identifiers: Vec::new(),
@@ -240,7 +240,7 @@ impl Endpoint {
         let maximum = if self.is_bridge() {
             0
         } else {
-            core.config.topic_alias_maximum
+            core.config().topic_alias_maximum
         };
         self.aliases
             .get_or_insert_with(Default::default)
@@ -265,7 +265,7 @@ impl Endpoint {
         now: Instant,
     ) -> Result<(Option<TopicName>, ReasonCode), Exit> {
         let core = &context.core;
-        let config = &core.config;
+        let config = &core.config();
         let v5 = self.outbox.version().is_v5();
         check_bounds(
             topic.as_str(),
@@ -386,7 +386,7 @@ impl Endpoint {
                     "3.14.2.2.2: DISCONNECT sets a session expiry after CONNECT set 0",
                 );
             }
-            self.session_expiry = expiry.min(core.config.max_session_expiry_interval);
+            self.session_expiry = expiry.min(core.config().max_session_expiry_interval);
         }
         Exit::Disconnect(disconnect.reason_code)
     }

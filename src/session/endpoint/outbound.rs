@@ -53,7 +53,7 @@ impl Endpoint {
             return;
         };
         let queued = self.state.pending.len() + self.receiver.len();
-        let room = core.config.max_queued_messages.saturating_sub(queued);
+        let room = core.config().max_queued_messages.saturating_sub(queued);
         let mut taken = Vec::new();
         while taken.len() < room {
             match backlogs.next(&core.router) {

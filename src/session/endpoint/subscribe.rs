@@ -80,7 +80,7 @@ impl Endpoint {
     ) -> Admission {
         let core = &context.core;
         let options = match admit(
-            &core.config,
+            &core.config(),
             &self.client_id,
             filter,
             options,
@@ -100,7 +100,7 @@ impl Endpoint {
         }
         if !repeated
             && self.state.subscriptions.get(filter).is_none()
-            && self.state.subscriptions.len() >= core.config.max_subscriptions_per_client
+            && self.state.subscriptions.len() >= core.config().max_subscriptions_per_client
         {
             core.metrics.subscriptions_refused.increment();
             tracing::info!(

@@ -46,7 +46,7 @@ fn client_with(
     version: ProtocolVersion,
     state: SessionState,
 ) -> Endpoint {
-    let limits = crate::session::restore::inbox_limits(&context.core.config);
+    let limits = crate::session::restore::inbox_limits(&context.core.config());
     let inbox = Inbox::new(Arc::from(client_id), limits);
     let role = Role::Server(ServerSide::default());
     let mut endpoint = Endpoint::new(
@@ -363,7 +363,7 @@ fn bridge(context: &Context) -> Endpoint {
     let rules: Arc<dyn super::TopicMap> = Arc::new(SameTopics);
     let inbox = Inbox::new(
         Arc::from("$bridge/b"),
-        crate::session::restore::inbox_limits(&context.core.config),
+        crate::session::restore::inbox_limits(&context.core.config()),
     );
     let role = Role::Client(Box::new(super::ClientSide::new(rules)));
     let mut bridge = Endpoint::new(

@@ -262,6 +262,7 @@ mod tests {
             peer: "127.0.0.1:1".parse().unwrap(),
             allow_anonymous: None,
             identity: None,
+            listener: None,
         }
     }
 

@@ -119,7 +119,7 @@ where
                 ..AuthProperties::default()
             },
         }));
-        let timeout = context.core.config.connect_timeout();
+        let timeout = context.core.config().connect_timeout();
         let next = tokio::time::timeout(timeout, connection.read_packet(outbox, None)).await;
         data = match next {
             Ok(Incoming::Packet(Packet::Auth(auth)))
@@ -164,7 +164,7 @@ async fn refuse_login(context: &Context, address: std::net::IpAddr, username: &s
         entry.0
     };
     tracing::info!(username, failures, "wrong user name or password");
-    let delay = std::time::Duration::from_millis(context.core.config.auth_failure_delay)
+    let delay = std::time::Duration::from_millis(context.core.config().auth_failure_delay)
         .saturating_mul(failures)
         .min(MAX_LOGIN_DELAY);
     tokio::time::sleep(delay).await;

@@ -58,14 +58,17 @@ where
             return Err((connection, outbox));
         }
     };
-    let token = context.core.tasks.token().clone();
+    let token = origin
+        .listener
+        .clone()
+        .unwrap_or_else(|| context.core.tasks.token().clone());
     let claim = tokio::select! {
         _ = token.cancelled() => return Err((connection, outbox)),
         claim = context.core.sessions.acquire(&client_id) => claim,
     };
     let (lease, parked) = claim;
     let endpoint = claim_session(
-        context, &lease, parked, outbox, &connect, client_id, username, decision, login,
+        context, &lease, &token, parked, outbox, &connect, client_id, username, decision, login,
     );
     Ok(Box::new(Session {
         connection,
@@ -88,7 +91,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let config = &context.core.config;
+    let config = &context.core.config();
     let has_passwords = context.auth.passwords().is_some();
     let (client_id, assigned) = decide::admit(config, connect, origin, has_passwords)?;
     tracing::Span::current().record("client_id", &*client_id);
@@ -122,14 +125,14 @@ where
     let read = connection.read_packet(outbox, Some(PacketType::Connect));
     let first = tokio::select! {
         _ = token.cancelled() => return None,
-        first = tokio::time::timeout(core.config.connect_timeout(), read) => first,
+        first = tokio::time::timeout(core.config().connect_timeout(), read) => first,
     };
     match first {
         Ok(Incoming::Packet(Packet::Connect(connect))) => Some(connect),
         Err(_elapsed) => {
             core.metrics.connect_timeouts.increment();
             tracing::info!(
-                timeout_secs = core.config.connect_timeout,
+                timeout_secs = core.config().connect_timeout,
                 "no CONNECT within connect_timeout; closing"
             );
             None
@@ -210,6 +213,7 @@ fn send_connack(
 fn claim_session(
     context: &Context,
     lease: &Lease,
+    listener: &tokio_util::sync::CancellationToken,
     parked: Option<super::manager::Parked>,
     mut outbox: Outbox,
     connect: &Connect,
@@ -237,14 +241,14 @@ fn claim_session(
         }
         inbox.set_durable(durable);
     }
-    core.sessions.attach(lease, &inbox, core.tasks.token());
+    core.sessions.attach(lease, &inbox, listener);
     outbox.set_max_packet(negotiated.max_outgoing_packet);
     let auth = login.method.map(|(method, _)| AuthState {
         method,
         username: connect.username.clone(),
         exchange: None,
     });
-    let throttle = super::throttle::Throttle::new(&core.config);
+    let throttle = super::throttle::Throttle::new(&core.config());
     let role = Role::Server(ServerSide::new(username, auth, throttle));
     let mut endpoint = Endpoint::new(outbox, client_id, state, (inbox, receiver), role);
     endpoint.keep_alive = negotiated.keep_alive;
@@ -298,7 +302,7 @@ fn resume_or_start(
             if let Some(old) = other {
                 old.discard(core, client_id);
             }
-            let limits = super::restore::inbox_limits(&core.config);
+            let limits = super::restore::inbox_limits(&core.config());
             let inbox = Inbox::new(Arc::clone(client_id), limits);
             (SessionState::default(), inbox, false)
         }

@@ -55,6 +55,9 @@ struct Active {
     inbox: Option<Arc<Inbox>>,
     /// Taken over before it attached its inbox.
     kicked: bool,
+    /// Cancelled when the connection's listener closes (or the broker
+    /// stops).
+    listener: Option<tokio_util::sync::CancellationToken>,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +191,7 @@ impl SessionManager {
                 generation,
                 inbox: None,
                 kicked: false,
+                listener: None,
             });
             let parked = inner.parked.take().map(|parked| *parked);
             drop(inner);
@@ -232,6 +236,7 @@ impl SessionManager {
             .filter(|active| active.generation == lease.generation)
         {
             active.inbox = Some(Arc::clone(inbox));
+            active.listener = Some(shutdown.clone());
             if active.kicked {
                 inbox.interrupt(Interrupt::TakenOver);
             }
@@ -241,6 +246,33 @@ impl SessionManager {
         // between either finds the inbox or is seen here.
         if shutdown.is_cancelled() {
             inbox.interrupt(Interrupt::ShuttingDown);
+        }
+    }
+
+    /// Interrupts the connected session of `client_id`, if there is one,
+    /// as at shutdown (a reload stops a bridge so).
+    pub fn interrupt(&self, client_id: &str) {
+        let Some(slot) = self.slots.get(client_id).map(|slot| Arc::clone(&slot)) else {
+            return;
+        };
+        let inner = slot.inner();
+        if let Some(inbox) = inner.active.as_ref().and_then(|a| a.inbox.as_ref()) {
+            inbox.interrupt(Interrupt::ShuttingDown);
+        }
+    }
+
+    /// Interrupts the sessions whose listener closed (a reload removed it,
+    /// and its grace period is over).
+    pub fn interrupt_closed_listeners(&self) {
+        for slot in self.slots.iter() {
+            let inner = slot.inner();
+            let Some(active) = inner.active.as_ref() else {
+                continue;
+            };
+            let closed = active.listener.as_ref().is_some_and(|t| t.is_cancelled());
+            if let (true, Some(inbox)) = (closed, active.inbox.as_ref()) {
+                inbox.interrupt(Interrupt::ShuttingDown);
+            }
         }
     }
 
