@@ -119,6 +119,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod housekeeping;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod reload;

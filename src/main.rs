@@ -12,7 +12,6 @@ use petrel::transport::tls::Tls;
 use petrel::transport::websocket::WebSocket;
 use petrel::transport::Listener;
 use petrel::{Broker, Config};
-use tracing_subscriber::EnvFilter;
 
 /// Petrel, an MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Debug, Parser)]
@@ -133,7 +132,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let log_level = init_logging(&config, cli.verbose);
+    let logging = petrel::logging::Logging::init(&config, cli.verbose);
     petrel::service::raise_open_files(config.max_connections);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -145,7 +144,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(&cli, config, checked.tls, log_level))
+    runtime.block_on(serve(&cli, config, checked.tls, logging))
 }
 
 /// `petrel check-config FILE`: the configuration, and every file it names
@@ -224,49 +223,12 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Puts a new log level in force (a reload).
-type SetLevel = Box<dyn Fn(&str) + Send + Sync>;
-
-/// Sets up logging as `config` says; returns what changes its level later
-/// (`RUST_LOG` and `-v` still win over the file's `log_level`).
-fn init_logging(config: &Config, verbose: u8) -> SetLevel {
-    let fixed = std::env::var_os("RUST_LOG").is_some() || verbose > 0;
-    let level = match verbose {
-        0 => config.log_level.as_str(),
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    macro_rules! start {
-        ($builder:expr) => {{
-            let builder = $builder.with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder.init();
-            Box::new(move |level: &str| {
-                if !fixed {
-                    let _ = handle.reload(EnvFilter::new(level));
-                }
-            }) as SetLevel
-        }};
-    }
-    match config.log_format {
-        petrel::config::LogFormat::Json => start!(builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)),
-        // The journal stamps every line itself.
-        petrel::config::LogFormat::Text if std::env::var_os("JOURNAL_STREAM").is_some() => {
-            start!(builder.with_ansi(false).without_time())
-        }
-        petrel::config::LogFormat::Text => start!(builder.with_ansi(ansi)),
-    }
-}
-
-async fn serve(cli: &Cli, config: Config, tls: Vec<Option<Tls>>, log_level: SetLevel) -> ExitCode {
-    let broker_format = config.log_format;
+async fn serve(
+    cli: &Cli,
+    config: Config,
+    tls: Vec<Option<Tls>>,
+    logging: petrel::logging::Logging,
+) -> ExitCode {
     // Signals are caught from before the first listener opens: a SIGTERM
     // that arrives as soon as the broker listens is a clean shutdown, not
     // the default action.
@@ -315,8 +277,7 @@ async fn serve(cli: &Cli, config: Config, tls: Vec<Option<Tls>>, log_level: SetL
     let watchdog = notifier.spawn_watchdog(std::sync::Arc::clone(broker.metrics()));
     let reload = Reload {
         cli,
-        log_level,
-        log_format: broker_format,
+        logging,
         notifier: &notifier,
     };
     signals.wait_for_shutdown(&broker, &reload).await;
@@ -387,9 +348,7 @@ impl Signals {
 /// force; without a file, the files it names read again.
 struct Reload<'a> {
     cli: &'a Cli,
-    log_level: SetLevel,
-    /// The log format in force (set at start-up for the process's life).
-    log_format: petrel::config::LogFormat,
+    logging: petrel::logging::Logging,
     notifier: &'a petrel::service::Notifier,
 }
 
@@ -410,17 +369,10 @@ impl Reload<'_> {
                     tracing::error!(%error, "SIGHUP: the configuration is not valid; nothing changed");
                 }
                 Ok((config, checked)) => {
-                    let level = config.log_level.clone();
-                    if config.log_format != self.log_format {
-                        tracing::warn!(
-                            "SIGHUP: `log_format` needs a restart: {:?} stays in force",
-                            self.log_format
-                        );
-                    }
+                    self.logging.apply(&config);
                     for change in broker.apply(config, checked).await {
                         tracing::warn!("SIGHUP: {change}");
                     }
-                    (self.log_level)(&level);
                     tracing::info!("SIGHUP: configuration reloaded");
                 }
             }

@@ -1,9 +1,9 @@
 //! SIGHUP re-reads petrel.toml and puts it in force without dropping
 //! clients: a new listener opens, a removed one stops accepting and then
-//! closes its connections, a changed limit applies, a new bridge
-//! connects, a key only a restart can change is said to need one, and a
-//! file that fails the check changes nothing; a client connected through
-//! it all keeps exchanging messages.
+//! closes its connections, a changed limit applies, the log turns to
+//! JSON, a new bridge connects, a key only a restart can change is said
+//! to need one, and a file that fails the check changes nothing; a client
+//! connected through it all keeps exchanging messages.
 
 mod common;
 
@@ -119,6 +119,7 @@ async fn sighup_puts_the_file_in_force_without_dropping_clients() {
             &file,
             format!(
                 "{base}max_subscriptions_per_client = 1\ndata_dir = \"elsewhere\"\n\
+                 log_format = \"json\"\n\
                  [[listener]]\nbind = \"127.0.0.1:{stays}\"\n\
                  [[listener]]\nbind = \"127.0.0.1:{added}\"\n\
                  [[bridge]]\nname = \"uplink\"\naddresses = [\"{}\"]\nkeep_alive = 600\n\
@@ -129,7 +130,9 @@ async fn sighup_puts_the_file_in_force_without_dropping_clients() {
         .expect("write");
         hup(pid);
         log.until(&["data_dir", "needs a restart"]).await;
-        log.until(&["SIGHUP: configuration reloaded"]).await;
+        // The log is JSON from the reload on.
+        log.until(&["{\"timestamp\"", "SIGHUP: configuration reloaded"])
+            .await;
 
         // The new listener accepts; the removed one does not.
         let mut newcomer = RawClient::connect(local(added), "newcomer").await;
