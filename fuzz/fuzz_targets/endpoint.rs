@@ -61,7 +61,7 @@ fn context() -> Context {
 }
 
 fn endpoint(context: &Context, client_id: &str, version: ProtocolVersion, role: Role) -> Endpoint {
-    let limits = petrel::session::restore::inbox_limits(&context.core.config);
+    let limits = petrel::session::restore::inbox_limits(&context.core.config());
     let inbox = Inbox::new(Arc::from(client_id), limits);
     let mut endpoint = Endpoint::new(
         Outbox::new(version),

@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
             peer: "127.0.0.1:1".parse().expect("address"),
             allow_anonymous: None,
             identity: None,
+            listener: None,
         };
         let session = tokio::spawn(serve(Arc::clone(&context), reader, writer, origin, ()));
         let (mut from_broker, mut to_broker) = tokio::io::split(client);
