@@ -109,9 +109,9 @@ impl Running {
         &mut self,
         context: &Arc<Context>,
         admission: &Arc<Admission>,
-        mut listener: Listener,
+        listener: Listener,
     ) {
-        let config = listener.config.take();
+        let config = listener.config.clone();
         let token = context.core.tasks.token().child_token();
         let tls = listener.tls.clone();
         let accept = crate::server::accept_loop(

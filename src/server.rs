@@ -112,7 +112,12 @@ pub async fn accept_loop(
         }
         let origin = Origin {
             peer,
-            allow_anonymous: listener.allow_anonymous,
+            // A configured listener answers as the configuration in force
+            // says (a reload may have changed the top-level key).
+            allow_anonymous: match &listener.config {
+                Some(config) => Some(core.config().anonymous_allowed(config)),
+                None => listener.allow_anonymous,
+            },
             identity: None,
             listener: Some(token.clone()),
         };

@@ -47,6 +47,28 @@ impl Log {
     }
 }
 
+/// The binary started with `-c file`, and its log.
+fn start(file: &std::path::Path) -> (std::process::Child, Log) {
+    let mut child = Command::new(petrel())
+        .arg("-c")
+        .arg(file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("petrel starts");
+    let (lines, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, Log(receiver))
+}
+
 fn hup(pid: u32) {
     let status = Command::new("kill")
         .args(["-HUP", &pid.to_string()])
@@ -85,25 +107,8 @@ async fn sighup_puts_the_file_in_force_without_dropping_clients() {
             ),
         )
         .expect("write");
-        let mut child = Command::new(petrel())
-            .arg("-c")
-            .arg(&file)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("petrel starts");
+        let (mut child, mut log) = start(&file);
         let pid = child.id();
-        let (lines, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut log = Log(receiver);
         log.until(&["listening", &stays.to_string()]).await;
         log.until(&["listening", &removed.to_string()]).await;
 
@@ -174,6 +179,37 @@ async fn sighup_puts_the_file_in_force_without_dropping_clients() {
         assert!(again.ping_barrier().await.is_empty());
 
         drop((steady, newcomer, again, far));
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+// The top-level allow_anonymous changed by a reload applies to the
+// listeners that run: a new anonymous CONNECT is refused (0x05), the
+// client already connected stays.
+#[tokio::test]
+async fn a_reload_can_close_the_door_to_anonymous_clients() {
+    timed(async {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("petrel-reload-anon-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("petrel.toml");
+        let listener = format!("[[listener]]\nbind = \"127.0.0.1:{port}\"\n");
+        let base = "sys_interval = 0\npersistence = false\n";
+        std::fs::write(&file, format!("{base}{listener}")).expect("write");
+        let (mut child, mut log) = start(&file);
+        log.until(&["listening", &port.to_string()]).await;
+        let mut inside = RawClient::connect(local(port), "inside").await;
+        std::fs::write(&file, format!("{base}allow_anonymous = false\n{listener}")).expect("write");
+        hup(child.id());
+        log.until(&["SIGHUP: configuration reloaded"]).await;
+        let (_, connack) =
+            RawClient::connect_with(local(port), connect_packet("outside", true, 0)).await;
+        assert_eq!(connack.reason_code, ReasonCode::NotAuthorized);
+        assert!(inside.ping_barrier().await.is_empty());
+        drop(inside);
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
