@@ -17,12 +17,20 @@ pub async fn run(context: Arc<Context>) {
     let core = &context.core;
     let started = Instant::now();
     let token = core.tasks.token().clone();
-    let sys_interval =
-        (core.config().sys_interval > 0).then(|| Duration::from_secs(core.config().sys_interval));
-    let mut next_sys = sys_interval.map(|_| started);
+    let mut next_sys: Option<Instant> = None;
     let mut next_sweep = started + RETAINED_SWEEP;
     loop {
         let now = Instant::now();
+        // Read each round (at least once a second): a reload may change it.
+        let seconds = core.config().sys_interval;
+        let sys_interval = (seconds > 0).then(|| Duration::from_secs(seconds));
+        match sys_interval {
+            None => next_sys = None,
+            Some(interval) => {
+                let at = next_sys.get_or_insert(now);
+                *at = (*at).min(now + interval);
+            }
+        }
         crate::session::expiry::run_due(core, now);
         if now >= next_sweep {
             // Failed logins are remembered for a minute.

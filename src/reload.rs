@@ -94,6 +94,8 @@ struct RunningListener {
 struct RunningBridge {
     config: BridgeConfig,
     token: CancellationToken,
+    /// Resolves once its task has parked its session and ended.
+    done: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// The listeners and bridges that run, as a reload finds them.
@@ -128,8 +130,16 @@ impl Running {
     pub fn bridge(&mut self, context: &Arc<Context>, config: BridgeConfig) {
         let token = context.core.tasks.token().child_token();
         let run = crate::bridge::run(Arc::clone(context), config.clone(), token.clone());
-        context.core.tasks.spawn(run);
-        self.bridges.push(RunningBridge { config, token });
+        let (ended, done) = tokio::sync::oneshot::channel::<()>();
+        context.core.tasks.spawn(async move {
+            run.await;
+            drop(ended);
+        });
+        self.bridges.push(RunningBridge {
+            config,
+            token,
+            done,
+        });
     }
 
     /// The TLS of every listener that has it, for a reload of its files.
@@ -362,28 +372,43 @@ fn bridges(
     report: &mut Vec<String>,
 ) {
     let core = &context.core;
-    running.bridges.retain(|bridge| {
-        if bridges.contains(&bridge.config) {
-            return true;
-        }
+    let (kept, stopped): (Vec<_>, Vec<_>) = std::mem::take(&mut running.bridges)
+        .into_iter()
+        .partition(|bridge| bridges.contains(&bridge.config));
+    running.bridges = kept;
+    for bridge in stopped {
         bridge.token.cancel();
-        let client_id = format!(
-            "{}{}",
-            crate::session::handshake::decide::BRIDGE_ID_PREFIX,
-            bridge.config.name
-        );
+        let prefix = crate::session::handshake::decide::BRIDGE_ID_PREFIX;
+        let client_id = format!("{prefix}{}", bridge.config.name);
         core.sessions.interrupt(&client_id);
         let still = bridges.iter().any(|b| b.name == bridge.config.name);
-        report.push(if still {
-            format!("bridge {} changed: it reconnects", bridge.config.name)
-        } else {
-            format!(
-                "bridge {} removed: its queue stays in the store until the next start",
+        if still {
+            report.push(format!(
+                "bridge {} changed: it reconnects",
                 bridge.config.name
-            )
+            ));
+            continue;
+        }
+        report.push(format!(
+            "bridge {} removed: its queue stays in the store until the next start, and nothing \
+             more is queued for it",
+            bridge.config.name
+        ));
+        // Once parked, its subscriptions leave the router: nothing more is
+        // queued for a bridge that is gone.
+        let parked = Arc::clone(context);
+        core.tasks.spawn(async move {
+            let _ = bridge.done.await;
+            let core = &parked.core;
+            core.sessions.with_parked(&client_id, |session| {
+                for filter in session.state.subscriptions.keys() {
+                    core.router
+                        .unsubscribe_inbox(filter.as_str(), &session.inbox);
+                }
+            });
+            tracing::info!(bridge = %client_id, "bridge stopped: nothing more is queued for it");
         });
-        false
-    });
+    }
     for bridge in bridges {
         if running.bridges.iter().any(|r| r.config == *bridge) {
             continue;

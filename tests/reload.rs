@@ -160,11 +160,37 @@ async fn sighup_puts_the_file_in_force_without_dropping_clients() {
         loop {
             if let Packet::Publish(publish) = far.recv().await {
                 assert_eq!(publish.payload.as_ref(), b"after");
+                far.answer(&publish).await;
                 break;
             }
         }
         // The removed listener's connection closes after the grace period.
         leaving.expect_closed_or_any().await;
+
+        // The bridge removed: it disconnects, and what is published while
+        // it is gone is not queued for it (back again, the first message
+        // it forwards is one published after its return).
+        let without_bridge = std::fs::read_to_string(&file).expect("read");
+        let with_bridge = without_bridge.clone();
+        let cut = without_bridge.find("[[bridge]]").expect("the bridge table");
+        std::fs::write(&file, &without_bridge[..cut]).expect("write");
+        hup(pid);
+        log.until(&["bridge uplink removed"]).await;
+        log.until(&["bridge stopped: nothing more is queued for it"])
+            .await;
+        far.expect_closed_or_any().await;
+        exchange(local(stays), &mut steady, "t", b"while gone").await;
+        std::fs::write(&file, &with_bridge).expect("write");
+        hup(pid);
+        log.until(&["bridge uplink added"]).await;
+        let (mut far, _) = remote.accept().await;
+        exchange(local(stays), &mut steady, "t", b"back").await;
+        loop {
+            if let Packet::Publish(publish) = far.recv().await {
+                assert_eq!(publish.payload.as_ref(), b"back", "queued while gone");
+                break;
+            }
+        }
 
         // A file that fails the check changes nothing, and says where.
         std::fs::write(&file, format!("{base}max_inflight = 0\n")).expect("write");

@@ -418,6 +418,17 @@ impl SessionManager {
         wills
     }
 
+    /// Runs `f` on the parked session of `client_id`, if it is parked.
+    pub fn with_parked(&self, client_id: &str, f: impl FnOnce(&Parked)) {
+        let Some(slot) = self.slots.get(client_id).map(|slot| Arc::clone(&slot)) else {
+            return;
+        };
+        let inner = slot.inner();
+        if let (None, Some(parked)) = (&inner.active, inner.parked.as_deref()) {
+            f(parked);
+        }
+    }
+
     /// Takes out every parked session whose client id `pick` chooses
     /// (a sweep at start-up, before anything connects).
     pub fn take_parked(&self, pick: impl Fn(&str) -> bool) -> Vec<(Arc<str>, Parked)> {
