@@ -219,7 +219,7 @@ async fn serve_upgraded<S, G>(
         }
         Some(websocket) => {
             let span = session::connection_span(origin.peer, None);
-            let config = &context.core.config();
+            let config = context.core.config_arc();
             let timeout = config.connect_timeout();
             let accept = websocket.accept(stream, timeout, config.max_packet_size);
             let Some(stream) = accept.instrument(span).await else {

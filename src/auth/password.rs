@@ -122,9 +122,16 @@ impl PasswordFile {
         self.users.contains_key(user)
     }
 
-    /// Writes the file atomically (a new file renamed over the old one),
-    /// readable by its owner only.
+    /// Writes the file atomically (a new file renamed over the old one).
+    /// A new file is readable by its owner only; a file rewritten keeps
+    /// its owner, group and mode (`root:petrel 0640`, so that the service
+    /// can read it, stays so).
     pub fn save(&self, path: &Path) -> Result<(), String> {
+        #[cfg(unix)]
+        let kept = std::fs::metadata(path).ok().map(|meta| {
+            use std::os::unix::fs::MetadataExt;
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777)
+        });
         let name = path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
@@ -142,6 +149,14 @@ impl PasswordFile {
                     None => writeln!(file, "{user}:{}", entry.hash)?,
                 }
             }
+            #[cfg(unix)]
+            if let Some((uid, gid, mode)) = kept {
+                use std::os::unix::fs::PermissionsExt;
+                // As the file's owner or root: an owner that is not root
+                // keeps its own user and group anyway.
+                let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+                file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            }
             file.sync_all()?;
             std::fs::rename(&temporary, path)
         };
@@ -155,6 +170,29 @@ impl PasswordFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A rewritten file keeps the mode it was given (0640 for the service's
+    // group to read it); a new one is its owner's only.
+    #[cfg(unix)]
+    #[test]
+    fn a_rewritten_file_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("petrel-passwd-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("passwords");
+        let _ = std::fs::remove_file(&path);
+        let mut file = PasswordFile::default();
+        file.set("alice", b"secret").unwrap();
+        file.save(&path).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        file.set("bob", b"other").unwrap();
+        file.save(&path).unwrap();
+        assert_eq!(mode(&path), 0o640);
+        assert!(PasswordFile::load(&path).unwrap().contains("bob"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn argon2id_and_pbkdf2_hashes_verify() {

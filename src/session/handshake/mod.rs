@@ -91,7 +91,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let config = &context.core.config();
+    // Kept across the login's awaits: an Arc, not a guard.
+    let config = &context.core.config_arc();
     let has_passwords = context.auth.passwords().is_some();
     let (client_id, assigned) = decide::admit(config, connect, origin, has_passwords)?;
     tracing::Span::current().record("client_id", &*client_id);
