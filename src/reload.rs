@@ -23,6 +23,7 @@ use crate::auth::password::PasswordFile;
 use crate::config::{BridgeConfig, Config, ConfigError, ListenerConfig};
 use crate::context::Context;
 use crate::server::Admission;
+use crate::session::ListenerTag;
 use crate::transport::{self, tls::Tls, Listener};
 
 /// A configuration and every file it names, read and checked: what
@@ -85,7 +86,7 @@ struct RunningListener {
     /// What configured it; none for one handed over already bound (an
     /// embedder's), which a reload leaves alone.
     config: Option<ListenerConfig>,
-    token: CancellationToken,
+    tag: ListenerTag,
     tls: Option<Tls>,
 }
 
@@ -103,6 +104,8 @@ struct RunningBridge {
 pub struct Running {
     listeners: Vec<RunningListener>,
     bridges: Vec<RunningBridge>,
+    /// The next listener's number.
+    next_listener: u64,
 }
 
 impl Running {
@@ -114,16 +117,20 @@ impl Running {
         listener: Listener,
     ) {
         let config = listener.config.clone();
-        let token = context.core.tasks.token().child_token();
+        let tag = ListenerTag {
+            id: self.next_listener,
+            closed: context.core.tasks.token().child_token(),
+        };
+        self.next_listener += 1;
         let tls = listener.tls.clone();
         let accept = crate::server::accept_loop(
             Arc::clone(context),
             Arc::clone(admission),
             listener,
-            token.clone(),
+            tag.clone(),
         );
         context.core.tasks.spawn(accept);
-        self.listeners.push(RunningListener { config, token, tls });
+        self.listeners.push(RunningListener { config, tag, tls });
     }
 
     /// Runs the bridge `config`.
@@ -251,7 +258,7 @@ pub async fn apply(
         bridges(context, &mut running, &new.bridges, &mut report);
         closed
     };
-    if closed {
+    if !closed.is_empty() {
         // The removed listeners' connections, after the grace period.
         let waiting = Arc::clone(context);
         let token = context.core.tasks.token().clone();
@@ -259,7 +266,7 @@ pub async fn apply(
             tokio::select! {
                 _ = token.cancelled() => {}
                 _ = tokio::time::sleep(grace) => {
-                    waiting.core.sessions.interrupt_closed_listeners();
+                    waiting.core.sessions.interrupt_listeners(&closed);
                 }
             }
         });
@@ -268,19 +275,27 @@ pub async fn apply(
 }
 
 /// Stops the configured listeners `listeners` has no more (or has with
-/// other settings); re-reads the TLS files of those that stay. True if
-/// one was stopped.
+/// other settings); re-reads the TLS files of those that stay. Returns
+/// the numbers of those stopped.
 fn close_listeners(
     running: &mut Running,
     listeners: &[ListenerConfig],
     report: &mut Vec<String>,
-) -> bool {
-    let mut closed = false;
+) -> Vec<u64> {
+    let mut closed = Vec::new();
+    let before: Vec<ListenerConfig> = running
+        .listeners
+        .iter()
+        .filter_map(|listener| listener.config.clone())
+        .collect();
     running.listeners.retain(|listener| {
         let Some(config) = &listener.config else {
             return true;
         };
-        if listeners.contains(config) {
+        // An IPv6 listener whose IPv4 sibling came or went is bound anew.
+        let same_family =
+            transport::ipv6_only(config, &before) == transport::ipv6_only(config, listeners);
+        if listeners.contains(config) && same_family {
             if let Some(tls) = &listener.tls {
                 if let Err(error) = tls.reload() {
                     report.push(error.to_string());
@@ -288,12 +303,22 @@ fn close_listeners(
             }
             return true;
         }
-        listener.token.cancel();
-        report.push(format!(
-            "listener {} closed: its connections close in shutdown_timeout",
-            config.bind
-        ));
-        closed = true;
+        listener.tag.closed.cancel();
+        if listeners.iter().any(|other| other.bind == config.bind) {
+            // Changed, not removed: opened again below with its new
+            // settings; what it accepted before stays connected.
+            report.push(format!(
+                "listener {} changed: it listens again with its new settings; its \
+                 connections stay",
+                config.bind
+            ));
+        } else {
+            report.push(format!(
+                "listener {} closed: its connections close in shutdown_timeout",
+                config.bind
+            ));
+            closed.push(listener.tag.id);
+        }
         false
     });
     closed

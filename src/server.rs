@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::Config;
 use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::session::{self, Origin};
+use crate::session::{self, ListenerTag, Origin};
 use crate::transport::proxy;
 use crate::transport::tls::Tls;
 use crate::transport::websocket::WebSocket;
@@ -60,16 +59,17 @@ impl Admission {
     }
 }
 
-/// Accepts connections on `listener` until `token` is cancelled (the
-/// broker stops, or a reload removed the listener); the connections it
-/// accepted carry the token.
+/// Accepts connections on `listener` until its tag's token is cancelled
+/// (the broker stops, or a reload removed the listener); the connections
+/// it accepted carry the tag.
 pub async fn accept_loop(
     context: Arc<Context>,
     admission: Arc<Admission>,
     listener: Listener,
-    token: CancellationToken,
+    tag: ListenerTag,
 ) {
     let core = &context.core;
+    let token = tag.closed.clone();
     let address = listener.tcp.local_addr().ok();
     tracing::info!(
         ?address,
@@ -119,7 +119,7 @@ pub async fn accept_loop(
                 None => listener.allow_anonymous,
             },
             identity: None,
-            listener: Some(token.clone()),
+            listener: Some(tag.clone()),
         };
         if listener.tls.is_none() && listener.websocket.is_none() && !listener.proxy_protocol {
             let (reader, writer) = stream.into_split();

@@ -242,3 +242,44 @@ async fn a_reload_can_close_the_door_to_anonymous_clients() {
     })
     .await;
 }
+
+// A listener whose own settings change listens again with them, and keeps
+// the connections it had: a reload decides so (its report says "changed",
+// never "closed"), the client stays, and a new anonymous one is refused by
+// the listener's new allow_anonymous = false.
+#[tokio::test]
+async fn a_changed_listener_keeps_its_connections() {
+    timed(async {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("petrel-reload-changed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("petrel.toml");
+        let listener = format!("[[listener]]\nbind = \"127.0.0.1:{port}\"\n");
+        let base = "sys_interval = 0\npersistence = false\n";
+        std::fs::write(&file, format!("{base}{listener}")).expect("write");
+        let (mut child, mut log) = start(&file);
+        log.until(&["listening", &port.to_string()]).await;
+        let mut inside = RawClient::connect(local(port), "inside").await;
+        std::fs::write(&file, format!("{base}{listener}allow_anonymous = false\n")).expect("write");
+        hup(child.id());
+        let changed = log.until(&["listener", "changed"]).await;
+        assert!(changed.contains("its connections stay"), "{changed}");
+        loop {
+            let line = log.until(&["SIGHUP"]).await;
+            assert!(!line.contains("closed"), "{line}");
+            if line.contains("configuration reloaded") {
+                break;
+            }
+        }
+        let (_, connack) =
+            RawClient::connect_with(local(port), connect_packet("outside", true, 0)).await;
+        assert_eq!(connack.reason_code, ReasonCode::NotAuthorized);
+        assert!(inside.ping_barrier().await.is_empty());
+        drop(inside);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -174,7 +174,7 @@ pub async fn run(context: Arc<Context>, config: BridgeConfig, token: Cancellatio
     };
     let (lease, parked) = claim;
     let mut endpoint = open(core, &config, client_id, parked);
-    core.sessions.attach(&lease, &endpoint.inbox, &token);
+    core.sessions.attach(&lease, &endpoint.inbox, &token, None);
     match link::Connector::new(&config) {
         Ok(connector) => serve(&context, &config, &connector, &mut endpoint, &token).await,
         Err(error) => {

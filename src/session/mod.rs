@@ -66,9 +66,19 @@ pub struct Origin {
     pub allow_anonymous: Option<bool>,
     /// What TLS proved (a client certificate), if the listener has TLS.
     pub identity: Option<Box<crate::transport::Identity>>,
-    /// Cancelled when its listener closes (a reload removed it, or the
-    /// broker stops); none: only when the broker stops.
-    pub listener: Option<tokio_util::sync::CancellationToken>,
+    /// The listener it came in on, if the broker's own loop accepted it.
+    pub listener: Option<ListenerTag>,
+}
+
+/// Which listener a connection came in on: its number (for closing its
+/// connections when a reload removes it) and its token, cancelled when it
+/// stops accepting (a reload removed it, or the broker stops).
+#[derive(Debug, Clone)]
+pub struct ListenerTag {
+    /// Unique among the listeners the broker has run.
+    pub id: u64,
+    /// Cancelled when the listener closes.
+    pub closed: tokio_util::sync::CancellationToken,
 }
 
 /// The span a connection's log lines are in.

@@ -57,6 +57,16 @@ pub struct Identity {
     pub certificate: bool,
 }
 
+/// Whether `listener` is bound IPv6-only among `all`: an IPv6 address
+/// beside an IPv4 one on the same port.
+pub fn ipv6_only(listener: &ListenerConfig, all: &[ListenerConfig]) -> bool {
+    let address = listener.bind;
+    address.is_ipv6()
+        && all
+            .iter()
+            .any(|other| other.bind.is_ipv4() && other.bind.port() == address.port())
+}
+
 /// Opens a listening TCP socket on `listener`'s address. An IPv6 one is
 /// IPv6 only when another of `all` takes an IPv4 address on the same port
 /// (`0.0.0.0:1883` beside `[::]:1883`): otherwise the two would collide,
@@ -67,13 +77,8 @@ pub fn bind(listener: &ListenerConfig, all: &[ListenerConfig]) -> std::io::Resul
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
     // As tokio's own bind: a restarted broker binds its port at once.
     socket.set_reuse_address(true)?;
-    if address.is_ipv6() {
-        let beside_ipv4 = all
-            .iter()
-            .any(|other| other.bind.is_ipv4() && other.bind.port() == address.port());
-        if beside_ipv4 {
-            socket.set_only_v6(true)?;
-        }
+    if ipv6_only(listener, all) {
+        socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;

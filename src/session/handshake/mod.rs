@@ -58,17 +58,26 @@ where
             return Err((connection, outbox));
         }
     };
-    let token = origin
-        .listener
-        .clone()
-        .unwrap_or_else(|| context.core.tasks.token().clone());
+    // A listener that closes (a reload) closes its connections later, by
+    // its number; the handshake waits for nothing but the broker's end.
+    let token = context.core.tasks.token().clone();
+    let listener = origin.listener.as_ref().map(|tag| tag.id);
     let claim = tokio::select! {
         _ = token.cancelled() => return Err((connection, outbox)),
         claim = context.core.sessions.acquire(&client_id) => claim,
     };
     let (lease, parked) = claim;
     let endpoint = claim_session(
-        context, &lease, &token, parked, outbox, &connect, client_id, username, decision, login,
+        context,
+        &lease,
+        (&token, listener),
+        parked,
+        outbox,
+        &connect,
+        client_id,
+        username,
+        decision,
+        login,
     );
     Ok(Box::new(Session {
         connection,
@@ -214,7 +223,7 @@ fn send_connack(
 fn claim_session(
     context: &Context,
     lease: &Lease,
-    listener: &tokio_util::sync::CancellationToken,
+    (shutdown, listener): (&tokio_util::sync::CancellationToken, Option<u64>),
     parked: Option<super::manager::Parked>,
     mut outbox: Outbox,
     connect: &Connect,
@@ -242,7 +251,7 @@ fn claim_session(
         }
         inbox.set_durable(durable);
     }
-    core.sessions.attach(lease, &inbox, listener);
+    core.sessions.attach(lease, &inbox, shutdown, listener);
     outbox.set_max_packet(negotiated.max_outgoing_packet);
     let auth = login.method.map(|(method, _)| AuthState {
         method,

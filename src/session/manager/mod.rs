@@ -55,9 +55,8 @@ struct Active {
     inbox: Option<Arc<Inbox>>,
     /// Taken over before it attached its inbox.
     kicked: bool,
-    /// Cancelled when the connection's listener closes (or the broker
-    /// stops).
-    listener: Option<tokio_util::sync::CancellationToken>,
+    /// The listener the connection came in on ([`crate::session::ListenerTag`]).
+    listener: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -220,13 +219,14 @@ impl SessionManager {
     }
 
     /// Records the inbox of the connection holding `lease`, through which it
-    /// is interrupted; applies a takeover that came before, and the
-    /// shutdown if it has begun.
+    /// is interrupted, and the listener it came in on; applies a takeover
+    /// that came before, and the shutdown if it has begun.
     pub fn attach(
         &self,
         lease: &Lease,
         inbox: &Arc<Inbox>,
         shutdown: &tokio_util::sync::CancellationToken,
+        listener: Option<u64>,
     ) {
         inbox.clear_interrupt();
         let mut inner = lease.slot.inner();
@@ -236,7 +236,7 @@ impl SessionManager {
             .filter(|active| active.generation == lease.generation)
         {
             active.inbox = Some(Arc::clone(inbox));
-            active.listener = Some(shutdown.clone());
+            active.listener = listener;
             if active.kicked {
                 inbox.interrupt(Interrupt::TakenOver);
             }
@@ -261,15 +261,15 @@ impl SessionManager {
         }
     }
 
-    /// Interrupts the sessions whose listener closed (a reload removed it,
-    /// and its grace period is over).
-    pub fn interrupt_closed_listeners(&self) {
+    /// Interrupts the sessions that came in on the listeners `ids` (a
+    /// reload removed them, and their grace period is over).
+    pub fn interrupt_listeners(&self, ids: &[u64]) {
         for slot in self.slots.iter() {
             let inner = slot.inner();
             let Some(active) = inner.active.as_ref() else {
                 continue;
             };
-            let closed = active.listener.as_ref().is_some_and(|t| t.is_cancelled());
+            let closed = active.listener.is_some_and(|id| ids.contains(&id));
             if let (true, Some(inbox)) = (closed, active.inbox.as_ref()) {
                 inbox.interrupt(Interrupt::ShuttingDown);
             }

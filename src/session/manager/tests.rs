@@ -27,7 +27,12 @@ async fn acquire_interrupts_the_holder_and_takes_its_parked_state() {
         queue_qos0: false,
     };
     let (inbox, receiver) = Inbox::new(Arc::clone(&id), limits);
-    manager.attach(&first, &inbox, &tokio_util::sync::CancellationToken::new());
+    manager.attach(
+        &first,
+        &inbox,
+        &tokio_util::sync::CancellationToken::new(),
+        None,
+    );
     assert_eq!(inbox.interruption(), None);
     let second = {
         let manager = Arc::clone(&manager);
@@ -60,6 +65,7 @@ async fn acquire_interrupts_the_holder_and_takes_its_parked_state() {
         &second,
         &parked.inbox,
         &tokio_util::sync::CancellationToken::new(),
+        None,
     );
     assert_eq!(parked.inbox.interruption(), None);
 }
@@ -95,7 +101,12 @@ async fn takeover_before_attach_is_applied_on_attach() {
         }
         tokio::task::yield_now().await;
     }
-    manager.attach(&first, &inbox, &tokio_util::sync::CancellationToken::new());
+    manager.attach(
+        &first,
+        &inbox,
+        &tokio_util::sync::CancellationToken::new(),
+        None,
+    );
     assert_eq!(inbox.interruption(), Some(Interrupt::TakenOver));
     manager.release(&id, first, None);
     let _ = tokio::time::timeout(Duration::from_secs(5), second)
