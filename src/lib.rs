@@ -65,6 +65,15 @@
 //! remote, because the remote may make the same choice and two brokers
 //! waiting for each other to read never move again.
 //!
+//! The configuration is not fixed for the process's life: a reload
+//! ([`reload`]) swaps it whole ([`context::Core::config`], an `ArcSwap`,
+//! read without a lock), so what reads it at use time follows. The
+//! listeners and bridges are owned by [`reload::Running`], each with a
+//! token of its own (a child of the broker's). A removed listener closes
+//! the connections it accepted by its number, which a session records
+//! when it attaches. The check a reload makes is the one `check-config`
+//! and start-up make ([`reload::Checked`]).
+//!
 //! With `persistence` on, one OS thread runs beside the runtime: the
 //! [`store`]'s writer, which owns the embedded database, so blocking disk
 //! I/O and `fsync` never run on a runtime worker. Sessions hand it changes
