@@ -6,7 +6,6 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use petrel::Config;
@@ -152,21 +151,7 @@ async fn sigterm_shuts_down_cleanly() {
             .unwrap();
         assert!(status.success());
         client.expect_closed().await;
-        let exit = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    return Some(status);
-                }
-                if std::time::Instant::now() > deadline {
-                    let _ = child.kill();
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-        .await
-        .unwrap();
+        let exit = exit_of(child).await;
         let exit = exit.expect("petrel did not exit after SIGTERM");
         assert!(exit.success(), "exit status {exit}");
         drain.join().unwrap();

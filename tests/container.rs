@@ -15,10 +15,6 @@ fn repository(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn petrel() -> std::path::PathBuf {
-    std::env::var_os("PETREL_BIN").map_or_else(|| env!("CARGO_BIN_EXE_petrel").into(), Into::into)
-}
-
 // The image's configuration, on a free port instead of 1883: the binary
 // listens on 0.0.0.0 and [::] at once, and a client without credentials
 // connects over IPv4 and (where the host has it) IPv6.
@@ -46,7 +42,7 @@ async fn the_container_configuration_serves_ipv4_and_ipv6_on_one_port() {
             .replace(":1883\"", &format!(":{port}\""))
             .replace("/var/lib/petrel", &dir.join("data").to_string_lossy());
         std::fs::write(&file, text).expect("write");
-        let mut child = Command::new(petrel())
+        let mut child = Command::new(petrel_bin())
             .arg("-c")
             .arg(&file)
             .env("RUST_LOG", "info")

@@ -14,10 +14,6 @@ use std::process::{Command, Stdio};
 use common::*;
 use petrel::protocol::{Packet, QoS, ReasonCode};
 
-fn petrel() -> std::path::PathBuf {
-    std::env::var_os("PETREL_BIN").map_or_else(|| env!("CARGO_BIN_EXE_petrel").into(), Into::into)
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -49,7 +45,7 @@ impl Log {
 
 /// The binary started with `-c file`, and its log.
 fn start(file: &std::path::Path) -> (std::process::Child, Log) {
-    let mut child = Command::new(petrel())
+    let mut child = Command::new(petrel_bin())
         .arg("-c")
         .arg(file)
         .env("RUST_LOG", "info")

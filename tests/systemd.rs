@@ -8,15 +8,8 @@ mod common;
 
 use std::io::BufReader;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
-
-/// The binary under test: `PETREL_BIN` (CI gives the release build), or
-/// the one cargo built for the tests.
-fn petrel() -> std::path::PathBuf {
-    std::env::var_os("PETREL_BIN").map_or_else(|| env!("CARGO_BIN_EXE_petrel").into(), Into::into)
-}
 
 /// The next datagram on the notify socket, as text.
 async fn next_message(socket: &tokio::net::UnixDatagram) -> String {
@@ -57,7 +50,7 @@ async fn the_notify_protocol_from_start_to_stop() {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let socket_path = dir.join("notify.sock");
         let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind the notify socket");
-        let mut child = Command::new(petrel())
+        let mut child = Command::new(petrel_bin())
             .args(["--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             // systemd's StateDirectory=: the default data_dir goes there.
@@ -108,21 +101,7 @@ async fn the_notify_protocol_from_start_to_stop() {
         signal(pid, "TERM");
         until(&socket, "STOPPING=1").await;
         client.expect_closed().await;
-        let exit = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Some(status) = child.try_wait().expect("wait") {
-                    return Some(status);
-                }
-                if std::time::Instant::now() > deadline {
-                    let _ = child.kill();
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-        .await
-        .expect("join");
+        let exit = exit_of(child).await;
         assert!(exit.expect("petrel exits after SIGTERM").success());
         assert!(
             dir.join("state/petrel.redb").is_file(),
@@ -163,7 +142,7 @@ fn the_unit_file_verifies() {
     let dir = std::env::temp_dir().join(format!("petrel-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let copy = dir.join("petrel.service");
-    let binary = petrel();
+    let binary = petrel_bin();
     let binary = binary.canonicalize().unwrap_or(binary);
     std::fs::write(
         &copy,
@@ -195,7 +174,7 @@ async fn the_open_file_limit_is_raised_and_a_shortfall_named() {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(r#"ulimit -Sn 256 && ulimit -Hn 512 && exec "$0" "$@""#)
-            .arg(petrel())
+            .arg(petrel_bin())
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&dir)

@@ -759,3 +759,30 @@ impl FakeRemote {
         (remote, connect)
     }
 }
+
+/// The broker binary under test: `PETREL_BIN` (CI gives the release
+/// build), or the one cargo built for the tests.
+pub fn petrel_bin() -> std::path::PathBuf {
+    std::env::var_os("PETREL_BIN").map_or_else(|| env!("CARGO_BIN_EXE_petrel").into(), Into::into)
+}
+
+/// Waits (at most 10 s) for `child` to exit; kills it and gives `None`
+/// if it does not.
+pub async fn exit_of(mut child: std::process::Child) -> Option<std::process::ExitStatus> {
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
