@@ -209,3 +209,64 @@ async fn password_file_reload() {
     })
     .await;
 }
+
+// A password file written by Mosquitto's own `mosquitto_passwd` (its
+// default PBKDF2-SHA512 `$7$` lines and the older SHA-512 `$6$` ones) is
+// read unchanged: each user gets in with their password and is refused
+// (0x04 / 0x86) with another, at 3.1.1 and 5.0.
+#[tokio::test]
+async fn a_mosquitto_passwd_file_works_unchanged() {
+    timed(async {
+        if Command::new("mosquitto_passwd").arg("-h").output().is_err() {
+            println!("skipped: mosquitto_passwd is not installed (apt-get install mosquitto)");
+            return;
+        }
+        let dir = temp_dir("mosquitto-passwd");
+        let file = dir.join("passwd");
+        let users = [
+            ("alice", "wonderland", "sha512-pbkdf2"),
+            ("bob", "builder", "sha512"),
+            ("carol", "singer", "sha512-pbkdf2"),
+        ];
+        for (index, (user, password, hash)) in users.iter().enumerate() {
+            let mut command = Command::new("mosquitto_passwd");
+            command.args(["-H", hash]);
+            if index == 0 {
+                command.arg("-c");
+            }
+            let status = command
+                .arg("-b")
+                .arg(&file)
+                .args([user, password])
+                .status()
+                .expect("mosquitto_passwd runs");
+            assert!(status.success());
+        }
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert!(
+            text.contains("bob:$6$") && text.contains("alice:$7$"),
+            "{text}"
+        );
+        let broker = TestBroker::with_config(petrel::Config {
+            password_file: Some(file.clone()),
+            // Refusals answered at once (the delay has its own test).
+            auth_failure_delay: 0,
+            ..test_config()
+        })
+        .await;
+        for v5 in [false, true] {
+            // 0x04 at 3.1.1 and 0x86 at 5.0 decode to the same code.
+            let refused = ReasonCode::BadUserNameOrPassword;
+            for (user, password, _) in users {
+                let code =
+                    connack_code(&broker, login("right", Some(user), Some(password), v5)).await;
+                assert_eq!(code, ReasonCode::Success, "{user} v5={v5}");
+                let code =
+                    connack_code(&broker, login("wrong", Some(user), Some("guess"), v5)).await;
+                assert_eq!(code, refused, "{user} v5={v5} with a wrong password");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

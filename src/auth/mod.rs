@@ -8,6 +8,7 @@ pub mod acl;
 pub mod authenticator;
 pub mod credential;
 pub mod enhanced;
+pub mod mosquitto_hash;
 pub mod password;
 pub mod scram;
 

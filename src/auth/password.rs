@@ -1,6 +1,7 @@
 //! The password file: one `username:hash` line per user, the hash a PHC
 //! string (argon2id for new entries; PBKDF2-SHA512 is accepted too), as
-//! `petrel passwd` writes it; after the hash and a space, the user's
+//! `petrel passwd` writes it, or any line `mosquitto_passwd` writes
+//! (`$6$`, `$7$`, Mosquitto 2.1's argon2id: [`super::mosquitto_hash`]); after the hash and a space, the user's
 //! SCRAM-SHA-256 credential when there is one (`petrel passwd` writes
 //! both). Blank lines and `#` comments are allowed.
 
@@ -13,6 +14,33 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 
 use super::credential::Credential;
+use super::mosquitto_hash::MosquittoHash;
+
+/// A line's hash: a PHC string (what `petrel passwd` writes), or one of
+/// the forms `mosquitto_passwd` writes.
+enum Hash<'a> {
+    Phc(PasswordHash<'a>),
+    Mosquitto(MosquittoHash),
+}
+
+impl<'a> Hash<'a> {
+    fn parse(text: &'a str) -> Result<Hash<'a>, String> {
+        // A PHC string the parser takes first; Mosquitto's `$6$`/`$7$`,
+        // and its argon2id lines whose 64-byte salt the PHC format's
+        // 64-character limit refuses, after.
+        let phc = PasswordHash::new(text);
+        if let Ok(hash) = phc {
+            return Ok(Hash::Phc(hash));
+        }
+        match MosquittoHash::parse(text)? {
+            Some(hash) => Ok(Hash::Mosquitto(hash)),
+            None => Err(match phc {
+                Err(error) => format!("not a PHC hash nor a mosquitto_passwd one: {error}"),
+                Ok(_) => "not a password hash".to_owned(),
+            }),
+        }
+    }
+}
 
 /// The users, their password hashes and SCRAM credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,8 +86,7 @@ impl PasswordFile {
                 }
                 None => (hash, None),
             };
-            PasswordHash::new(hash)
-                .map_err(|error| format!("line {number}: user {user}: not a PHC hash: {error}"))?;
+            Hash::parse(hash).map_err(|error| format!("line {number}: user {user}: {error}"))?;
             let entry = Entry {
                 hash: hash.to_owned(),
                 scram,
@@ -77,11 +104,14 @@ impl PasswordFile {
         let Some(entry) = self.users.get(user) else {
             return false;
         };
-        let Ok(hash) = PasswordHash::new(&entry.hash) else {
-            return false;
-        };
-        let verifiers: [&dyn PasswordVerifier; 2] = [&Argon2::default(), &pbkdf2::Pbkdf2];
-        hash.verify_password(&verifiers, password).is_ok()
+        match Hash::parse(&entry.hash) {
+            Ok(Hash::Phc(hash)) => {
+                let verifiers: [&dyn PasswordVerifier; 2] = [&Argon2::default(), &pbkdf2::Pbkdf2];
+                hash.verify_password(&verifiers, password).is_ok()
+            }
+            Ok(Hash::Mosquitto(hash)) => hash.verify(password),
+            Err(_) => false,
+        }
     }
 
     /// Adds `user` or changes their password (hashed with argon2id).
