@@ -270,3 +270,52 @@ async fn a_mosquitto_passwd_file_works_unchanged() {
     })
     .await;
 }
+
+// password_rehash: a user with a mosquitto_passwd entry who logs in with
+// the right password has it rewritten as argon2id with a SCRAM credential;
+// a wrong password changes nothing, and others stay as they were.
+#[tokio::test]
+async fn password_rehash_moves_a_mosquitto_entry_to_argon2id() {
+    timed(async {
+        let dir = temp_dir("rehash");
+        let file = dir.join("passwd");
+        // Written by mosquitto_passwd 2.0: alice (secret1) with $7$,
+        // bob (secret2) with $6$.
+        std::fs::write(
+            &file,
+            "alice:$7$101$DbipAsw7ZzP/yRWK$icSzUwHxUgjPIDrEKjd7aKz3IKI4ce66V6KF6irs8Qv1FMW9UCqUovJkALZ49efK1QWhUTA4vX7/oRI8TdDiog==\n\
+             bob:$6$GlDPl0N/XS55e+xj$l8PuiPfpZjNgVXtF+l8rs15PC8qpQU04z8uddagSH+j5CrgZIYkq1HSS1BpYRHS+IWwVzLIQNYYzjVkNgPS1QQ==\n",
+        )
+        .expect("write");
+        let broker = TestBroker::with_config(petrel::Config {
+            password_file: Some(file.clone()),
+            password_rehash: true,
+            auth_failure_delay: 0,
+            ..test_config()
+        })
+        .await;
+        let line_of = |user: &str| {
+            std::fs::read_to_string(&file)
+                .expect("read")
+                .lines()
+                .find(|line| line.starts_with(&format!("{user}:")))
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        let wrong = connack_code(&broker, login("a", Some("alice"), Some("guess"), false)).await;
+        assert_eq!(wrong, ReasonCode::BadUserNameOrPassword);
+        assert!(line_of("alice").starts_with("alice:$7$"));
+        let right = connack_code(&broker, login("a", Some("alice"), Some("secret1"), true)).await;
+        assert_eq!(right, ReasonCode::Success);
+        eventually("alice's entry rewritten", || {
+            let line = line_of("alice");
+            line.starts_with("alice:$argon2id$") && line.contains(' ')
+        })
+        .await;
+        assert!(line_of("bob").starts_with("bob:$6$"), "bob did not log in");
+        let again = connack_code(&broker, login("b", Some("alice"), Some("secret1"), false)).await;
+        assert_eq!(again, ReasonCode::Success);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -30,6 +30,8 @@ pub struct Authenticator {
     pub password_checks: tokio::sync::Semaphore,
     /// Recent failed logins by address: how many, and when the last was.
     pub login_failures: dashmap::DashMap<IpAddr, (u32, tokio::time::Instant)>,
+    /// Held while `password_rehash` rewrites the file: one at a time.
+    pub rehashing: Arc<std::sync::Mutex<()>>,
 }
 
 impl Authenticator {
@@ -49,6 +51,7 @@ impl Authenticator {
             acl: RwLock::new(acl),
             password_checks: tokio::sync::Semaphore::new(parallel_checks),
             login_failures: Default::default(),
+            rehashing: Default::default(),
         }
     }
 

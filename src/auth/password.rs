@@ -114,6 +114,14 @@ impl PasswordFile {
         }
     }
 
+    /// Whether `user`'s entry is in one of `mosquitto_passwd`'s forms (an
+    /// upgrade to argon2id and SCRAM needs their password).
+    pub fn is_foreign(&self, user: &str) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|entry| matches!(Hash::parse(&entry.hash), Ok(Hash::Mosquitto(_))))
+    }
+
     /// Adds `user` or changes their password (hashed with argon2id).
     pub fn set(&mut self, user: &str, password: &[u8]) -> Result<(), String> {
         if user.is_empty()

@@ -145,6 +145,11 @@ pub struct Config {
     /// Milliseconds a failed login's refusal waits per recent failure from
     /// the same address (at most 10 s); 0: no wait.
     pub auth_failure_delay: u64,
+    /// Whether a user whose password file entry is in one of
+    /// `mosquitto_passwd`'s forms has it rewritten as argon2id (with a
+    /// SCRAM-SHA-256 credential) at their next successful login; the
+    /// broker must be able to write the file.
+    pub password_rehash: bool,
     /// Most simultaneous client connections; the excess is closed.
     pub max_connections: usize,
     /// Most simultaneous connections from one client address (behind a
@@ -246,6 +251,7 @@ impl Default for Config {
             password_file: None,
             acl_file: None,
             auth_failure_delay: DEFAULT_AUTH_FAILURE_DELAY_MS,
+            password_rehash: false,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: 0,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT_SECS,

@@ -51,6 +51,11 @@ where
         if !verified {
             return Err(refuse_login(context, origin.peer.ip(), username).await);
         }
+        rehash(
+            context,
+            username,
+            connect.password.clone().unwrap_or_default(),
+        );
     }
     let Some(name) = &connect.properties.authentication_method else {
         return Ok(Login::default());
@@ -173,4 +178,54 @@ async fn refuse_login(context: &Context, address: std::net::IpAddr, username: &s
         "wrong user name or password; refusing",
         false,
     )
+}
+
+/// With `password_rehash`, rewrites `user`'s `mosquitto_passwd`-format
+/// entry as argon2id with a SCRAM credential, now that their password is
+/// known to be right: off the login's path, one rewrite at a time, the
+/// file read again first (it may have changed), then put in force.
+fn rehash(context: &Context, user: &str, password: bytes::Bytes) {
+    let config = context.core.config();
+    let (true, Some(path)) = (config.password_rehash, config.password_file.clone()) else {
+        return;
+    };
+    if !context
+        .auth
+        .passwords()
+        .is_some_and(|file| file.is_foreign(user))
+    {
+        return;
+    }
+    let user = user.to_owned();
+    let passwords = std::sync::Arc::clone(&context.auth.passwords);
+    let lock = std::sync::Arc::clone(&context.auth.rehashing);
+    tokio::task::spawn_blocking(move || {
+        let _one = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rewritten = crate::auth::password::PasswordFile::load(&path).and_then(|mut file| {
+            if !file.is_foreign(&user) {
+                return Ok(None);
+            }
+            file.set(&user, &password)?;
+            file.save(&path)?;
+            Ok(Some(file))
+        });
+        match rewritten {
+            Ok(Some(file)) => {
+                *passwords
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(std::sync::Arc::new(file));
+                tracing::info!(
+                    user,
+                    "password_rehash: the entry is argon2id now, with SCRAM"
+                );
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(user, %error, "password_rehash: the entry stays as it was")
+            }
+        }
+    });
 }
