@@ -128,6 +128,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod housekeeping;
+pub mod import;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;

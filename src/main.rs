@@ -56,6 +56,48 @@ enum Command {
         /// The user name.
         user: String,
     },
+    /// Translates a Mosquitto configuration into an equivalent
+    /// petrel.toml (standard output, or `-o FILE`); one line on standard
+    /// error per directive not carried over exactly. Exits 0 if everything
+    /// was, 3 if something was not, 1 on an error.
+    ImportMosquitto {
+        /// The Mosquitto configuration (mosquitto.conf).
+        file: PathBuf,
+        /// Write the petrel.toml here instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `petrel import-mosquitto`.
+fn import_mosquitto(file: &std::path::Path, output: Option<&std::path::Path>) -> ExitCode {
+    let import = match petrel::import::import_mosquitto(file) {
+        Ok(import) => import,
+        Err(error) => {
+            eprintln!("petrel import-mosquitto: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for note in &import.notes {
+        eprintln!("{note}");
+    }
+    match output {
+        Some(path) => {
+            if let Err(error) = std::fs::write(path, &import.toml) {
+                eprintln!(
+                    "petrel import-mosquitto: cannot write {}: {error}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+        None => print!("{}", import.toml),
+    }
+    if import.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
 }
 
 /// `petrel passwd`: adds, changes or deletes a user; the file is rewritten
@@ -124,6 +166,9 @@ fn main() -> ExitCode {
     }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check_config(file);
+    }
+    if let Some(Command::ImportMosquitto { file, output }) = &cli.command {
+        return import_mosquitto(file, output.as_deref());
     }
     let (config, checked) = match prepare(&cli) {
         Ok(prepared) => prepared,

@@ -1,0 +1,251 @@
+//! `petrel import-mosquitto`: a Mosquitto configuration becomes a
+//! petrel.toml that passes check-config, with a line for what was not
+//! carried over and the exit status saying whether anything was not; and
+//! Petrel on the imported file lets in the clients Mosquitto lets in.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use petrel::protocol::ReasonCode;
+
+fn import(conf: &Path, out: &Path) -> (i32, String) {
+    let output = Command::new(petrel_bin())
+        .arg("import-mosquitto")
+        .arg(conf)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .expect("petrel runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn check_config(file: &Path) {
+    let output = Command::new(petrel_bin())
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .expect("petrel runs");
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("petrel-import-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+// The mosquitto.conf Debian installs: persistence carried over, pid_file
+// and log_dest named as not needed, the result valid.
+#[test]
+fn debians_mosquitto_conf() {
+    let conf = Path::new("/etc/mosquitto/mosquitto.conf");
+    if !conf.exists() {
+        println!("skipped: no /etc/mosquitto/mosquitto.conf (apt-get install mosquitto)");
+        return;
+    }
+    let dir = temp("debian");
+    let out = dir.join("petrel.toml");
+    let (status, notes) = import(conf, &out);
+    assert_eq!(status, 3, "something was not carried over: {notes}");
+    assert!(
+        notes.contains("pid_file") && notes.contains("log_dest"),
+        "{notes}"
+    );
+    let config = petrel::Config::load(&out).expect("the import parses");
+    assert!(config.persistence);
+    assert_eq!(config.data_dir, Path::new("/var/lib/mosquitto/"));
+    check_config(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// Every kind of directive in one file: listeners (both families, one
+// address, TLS with a client CA), authentication, limits, logging,
+// expiry, and a bridge with its topic lines; the output passes
+// check-config and holds what each said. A file with nothing Petrel lacks
+// imports with exit status 0.
+#[test]
+fn directives_carry_over() {
+    let pki = pki::Pki::new("import");
+    let dir = temp("directives");
+    let conf = dir.join("mosquitto.conf");
+    let passwd = dir.join("passwd");
+    std::fs::write(&passwd, "").expect("write");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\n\
+             listener 1883\n\
+             socket_domain ipv4\n\
+             listener 8883 127.0.0.1\n\
+             certfile {}\n\
+             keyfile {}\n\
+             cafile {}\n\
+             require_certificate true\n\
+             use_identity_as_username true\n\
+             allow_anonymous false\n\
+             password_file {}\n\
+             max_inflight_messages 0\n\
+             max_queued_messages 500\n\
+             max_keepalive 120\n\
+             max_packet_size 65536\n\
+             retain_available false\n\
+             sys_interval 30\n\
+             set_tcp_nodelay true\n\
+             queue_qos0_messages true\n\
+             persistence false\n\
+             log_type warning\n\
+             log_type information\n\
+             connection cloud\n\
+             address mqtt.example.com:8883\n\
+             topic sensors/# out 1 \"\" gw1/\n\
+             topic cmd/# in 2\n\
+             bridge_protocol_version mqttv311\n\
+             cleansession false\n\
+             remote_clientid gw1\n\
+             remote_username gw\n\
+             remote_password secret\n",
+            pki.path("server.pem").display(),
+            pki.path("server.key").display(),
+            pki.path("ca.pem").display(),
+            passwd.display(),
+        ),
+    )
+    .expect("write");
+    let out = dir.join("petrel.toml");
+    let (status, notes) = import(&conf, &out);
+    assert_eq!(status, 0, "{notes}");
+    check_config(&out);
+    let config = petrel::Config::load(&out).expect("parses");
+    let binds: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| l.bind.to_string())
+        .collect();
+    assert_eq!(binds, ["0.0.0.0:1883", "127.0.0.1:8883"]);
+    let tls = config.listeners[1].tls.as_ref().expect("TLS");
+    assert!(tls.require_certificate && tls.use_identity_as_username && tls.ca.is_some());
+    assert_eq!(config.allow_anonymous, Some(false));
+    assert_eq!(config.password_file.as_deref(), Some(passwd.as_path()));
+    assert_eq!(config.max_inflight, 65_535);
+    assert_eq!(config.max_queued_messages, 500);
+    assert_eq!(config.max_keep_alive, 120);
+    assert_eq!(config.max_packet_size, 65_536);
+    assert!(!config.retain_available && !config.persistence && config.tcp_nodelay);
+    assert!(config.queue_qos0);
+    assert_eq!(config.sys_interval, 30);
+    assert_eq!(config.log_level, "info");
+    let bridge = &config.bridges[0];
+    assert_eq!(bridge.name, "cloud");
+    assert_eq!(bridge.addresses, ["mqtt.example.com:8883"]);
+    assert_eq!(bridge.topics.len(), 2);
+    assert!(!bridge.clean_start);
+    assert_eq!(bridge.username.as_deref(), Some("gw"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// What Petrel lacks is named with its file and line, and the exit status
+// says so; an include_dir is followed.
+#[test]
+fn what_is_not_carried_over_is_named() {
+    let dir = temp("notes");
+    let included = dir.join("conf.d");
+    std::fs::create_dir_all(&included).expect("dir");
+    std::fs::write(included.join("auth.conf"), "auth_plugin /usr/lib/auth.so\n").expect("write");
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener 1883 127.0.0.1\ncapath /etc/ssl/certs\ninclude_dir {}\n",
+            included.display()
+        ),
+    )
+    .expect("write");
+    let out = dir.join("petrel.toml");
+    let (status, notes) = import(&conf, &out);
+    assert_eq!(status, 3);
+    assert!(notes.contains("mosquitto.conf:2: capath"), "{notes}");
+    assert!(notes.contains("auth.conf:1: auth_plugin"), "{notes}");
+    check_config(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// The same mosquitto.conf run by Mosquitto and, imported, by Petrel: an
+// anonymous client is refused by both when the file says nothing (Mosquitto
+// 2 refuses anonymous clients on a configured listener), let in by both
+// with `allow_anonymous true`.
+#[tokio::test]
+async fn petrel_on_the_import_lets_in_whom_mosquitto_lets_in() {
+    timed(async {
+        if Command::new("mosquitto").arg("-h").output().is_err() {
+            println!("skipped: mosquitto is not installed (apt-get install mosquitto)");
+            return;
+        }
+        for (extra, expected) in [
+            ("", ReasonCode::NotAuthorized),
+            ("allow_anonymous true\n", ReasonCode::Success),
+        ] {
+            let dir = temp("behaviour");
+            let mut codes = Vec::new();
+            for broker in ["mosquitto", "petrel"] {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("port")
+                    .port();
+                let conf = dir.join(format!("{broker}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!("listener {port} 127.0.0.1\npersistence false\n{extra}"),
+                )
+                .expect("write");
+                let mut child = if broker == "mosquitto" {
+                    Command::new("mosquitto")
+                        .arg("-c")
+                        .arg(&conf)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("mosquitto starts")
+                } else {
+                    let out = dir.join("petrel.toml");
+                    let (status, notes) = import(&conf, &out);
+                    assert_eq!(status, 0, "{notes}");
+                    Command::new(petrel_bin())
+                        .arg("-c")
+                        .arg(&out)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("petrel starts")
+                };
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+                while tokio::net::TcpStream::connect(addr).await.is_err() {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{broker} never listened"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                let (_, connack) =
+                    RawClient::connect_with(addr, connect_packet("anonymous", true, 0)).await;
+                codes.push(connack.reason_code);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            assert_eq!(codes, [expected, expected], "{extra:?}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    })
+    .await;
+}
