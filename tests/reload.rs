@@ -208,33 +208,77 @@ async fn sighup_puts_the_file_in_force_without_dropping_clients() {
     .await;
 }
 
+/// A broker on one listener of its own, from a file it is handed; a
+/// client connected to it; and how to rewrite the file with `extra`
+/// before or after the listener's table.
+struct OneListener {
+    child: std::process::Child,
+    log: Log,
+    port: u16,
+    dir: std::path::PathBuf,
+    file: std::path::PathBuf,
+    listener: String,
+}
+
+const BASE: &str = "sys_interval = 0\npersistence = false\n";
+
+impl OneListener {
+    async fn start(name: &str) -> (OneListener, RawClient) {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("petrel-reload-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("petrel.toml");
+        let listener = format!("[[listener]]\nbind = \"127.0.0.1:{port}\"\n");
+        std::fs::write(&file, format!("{BASE}{listener}")).expect("write");
+        let (child, mut log) = start(&file);
+        log.until(&["listening", &port.to_string()]).await;
+        let inside = RawClient::connect(local(port), "inside").await;
+        let broker = OneListener {
+            child,
+            log,
+            port,
+            dir,
+            file,
+            listener,
+        };
+        (broker, inside)
+    }
+
+    /// Rewrites the file (`top` before the listener, `own` in its table)
+    /// and sends SIGHUP.
+    fn reload(&self, top: &str, own: &str) {
+        let text = format!("{BASE}{top}{}{own}", self.listener);
+        std::fs::write(&self.file, text).expect("write");
+        hup(self.child.id());
+    }
+
+    /// An anonymous CONNECT's answer.
+    async fn anonymous(&self) -> ReasonCode {
+        let (_, connack) =
+            RawClient::connect_with(local(self.port), connect_packet("outside", true, 0)).await;
+        connack.reason_code
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 // The top-level allow_anonymous changed by a reload applies to the
 // listeners that run: a new anonymous CONNECT is refused (0x05), the
 // client already connected stays.
 #[tokio::test]
 async fn a_reload_can_close_the_door_to_anonymous_clients() {
     timed(async {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("petrel-reload-anon-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("petrel.toml");
-        let listener = format!("[[listener]]\nbind = \"127.0.0.1:{port}\"\n");
-        let base = "sys_interval = 0\npersistence = false\n";
-        std::fs::write(&file, format!("{base}{listener}")).expect("write");
-        let (mut child, mut log) = start(&file);
-        log.until(&["listening", &port.to_string()]).await;
-        let mut inside = RawClient::connect(local(port), "inside").await;
-        std::fs::write(&file, format!("{base}allow_anonymous = false\n{listener}")).expect("write");
-        hup(child.id());
-        log.until(&["SIGHUP: configuration reloaded"]).await;
-        let (_, connack) =
-            RawClient::connect_with(local(port), connect_packet("outside", true, 0)).await;
-        assert_eq!(connack.reason_code, ReasonCode::NotAuthorized);
+        let (mut broker, mut inside) = OneListener::start("anonymous").await;
+        broker.reload("allow_anonymous = false\n", "");
+        broker.log.until(&["SIGHUP: configuration reloaded"]).await;
+        assert_eq!(broker.anonymous().await, ReasonCode::NotAuthorized);
         assert!(inside.ping_barrier().await.is_empty());
         drop(inside);
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
+        broker.stop();
     })
     .await;
 }
@@ -246,36 +290,21 @@ async fn a_reload_can_close_the_door_to_anonymous_clients() {
 #[tokio::test]
 async fn a_changed_listener_keeps_its_connections() {
     timed(async {
-        let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("petrel-reload-changed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("petrel.toml");
-        let listener = format!("[[listener]]\nbind = \"127.0.0.1:{port}\"\n");
-        let base = "sys_interval = 0\npersistence = false\n";
-        std::fs::write(&file, format!("{base}{listener}")).expect("write");
-        let (mut child, mut log) = start(&file);
-        log.until(&["listening", &port.to_string()]).await;
-        let mut inside = RawClient::connect(local(port), "inside").await;
-        std::fs::write(&file, format!("{base}{listener}allow_anonymous = false\n")).expect("write");
-        hup(child.id());
-        let changed = log.until(&["listener", "changed"]).await;
+        let (mut broker, mut inside) = OneListener::start("changed").await;
+        broker.reload("", "allow_anonymous = false\n");
+        let changed = broker.log.until(&["listener", "changed"]).await;
         assert!(changed.contains("its connections stay"), "{changed}");
         loop {
-            let line = log.until(&["SIGHUP"]).await;
+            let line = broker.log.until(&["SIGHUP"]).await;
             assert!(!line.contains("closed"), "{line}");
             if line.contains("configuration reloaded") {
                 break;
             }
         }
-        let (_, connack) =
-            RawClient::connect_with(local(port), connect_packet("outside", true, 0)).await;
-        assert_eq!(connack.reason_code, ReasonCode::NotAuthorized);
+        assert_eq!(broker.anonymous().await, ReasonCode::NotAuthorized);
         assert!(inside.ping_barrier().await.is_empty());
         drop(inside);
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::fs::remove_dir_all(&dir);
+        broker.stop();
     })
     .await;
 }
