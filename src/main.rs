@@ -58,15 +58,72 @@ enum Command {
     },
     /// Translates a Mosquitto configuration into an equivalent
     /// petrel.toml (standard output, or `-o FILE`); one line on standard
-    /// error per directive not carried over exactly. Exits 0 if everything
-    /// was, 3 if something was not, 1 on an error.
+    /// error per directive not carried over exactly. With `--db`, loads
+    /// the retained messages of a mosquitto.db into the store instead.
+    /// Exits 0 if everything was carried over, 3 if something was not, 1
+    /// on an error.
     ImportMosquitto {
         /// The Mosquitto configuration (mosquitto.conf).
-        file: PathBuf,
+        #[arg(required_unless_present = "db")]
+        file: Option<PathBuf>,
         /// Write the petrel.toml here instead of standard output.
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
+        /// A Mosquitto persistence file whose retained messages go into
+        /// Petrel's store (which no running Petrel may hold).
+        #[arg(long, value_name = "mosquitto.db", conflicts_with = "file")]
+        db: Option<PathBuf>,
+        /// The store's directory (or take `data_dir` from `-c`).
+        #[arg(long, value_name = "DIR", requires = "db")]
+        data_dir: Option<PathBuf>,
+        /// A petrel.toml to take `data_dir` from.
+        #[arg(short = 'c', long, value_name = "FILE", requires = "db")]
+        config: Option<PathBuf>,
     },
+}
+
+/// `petrel import-mosquitto --db`.
+fn import_mosquitto_db(
+    db: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> ExitCode {
+    let mut settings = match config {
+        Some(path) => match Config::load(path) {
+            Ok(mut loaded) => {
+                loaded.locate_data_dir(Some(path), None);
+                loaded
+            }
+            Err(error) => {
+                eprintln!("petrel import-mosquitto: {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(dir) = data_dir {
+        settings.data_dir = dir.to_path_buf();
+    }
+    match petrel::import::import_mosquitto_db(db, &settings) {
+        Ok((count, notes)) => {
+            for note in &notes {
+                eprintln!("{note}");
+            }
+            println!(
+                "{count} retained messages imported into {}",
+                settings.data_dir.display()
+            );
+            if notes.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(error) => {
+            eprintln!("petrel import-mosquitto: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `petrel import-mosquitto`.
@@ -167,8 +224,19 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check_config(file);
     }
-    if let Some(Command::ImportMosquitto { file, output }) = &cli.command {
-        return import_mosquitto(file, output.as_deref());
+    if let Some(Command::ImportMosquitto {
+        file,
+        output,
+        db,
+        data_dir,
+        config,
+    }) = &cli.command
+    {
+        return match (db, file) {
+            (Some(db), _) => import_mosquitto_db(db, data_dir.as_deref(), config.as_deref()),
+            (None, Some(file)) => import_mosquitto(file, output.as_deref()),
+            (None, None) => ExitCode::FAILURE,
+        };
     }
     let (config, checked) = match prepare(&cli) {
         Ok(prepared) => prepared,

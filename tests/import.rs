@@ -249,3 +249,135 @@ async fn petrel_on_the_import_lets_in_whom_mosquitto_lets_in() {
     })
     .await;
 }
+
+// Retained messages from a real mosquitto.db: Mosquitto (the apt package)
+// runs with persistence in a temp dir, takes retained messages from
+// mosquitto_pub -r at each QoS, and stops (writing its file); the file is
+// imported into a Petrel store, and a subscriber to Petrel on that store
+// gets every one.
+#[tokio::test]
+async fn retained_messages_come_over_from_mosquitto_db() {
+    timed(async {
+        let missing = ["mosquitto", "mosquitto_pub"]
+            .iter()
+            .any(|tool| Command::new(tool).arg("--help").output().is_err());
+        if missing {
+            println!(
+                "skipped: mosquitto is not installed (apt-get install mosquitto mosquitto-clients)"
+            );
+            return;
+        }
+        let dir = temp("db");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        // Started as root, Mosquitto runs as its own user, which must be
+        // able to write its file here.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        }
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\n",
+                dir.display()
+            ),
+        )
+        .expect("write");
+        let mosquitto = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "mosquitto never listened"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let messages = [
+            ("home/door", "open", "0"),
+            ("home/light", "on", "1"),
+            ("home/temp", "21.5", "2"),
+        ];
+        for (topic, payload, qos) in messages {
+            let status = Command::new("mosquitto_pub")
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-r",
+                    "-q",
+                    qos,
+                    "-t",
+                    topic,
+                    "-m",
+                    payload,
+                ])
+                .status()
+                .expect("mosquitto_pub runs");
+            assert!(status.success());
+        }
+        // SIGTERM: Mosquitto writes its persistence file as it stops.
+        let status = Command::new("kill")
+            .args(["-TERM", &mosquitto.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        assert!(exit_of(mosquitto).await.is_some(), "mosquitto did not stop");
+        let db = dir.join("mosquitto.db");
+        assert!(db.is_file(), "mosquitto wrote no mosquitto.db");
+
+        let store = DataDir::new("from-mosquitto");
+        let output = Command::new(petrel_bin())
+            .args(["import-mosquitto", "--db"])
+            .arg(&db)
+            .arg("--data-dir")
+            .arg(store.path())
+            .output()
+            .expect("petrel runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).starts_with("3 retained messages"));
+        let broker = store.start().await;
+        let mut subscriber = RawClient::connect(broker.addr, "reader").await;
+        subscriber
+            .subscribe(1, &[("home/#", petrel::protocol::QoS::ExactlyOnce)])
+            .await;
+        let mut got = std::collections::BTreeMap::new();
+        while got.len() < messages.len() {
+            let publish = subscriber.recv_publish().await;
+            assert!(publish.retain);
+            subscriber.answer(&publish).await;
+            got.insert(
+                publish.topic.as_str().to_owned(),
+                (
+                    String::from_utf8_lossy(&publish.payload).into_owned(),
+                    publish.qos as u8,
+                ),
+            );
+        }
+        for (topic, payload, qos) in messages {
+            assert_eq!(
+                got[topic],
+                (payload.to_owned(), qos.parse::<u8>().unwrap()),
+                "{topic}"
+            );
+        }
+        drop(subscriber);
+        broker.broker.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -4,9 +4,79 @@
 //! not be carried over exactly (its file, line and why). What this covers
 //! and what it does not is in docs/migrating-from-mosquitto.md.
 
+pub mod mosquitto_db;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use toml::{Table, Value};
+
+use crate::config::Config;
+
+/// Loads the retained messages of the Mosquitto persistence file `db`
+/// into the store in `config`'s `data_dir` (which no running Petrel may
+/// hold: the store refuses a second opener). Returns how many were
+/// stored, and a line for each thing not carried over.
+pub fn import_mosquitto_db(db: &Path, config: &Config) -> Result<(usize, Vec<String>), String> {
+    use crate::protocol::{PublishProperties, QoS, TopicName};
+    use crate::router::message::Message;
+    use crate::router::Journal;
+    let bytes =
+        std::fs::read(db).map_err(|error| format!("cannot read {}: {error}", db.display()))?;
+    let retained = mosquitto_db::read_retained(&bytes)
+        .map_err(|error| format!("{}: {error}", db.display()))?;
+    let config = Config {
+        persistence: true,
+        ..config.clone()
+    };
+    let (store, _) =
+        crate::store::Store::open(&config, Arc::new(crate::metrics::Metrics::default()))
+            .map_err(|error| error.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64);
+    let mut notes = Vec::new();
+    let mut count = 0;
+    let mut with_properties = 0;
+    for message in retained {
+        let expiry = match message.expiry_time {
+            0 => None,
+            at if at <= now => {
+                notes.push(format!("{}: expired, not carried over", message.topic));
+                continue;
+            }
+            at => Some(u32::try_from(at - now).unwrap_or(u32::MAX)),
+        };
+        let Ok(topic) = TopicName::new(message.topic.clone()) else {
+            notes.push(format!(
+                "{:?}: not a valid topic name, not carried over",
+                message.topic
+            ));
+            continue;
+        };
+        with_properties += usize::from(message.had_properties);
+        let message = Arc::new(Message::new(
+            topic,
+            bytes::Bytes::from(message.payload),
+            QoS::from_u8(message.qos).unwrap_or(QoS::AtMostOnce),
+            true,
+            PublishProperties {
+                message_expiry_interval: expiry,
+                ..PublishProperties::default()
+            },
+            None,
+        ));
+        store.retained(message.topic.as_str(), Some(&message));
+        count += 1;
+    }
+    if with_properties > 0 {
+        notes.push(format!(
+            "{with_properties} retained messages had MQTT 5 properties (content type, user properties...): carried over without them"
+        ));
+    }
+    store.close();
+    Ok((count, notes))
+}
 
 /// What an import made.
 #[derive(Debug, Default)]
