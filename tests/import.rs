@@ -381,3 +381,107 @@ async fn retained_messages_come_over_from_mosquitto_db() {
     })
     .await;
 }
+
+// A password file made by mosquitto_passwd, named in the mosquitto.conf:
+// Mosquitto and Petrel (on the import, the same file unchanged) both let
+// the user in with the right password and refuse a wrong one.
+#[tokio::test]
+async fn petrel_on_the_import_takes_mosquittos_passwords() {
+    timed(async {
+        let missing = ["mosquitto", "mosquitto_passwd"]
+            .iter()
+            .any(|tool| Command::new(tool).arg("--help").output().is_err());
+        if missing {
+            println!("skipped: mosquitto is not installed (apt-get install mosquitto)");
+            return;
+        }
+        let dir = temp("passwords");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        }
+        let passwd = dir.join("passwd");
+        let status = Command::new("mosquitto_passwd")
+            .args(["-c", "-b"])
+            .arg(&passwd)
+            .args(["gateway", "s3cret"])
+            .status()
+            .expect("mosquitto_passwd runs");
+        assert!(status.success());
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+        }
+        let mut answers = Vec::new();
+        for broker in ["mosquitto", "petrel"] {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("port")
+                .port();
+            let conf = dir.join(format!("{broker}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\npersistence false\nallow_anonymous false\n\
+                     password_file {}\n",
+                    passwd.display()
+                ),
+            )
+            .expect("write");
+            let child = if broker == "mosquitto" {
+                Command::new("mosquitto")
+                    .arg("-c")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("mosquitto starts")
+            } else {
+                let out = dir.join("petrel.toml");
+                let (status, notes) = import(&conf, &out);
+                assert_eq!(status, 0, "{notes}");
+                Command::new(petrel_bin())
+                    .arg("-c")
+                    .arg(&out)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("petrel starts")
+            };
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{broker} never listened"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            for password in ["s3cret", "guess"] {
+                let mut connect = connect_packet("gateway-1", true, 0);
+                connect.username = Some("gateway".to_owned());
+                connect.password = Some(bytes::Bytes::copy_from_slice(password.as_bytes()));
+                let (_, connack) = RawClient::connect_with(addr, connect).await;
+                answers.push((broker, password, connack.reason_code));
+            }
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Let in with the right password, refused with a wrong one, by
+        // both. (Mosquitto 2.0 refuses with 0x05 "not authorised", Petrel
+        // with 0x04 "bad user name or password", the code 3.1.1 has for
+        // it: docs/migrating-from-mosquitto.md.)
+        for (broker, password, code) in &answers {
+            let let_in = *code == ReasonCode::Success;
+            assert_eq!(
+                let_in,
+                *password == "s3cret",
+                "{broker} with {password}: {answers:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
