@@ -326,6 +326,31 @@ async fn retained_messages_come_over_from_mosquitto_db() {
                 .expect("mosquitto_pub runs");
             assert!(status.success());
         }
+        // One with MQTT 5 properties, which come over too.
+        let status = Command::new("mosquitto_pub")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-V",
+                "mqttv5",
+                "-r",
+                "-q",
+                "1",
+                "-t",
+                "props/doc",
+            ])
+            .args([
+                "-m",
+                "{}",
+                "-D",
+                "publish",
+                "content-type",
+                "application/json",
+            ])
+            .args(["-D", "publish", "user-property", "origin", "mosquitto"])
+            .status()
+            .expect("mosquitto_pub runs");
+        assert!(status.success());
         // SIGTERM: Mosquitto writes its persistence file as it stops.
         let status = Command::new("kill")
             .args(["-TERM", &mosquitto.id().to_string()])
@@ -349,7 +374,11 @@ async fn retained_messages_come_over_from_mosquitto_db() {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(String::from_utf8_lossy(&output.stdout).starts_with("3 retained messages"));
+        assert!(
+            String::from_utf8_lossy(&output.stdout).starts_with("4 retained messages"),
+            "{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
         let broker = store.start().await;
         let mut subscriber = RawClient::connect(broker.addr, "reader").await;
         subscriber
@@ -375,7 +404,24 @@ async fn retained_messages_come_over_from_mosquitto_db() {
                 "{topic}"
             );
         }
-        drop(subscriber);
+        let mut v5 = RawClient::connect_v5(broker.addr, "reader-5").await;
+        v5.subscribe(1, &[("props/#", petrel::protocol::QoS::AtLeastOnce)])
+            .await;
+        let publish = v5.recv_publish().await;
+        assert_eq!(
+            publish.properties.content_type.as_deref(),
+            Some("application/json")
+        );
+        assert!(
+            publish
+                .properties
+                .user_properties
+                .iter()
+                .any(|(k, v)| k.as_str() == "origin" && v.as_str() == "mosquitto"),
+            "{:?}",
+            publish.properties
+        );
+        drop((subscriber, v5));
         broker.broker.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
     })

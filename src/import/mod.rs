@@ -37,7 +37,6 @@ pub fn import_mosquitto_db(db: &Path, config: &Config) -> Result<(usize, Vec<Str
         .map_or(0, |since| since.as_secs() as i64);
     let mut notes = Vec::new();
     let mut count = 0;
-    let mut with_properties = 0;
     for message in retained {
         let expiry = match message.expiry_time {
             0 => None,
@@ -54,25 +53,37 @@ pub fn import_mosquitto_db(db: &Path, config: &Config) -> Result<(usize, Vec<Str
             ));
             continue;
         };
-        with_properties += usize::from(message.had_properties);
+        let properties = match message.properties.is_empty() {
+            true => PublishProperties::default(),
+            false => match crate::protocol::decode_publish_properties(bytes::Bytes::from(
+                message.properties,
+            )) {
+                Ok(properties) => properties,
+                Err(error) => {
+                    notes.push(format!(
+                        "{}: its MQTT 5 properties do not decode ({error}): carried over without them",
+                        message.topic
+                    ));
+                    PublishProperties::default()
+                }
+            },
+        };
         let message = Arc::new(Message::new(
             topic,
             bytes::Bytes::from(message.payload),
             QoS::from_u8(message.qos).unwrap_or(QoS::AtMostOnce),
             true,
             PublishProperties {
+                // What is left of it, from the file's expiry time.
                 message_expiry_interval: expiry,
-                ..PublishProperties::default()
+                topic_alias: None,
+                subscription_identifiers: Vec::new(),
+                ..properties
             },
             None,
         ));
         store.retained(message.topic.as_str(), Some(&message));
         count += 1;
-    }
-    if with_properties > 0 {
-        notes.push(format!(
-            "{with_properties} retained messages had MQTT 5 properties (content type, user properties...): carried over without them"
-        ));
     }
     store.close();
     Ok((count, notes))

@@ -34,8 +34,9 @@ pub struct Retained {
     pub qos: u8,
     /// When it expires (Unix seconds), 0 for never.
     pub expiry_time: i64,
-    /// Whether it had MQTT 5 properties (not carried over).
-    pub had_properties: bool,
+    /// Its MQTT 5 property block as the file holds it (length first),
+    /// empty if it had none.
+    pub properties: Vec<u8>,
 }
 
 fn take<'a>(bytes: &'a [u8], at: &mut usize, count: usize) -> Result<&'a [u8], String> {
@@ -136,7 +137,7 @@ fn message_store(data: &[u8]) -> Result<(u64, Retained), String> {
             payload,
             qos,
             expiry_time,
-            had_properties: at < data.len(),
+            properties: data[at..].to_vec(),
         },
     ))
 }
@@ -181,7 +182,7 @@ mod tests {
                 payload: b"open".to_vec(),
                 qos: 1,
                 expiry_time: 0,
-                had_properties: false,
+                properties: Vec::new(),
             }]
         );
     }

@@ -33,6 +33,7 @@ pub use connect::{ConnAck, Connect, LastWill};
 pub use disconnect::Disconnect;
 pub use error::{DecodeError, EncodeError};
 pub use primitives::{FIELD_LENGTH_MAX, VARIABLE_BYTE_INTEGER_MAX};
+pub use properties::decode_publish_properties;
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     OutgoingPublishProperties, PropertyContext, PropertyId, PublishProperties, SubscribeProperties,

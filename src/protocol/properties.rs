@@ -265,6 +265,13 @@ pub fn decode_properties<P: PropertySet>(
     Ok(properties)
 }
 
+/// A PUBLISH property block held apart from its packet (its length, then
+/// each property), as Mosquitto's persistence file keeps one.
+pub fn decode_publish_properties(bytes: bytes::Bytes) -> Result<PublishProperties, DecodeError> {
+    let mut reader = Reader::new(bytes);
+    decode_properties(&mut reader, PropertyContext::Packet(PacketType::Publish))
+}
+
 /// Writes a property block: its length, then each property.
 pub fn encode_properties<P: PropertySet>(
     properties: &P,
