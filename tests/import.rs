@@ -531,3 +531,46 @@ async fn petrel_on_the_import_takes_mosquittos_passwords() {
     })
     .await;
 }
+
+// Mosquitto 1.x's default listener: `bind_address` and options given
+// before any `listener` line belong to the `port` listener, whichever
+// comes first; with per_listener_settings, a per-listener password file
+// cannot be merged into one for the broker, and the import says so (exit
+// 1) rather than let one listener's users into another.
+#[test]
+fn the_default_listener_and_per_listener_password_files() {
+    let pki = pki::Pki::new("import-default");
+    let dir = temp("default");
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "certfile {}\nkeyfile {}\nport 8883\nbind_address 127.0.0.1\nallow_anonymous true\n",
+            pki.path("server.pem").display(),
+            pki.path("server.key").display(),
+        ),
+    )
+    .expect("write");
+    let out = dir.join("petrel.toml");
+    let (status, notes) = import(&conf, &out);
+    assert_eq!(status, 0, "{notes}");
+    check_config(&out);
+    let config = petrel::Config::load(&out).expect("parses");
+    assert_eq!(config.listeners.len(), 1);
+    assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:8883");
+    assert!(
+        config.listeners[0].tls.is_some(),
+        "TLS on the port listener"
+    );
+
+    std::fs::write(
+        &conf,
+        "per_listener_settings true\nlistener 1883 127.0.0.1\npassword_file /etc/mosquitto/a\n\
+         listener 1884 127.0.0.1\nallow_anonymous false\n",
+    )
+    .expect("write");
+    let (status, notes) = import(&conf, &out);
+    assert_eq!(status, 1, "{notes}");
+    assert!(notes.contains("per-listener password_file"), "{notes}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

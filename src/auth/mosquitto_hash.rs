@@ -93,10 +93,16 @@ impl MosquittoHash {
                     "$7$: {iterations} iterations (1 to {MAX_PBKDF2_ITERATIONS})"
                 ));
             }
+            let hash = decode(hash).map_err(|e| format!("$7$ hash: {e}"))?;
+            // mosquitto_passwd writes (and Mosquitto accepts) 64 bytes: a
+            // shorter one would match guesses by chance.
+            if hash.len() != 64 {
+                return Err("a $7$ hash is 64 bytes".to_owned());
+            }
             return Ok(Some(MosquittoHash::Pbkdf2 {
                 iterations,
                 salt: decode(salt).map_err(|e| format!("$7$ salt: {e}"))?,
-                hash: decode(hash).map_err(|e| format!("$7$ hash: {e}"))?,
+                hash,
             }));
         }
         if let Some(rest) = text.strip_prefix("$argon2id$") {
@@ -196,6 +202,9 @@ fn argon2id(rest: &str) -> Result<MosquittoHash, String> {
         ));
     }
     let hash = decode(hash).map_err(|e| format!("argon2id hash: {e}"))?;
+    if hash.len() < 16 {
+        return Err("an argon2id hash of fewer than 16 bytes".to_owned());
+    }
     argon2::Params::new(memory_kib, passes, lanes, Some(hash.len()))
         .map_err(|error| format!("argon2id: {error}"))?;
     Ok(MosquittoHash::Argon2id {
@@ -251,6 +260,7 @@ mod tests {
     fn bad_lines_are_refused_with_a_reason() {
         for (line, why) in [
             ("$7$0$AAAA$AAAA", "iterations"),
+            ("$7$101$AAAA$AQ==", "64 bytes"),
             ("$7$99999999999$AAAA$AAAA", "not a number"),
             ("$7$101$AAAA", "$7$ITERATIONS"),
             ("$6$***$l8PuiPfpZjNgVXtF+l8rs15PC8qpQU04z8uddagSH+j5CrgZIYkq1HSS1BpYRHS+IWwVzLIQNYYzjVkNgPS1QQ==", "not base64"),

@@ -42,6 +42,19 @@ impl<'a> Hash<'a> {
     }
 }
 
+/// An argon2id hash (of nothing anyone types) to check unknown users
+/// against.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(b"\0 no user \0", &salt)
+            .map(|hash| hash.to_string())
+            .unwrap_or_default()
+    })
+}
+
 /// The users, their password hashes and SCRAM credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PasswordFile {
@@ -102,6 +115,14 @@ impl PasswordFile {
     /// PBKDF2): run it off the async threads.
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         let Some(entry) = self.users.get(user) else {
+            // As long as a known user's check, so that the time taken does
+            // not tell which names exist.
+            let _ = Hash::parse(dummy_hash()).map(|hash| match hash {
+                Hash::Phc(hash) => hash
+                    .verify_password(&[&Argon2::default()], password)
+                    .is_ok(),
+                Hash::Mosquitto(hash) => hash.verify(password),
+            });
             return false;
         };
         match Hash::parse(&entry.hash) {

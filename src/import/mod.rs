@@ -118,6 +118,13 @@ struct Reader {
     /// The bridge (index) the last `connection` line opened.
     bridge: Option<usize>,
     per_listener_settings: bool,
+    /// Options given before any `listener` line: Mosquitto's default
+    /// listener's (the `port` one), applied to it when it is made.
+    default: Table,
+    /// `bind_address`: the default listener's address.
+    default_bind: Option<String>,
+    /// The listener (index) `port` made, if it did.
+    port_listener: Option<usize>,
     notes: Vec<String>,
     /// Files being read, to refuse an include loop.
     reading: Vec<PathBuf>,
@@ -135,6 +142,17 @@ fn flag(value: &str) -> Option<bool> {
         "true" => Some(true),
         "false" => Some(false),
         _ => None,
+    }
+}
+
+/// `address:port` as a bind, IPv6 in brackets, `localhost` as 127.0.0.1.
+fn bind_of(address: &str, port: i64) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else if address == "localhost" {
+        format!("127.0.0.1:{port}")
+    } else {
+        format!("{address}:{port}")
     }
 }
 
@@ -188,20 +206,18 @@ impl Reader {
     fn scoped(&mut self) -> &mut Table {
         match (self.per_listener_settings, self.listener) {
             (true, Some(index)) => &mut self.listeners[index],
+            // Mosquitto's default listener's, with per-listener settings.
+            (true, None) => &mut self.default,
             _ => &mut self.top,
         }
     }
 
-    fn listener_table(&mut self, at: &str) -> Option<&mut Table> {
+    /// The listener the last `listener` line opened, or before any, the
+    /// default listener's pending options.
+    fn listener_table(&mut self, _at: &str) -> Option<&mut Table> {
         match self.listener {
             Some(index) => Some(&mut self.listeners[index]),
-            None => {
-                self.note(
-                    at,
-                    "a listener option before any `listener` line: not carried over",
-                );
-                None
-            }
+            None => Some(&mut self.default),
         }
     }
 
@@ -248,12 +264,30 @@ impl Reader {
             "listener" => self.listener(at, value),
             "port" => {
                 if let Some(port) = self.number(at, value) {
-                    self.listeners.push(Table::from_iter([(
-                        "bind".to_owned(),
-                        Value::String(format!("0.0.0.0:{port}")),
-                    )]));
+                    let address = self
+                        .default_bind
+                        .clone()
+                        .unwrap_or_else(|| "0.0.0.0".to_owned());
+                    let mut listener = std::mem::take(&mut self.default);
+                    listener.insert("bind".to_owned(), Value::String(bind_of(&address, port)));
+                    self.listeners.push(listener);
+                    self.port_listener = Some(self.listeners.len() - 1);
                     self.listener = Some(self.listeners.len() - 1);
                     self.bridge = None;
+                }
+            }
+            "bind_address" => {
+                self.default_bind = Some(value.to_owned());
+                // After `port`: that listener moves to the address.
+                if let Some(index) = self.port_listener {
+                    let port = self.listeners[index]
+                        .get("bind")
+                        .and_then(Value::as_str)
+                        .and_then(|bind| bind.rsplit(':').next())
+                        .and_then(|port| port.parse::<i64>().ok())
+                        .unwrap_or(1883);
+                    self.listeners[index]
+                        .insert("bind".to_owned(), Value::String(bind_of(value, port)));
                 }
             }
             "socket_domain" => {
@@ -318,10 +352,17 @@ impl Reader {
                 None => self.note(at, "expected true or false"),
             },
             "password_file" | "acl_file" => {
-                if self.per_listener_settings && self.listener.is_some() {
-                    self.note(at, "Petrel has one password and ACL file for all listeners: carried over as the broker's");
+                if self.per_listener_settings {
+                    // Merged into one for the broker, a listener that
+                    // Mosquitto kept closed would take another's users.
+                    return Err(format!(
+                        "{at}: a per-listener {directive} (per_listener_settings true) cannot be \
+                         carried over: Petrel has one for the whole broker; import a file without \
+                         per_listener_settings, or merge the files by hand"
+                    ));
                 }
-                self.top.insert(directive.to_owned(), Value::String(value.to_owned()));
+                self.top
+                    .insert(directive.to_owned(), Value::String(value.to_owned()));
             }
             "max_connections" => {
                 if let Some(count) = self.number(at, value) {
@@ -634,6 +675,14 @@ impl Reader {
     }
 
     fn finish(mut self) -> Import {
+        if !self.default.is_empty() {
+            let keys: Vec<String> = self.default.keys().cloned().collect();
+            self.notes.push(format!(
+                "{} before any listener apply to Mosquitto's default listener, which this file \
+                 does not open with `port`: not carried over",
+                keys.join(", ")
+            ));
+        }
         for listener in &mut self.listeners {
             listener.remove("twin");
         }

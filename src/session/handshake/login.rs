@@ -204,7 +204,9 @@ fn rehash(context: &Context, user: &str, password: bytes::Bytes) {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let rewritten = crate::auth::password::PasswordFile::load(&path).and_then(|mut file| {
-            if !file.is_foreign(&user) {
+            // The file as it is now: its entry may have changed since the
+            // login was checked (a new password not yet reloaded).
+            if !file.is_foreign(&user) || !file.verify(&user, &password) {
                 return Ok(None);
             }
             file.set(&user, &password)?;
