@@ -145,6 +145,39 @@ fn flag(value: &str) -> Option<bool> {
     }
 }
 
+/// A bridge's `topic PATTERN [DIRECTION [QOS [LOCAL REMOTE]]]` line as a
+/// `[[bridge.topic]]` rule (`""` for an empty prefix).
+fn topic_rule(value: &str) -> Table {
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    let mut rule = Table::new();
+    rule.insert(
+        "filter".to_owned(),
+        Value::String(parts.first().copied().unwrap_or("#").to_owned()),
+    );
+    rule.insert(
+        "direction".to_owned(),
+        Value::String(parts.get(1).copied().unwrap_or("out").to_owned()),
+    );
+    let qos = parts
+        .get(2)
+        .and_then(|q| q.parse::<i64>().ok())
+        .unwrap_or(0);
+    rule.insert("qos".to_owned(), Value::Integer(qos));
+    if let Some(local) = parts.get(3).filter(|p| **p != "\"\"") {
+        rule.insert(
+            "local_prefix".to_owned(),
+            Value::String((*local).to_owned()),
+        );
+    }
+    if let Some(remote) = parts.get(4).filter(|p| **p != "\"\"") {
+        rule.insert(
+            "remote_prefix".to_owned(),
+            Value::String((*remote).to_owned()),
+        );
+    }
+    rule
+}
+
 /// `address:port` as a bind, IPv6 in brackets, `localhost` as 127.0.0.1.
 fn bind_of(address: &str, port: i64) -> String {
     if address.contains(':') {
@@ -245,6 +278,12 @@ impl Reader {
         if self.bridge.is_some() && self.bridge_directive(at, directive, value) {
             return Ok(());
         }
+        if self.listener_directive(at, directive, value)
+            || self.limit_directive(at, directive, value)
+            || self.service_directive(at, directive, value)
+        {
+            return Ok(());
+        }
         match directive {
             "include_dir" => {
                 let mut files: Vec<PathBuf> = std::fs::read_dir(value)
@@ -261,90 +300,6 @@ impl Reader {
                 Some(on) => self.per_listener_settings = on,
                 None => self.note(at, "expected true or false"),
             },
-            "listener" => self.listener(at, value),
-            "port" => {
-                if let Some(port) = self.number(at, value) {
-                    let address = self
-                        .default_bind
-                        .clone()
-                        .unwrap_or_else(|| "0.0.0.0".to_owned());
-                    let mut listener = std::mem::take(&mut self.default);
-                    listener.insert("bind".to_owned(), Value::String(bind_of(&address, port)));
-                    self.listeners.push(listener);
-                    self.port_listener = Some(self.listeners.len() - 1);
-                    self.listener = Some(self.listeners.len() - 1);
-                    self.bridge = None;
-                }
-            }
-            "bind_address" => {
-                self.default_bind = Some(value.to_owned());
-                // After `port`: that listener moves to the address.
-                if let Some(index) = self.port_listener {
-                    let port = self.listeners[index]
-                        .get("bind")
-                        .and_then(Value::as_str)
-                        .and_then(|bind| bind.rsplit(':').next())
-                        .and_then(|port| port.parse::<i64>().ok())
-                        .unwrap_or(1883);
-                    self.listeners[index]
-                        .insert("bind".to_owned(), Value::String(bind_of(value, port)));
-                }
-            }
-            "socket_domain" => {
-                // The listener was written for both families: keep one.
-                let Some(index) = self.listener else {
-                    self.note(at, "before any listener: not carried over");
-                    return Ok(());
-                };
-                let keep_v6 = value == "ipv6";
-                let bind = self.listeners[index].get("bind").and_then(Value::as_str).map(str::to_owned);
-                if let Some(bind) = bind {
-                    let port = bind.rsplit(':').next().unwrap_or("1883").to_owned();
-                    let new = if keep_v6 { format!("[::]:{port}") } else { format!("0.0.0.0:{port}") };
-                    if bind.starts_with("0.0.0.0:") || bind.starts_with("[::]:") {
-                        self.listeners[index].insert("bind".to_owned(), Value::String(new));
-                        self.listeners[index].remove("optional");
-                        // Its twin for the other family goes.
-                        let twin = if keep_v6 { format!("0.0.0.0:{port}") } else { format!("[::]:{port}") };
-                        if let Some(position) = self.listeners.iter().position(|l| {
-                            l.get("bind").and_then(Value::as_str) == Some(&twin)
-                                && l.get("twin").and_then(Value::as_integer) == Some(index as i64)
-                        }) {
-                            self.listeners.remove(position);
-                        }
-                    }
-                }
-            }
-            "protocol" => match value {
-                "mqtt" => {}
-                "websockets" => {
-                    if let Some(listener) = self.listener_table(at) {
-                        listener.insert(
-                            "websocket".to_owned(),
-                            Value::Table(Table::from_iter([(
-                                "path".to_owned(),
-                                Value::String("/mqtt".to_owned()),
-                            )])),
-                        );
-                    }
-                    self.note(at, "Mosquitto takes WebSocket connections on any path; Petrel on `/mqtt` only (listener.websocket.path)");
-                }
-                other => self.note(at, format!("protocol {other:?} is not one Petrel serves")),
-            },
-            "certfile" => self.tls(at, "cert", Value::String(value.to_owned())),
-            "keyfile" => self.tls(at, "key", Value::String(value.to_owned())),
-            "cafile" => self.tls(at, "ca", Value::String(value.to_owned())),
-            "require_certificate" => match flag(value) {
-                Some(on) => self.tls(at, "require_certificate", Value::Boolean(on)),
-                None => self.note(at, "expected true or false"),
-            },
-            "use_identity_as_username" => match flag(value) {
-                Some(on) => self.tls(at, "use_identity_as_username", Value::Boolean(on)),
-                None => self.note(at, "expected true or false"),
-            },
-            "use_subject_as_username" => self.note(at, "Petrel uses the certificate's common name (use_identity_as_username), not the whole subject"),
-            "capath" => self.note(at, "a directory of CA files: concatenate them into one `ca` file"),
-            "tls_version" | "ciphers" | "ciphers_tls1.3" => self.note(at, "Petrel speaks TLS 1.2 and 1.3 with rustls's safe defaults; not configurable"),
             "allow_anonymous" => match flag(value) {
                 Some(on) => {
                     self.scoped().insert("allow_anonymous".to_owned(), Value::Boolean(on));
@@ -364,137 +319,6 @@ impl Reader {
                 self.top
                     .insert(directive.to_owned(), Value::String(value.to_owned()));
             }
-            "max_connections" => {
-                if let Some(count) = self.number(at, value) {
-                    if count < 0 {
-                        self.note(at, "-1 (no limit): Petrel always has one; its default (100000) stays");
-                    } else {
-                        self.top.insert("max_connections".to_owned(), Value::Integer(count));
-                        if self.listener.is_some() {
-                            self.note(at, "per listener in Mosquitto, for the whole broker in Petrel");
-                        }
-                    }
-                }
-            }
-            "max_keepalive" => {
-                if let Some(seconds) = self.number(at, value) {
-                    self.top.insert("max_keep_alive".to_owned(), Value::Integer(seconds));
-                }
-            }
-            "max_packet_size" => {
-                if let Some(bytes) = self.number(at, value) {
-                    if bytes > 0 {
-                        self.top.insert("max_packet_size".to_owned(), Value::Integer(bytes));
-                    }
-                }
-            }
-            "message_size_limit" => {
-                if let Some(bytes) = self.number(at, value) {
-                    if bytes > 0 {
-                        self.top.insert("max_packet_size".to_owned(), Value::Integer(bytes.saturating_add(65_536)));
-                        self.note(at, "a payload limit; Petrel limits the whole packet (max_packet_size), set to it plus 64 KiB for the topic and properties");
-                    }
-                }
-            }
-            "max_inflight_messages" => {
-                if let Some(count) = self.number(at, value) {
-                    let count = if count <= 0 { 65_535 } else { count.min(65_535) };
-                    self.top.insert("max_inflight".to_owned(), Value::Integer(count));
-                }
-            }
-            "max_queued_messages" => {
-                if let Some(count) = self.number(at, value) {
-                    if count <= 0 {
-                        self.note(at, "0 (no limit): Petrel always has one; its default stays");
-                    } else {
-                        self.top.insert("max_queued_messages".to_owned(), Value::Integer(count));
-                    }
-                }
-            }
-            "max_queued_bytes" => {
-                if let Some(bytes) = self.number(at, value) {
-                    if bytes > 0 {
-                        self.top.insert("max_queued_bytes".to_owned(), Value::Integer(bytes));
-                    }
-                }
-            }
-            "queue_qos0_messages" => match flag(value) {
-                Some(on) => {
-                    self.top.insert("queue_qos0".to_owned(), Value::Boolean(on));
-                }
-                None => self.note(at, "expected true or false"),
-            },
-            "persistent_client_expiration" => match duration(value) {
-                Some(seconds) => {
-                    self.top.insert(
-                        "max_session_expiry_interval".to_owned(),
-                        Value::Integer(seconds.min(i64::from(u32::MAX))),
-                    );
-                    self.note(at, "carried over as the longest session expiry granted (max_session_expiry_interval), which also bounds what MQTT 5 clients ask for");
-                }
-                None => self.note(at, format!("{value:?} is not a duration")),
-            },
-            "persistence" => match flag(value) {
-                Some(on) => {
-                    self.top.insert("persistence".to_owned(), Value::Boolean(on));
-                }
-                None => self.note(at, "expected true or false"),
-            },
-            "persistence_location" => {
-                self.top.insert("data_dir".to_owned(), Value::String(value.to_owned()));
-                self.note(at, "Petrel keeps its own store (petrel.redb) there; what mosquitto.db holds is not read");
-            }
-            "autosave_interval" | "autosave_on_changes" | "persistence_file" => self.note(at, "Petrel writes its store as acknowledgements need (durability, default \"sync\"): nothing to schedule"),
-            "retain_available" => match flag(value) {
-                Some(on) => {
-                    self.top.insert("retain_available".to_owned(), Value::Boolean(on));
-                }
-                None => self.note(at, "expected true or false"),
-            },
-            "sys_interval" => {
-                if let Some(seconds) = self.number(at, value) {
-                    self.top.insert("sys_interval".to_owned(), Value::Integer(seconds.max(0)));
-                }
-            }
-            "set_tcp_nodelay" => match flag(value) {
-                Some(on) => {
-                    self.top.insert("tcp_nodelay".to_owned(), Value::Boolean(on));
-                }
-                None => self.note(at, "expected true or false"),
-            },
-            "log_type" => {
-                let level = match value {
-                    "debug" | "all" => Some("debug"),
-                    "information" | "notice" | "subscribe" | "unsubscribe" | "websockets" => Some("info"),
-                    "warning" => Some("warn"),
-                    "error" => Some("error"),
-                    "none" => Some("error"),
-                    _ => None,
-                };
-                match level {
-                    Some(level) => {
-                        // The most detailed of the types asked for.
-                        let order = ["error", "warn", "info", "debug"];
-                        let current = self.top.get("log_level").and_then(Value::as_str).unwrap_or("error");
-                        let rank = |l: &str| order.iter().position(|o| *o == l).unwrap_or(0);
-                        if rank(level) >= rank(current) {
-                            self.top.insert("log_level".to_owned(), Value::String(level.to_owned()));
-                        }
-                    }
-                    None => self.note(at, format!("log type {value:?} has no Petrel level")),
-                }
-            }
-            "log_dest" | "log_timestamp" | "log_timestamp_format" | "pid_file" | "user" => self.note(at, "not needed: Petrel logs to standard output (the journal under systemd) and runs as its service's user"),
-            "connection_messages" => {
-                if flag(value) == Some(false) {
-                    self.note(at, "Petrel always logs connects and disconnects at info (log_level = \"warn\" hides them)");
-                }
-            }
-            "allow_zero_length_clientid" => {
-                if flag(value) == Some(false) {
-                    self.note(at, "Petrel assigns a client id to an empty one, as MQTT allows; it cannot refuse them");
-                }
-            }
             "connection" => {
                 let mut bridge = Table::new();
                 bridge.insert("name".to_owned(), Value::String(value.to_owned()));
@@ -507,6 +331,263 @@ impl Reader {
         Ok(())
     }
 
+    /// A listener's directive (its address, protocol, TLS); false if `directive` is not one.
+    fn listener_directive(&mut self, at: &str, directive: &str, value: &str) -> bool {
+        match directive {
+        "listener" => self.listener(at, value),
+        "port" => {
+            if let Some(port) = self.number(at, value) {
+                let address = self
+                    .default_bind
+                    .clone()
+                    .unwrap_or_else(|| "0.0.0.0".to_owned());
+                let mut listener = std::mem::take(&mut self.default);
+                listener.insert("bind".to_owned(), Value::String(bind_of(&address, port)));
+                self.listeners.push(listener);
+                self.port_listener = Some(self.listeners.len() - 1);
+                self.listener = Some(self.listeners.len() - 1);
+                self.bridge = None;
+            }
+        }
+        "bind_address" => {
+            self.default_bind = Some(value.to_owned());
+            // After `port`: that listener moves to the address.
+            if let Some(index) = self.port_listener {
+                let port = self.listeners[index]
+                    .get("bind")
+                    .and_then(Value::as_str)
+                    .and_then(|bind| bind.rsplit(':').next())
+                    .and_then(|port| port.parse::<i64>().ok())
+                    .unwrap_or(1883);
+                self.listeners[index]
+                    .insert("bind".to_owned(), Value::String(bind_of(value, port)));
+            }
+        }
+        "socket_domain" => {
+            // The listener was written for both families: keep one.
+            let Some(index) = self.listener else {
+                self.note(at, "before any listener: not carried over");
+                return true;
+            };
+            let keep_v6 = value == "ipv6";
+            let bind = self.listeners[index].get("bind").and_then(Value::as_str).map(str::to_owned);
+            if let Some(bind) = bind {
+                let port = bind.rsplit(':').next().unwrap_or("1883").to_owned();
+                let new = if keep_v6 { format!("[::]:{port}") } else { format!("0.0.0.0:{port}") };
+                if bind.starts_with("0.0.0.0:") || bind.starts_with("[::]:") {
+                    self.listeners[index].insert("bind".to_owned(), Value::String(new));
+                    self.listeners[index].remove("optional");
+                    // Its twin for the other family goes.
+                    let twin = if keep_v6 { format!("0.0.0.0:{port}") } else { format!("[::]:{port}") };
+                    if let Some(position) = self.listeners.iter().position(|l| {
+                        l.get("bind").and_then(Value::as_str) == Some(&twin)
+                            && l.get("twin").and_then(Value::as_integer) == Some(index as i64)
+                    }) {
+                        self.listeners.remove(position);
+                    }
+                }
+            }
+        }
+        "protocol" => match value {
+            "mqtt" => {}
+            "websockets" => {
+                if let Some(listener) = self.listener_table(at) {
+                    listener.insert(
+                        "websocket".to_owned(),
+                        Value::Table(Table::from_iter([(
+                            "path".to_owned(),
+                            Value::String("/mqtt".to_owned()),
+                        )])),
+                    );
+                }
+                self.note(at, "Mosquitto takes WebSocket connections on any path; Petrel on `/mqtt` only (listener.websocket.path)");
+            }
+            other => self.note(at, format!("protocol {other:?} is not one Petrel serves")),
+        },
+        "certfile" => self.tls(at, "cert", Value::String(value.to_owned())),
+        "keyfile" => self.tls(at, "key", Value::String(value.to_owned())),
+        "cafile" => self.tls(at, "ca", Value::String(value.to_owned())),
+        "require_certificate" => match flag(value) {
+            Some(on) => self.tls(at, "require_certificate", Value::Boolean(on)),
+            None => self.note(at, "expected true or false"),
+        },
+        "use_identity_as_username" => match flag(value) {
+            Some(on) => self.tls(at, "use_identity_as_username", Value::Boolean(on)),
+            None => self.note(at, "expected true or false"),
+        },
+        "use_subject_as_username" => self.note(at, "Petrel uses the certificate's common name (use_identity_as_username), not the whole subject"),
+        "capath" => self.note(at, "a directory of CA files: concatenate them into one `ca` file"),
+        "tls_version" | "ciphers" | "ciphers_tls1.3" => self.note(at, "Petrel speaks TLS 1.2 and 1.3 with rustls's safe defaults; not configurable"),
+            _ => return false,
+        }
+        true
+    }
+
+    /// A bound on connections, packets and queues; false if `directive` is not one.
+    fn limit_directive(&mut self, at: &str, directive: &str, value: &str) -> bool {
+        match directive {
+            "max_connections" => {
+                if let Some(count) = self.number(at, value) {
+                    if count < 0 {
+                        self.note(
+                            at,
+                            "-1 (no limit): Petrel always has one; its default (100000) stays",
+                        );
+                    } else {
+                        self.top
+                            .insert("max_connections".to_owned(), Value::Integer(count));
+                        if self.listener.is_some() {
+                            self.note(
+                                at,
+                                "per listener in Mosquitto, for the whole broker in Petrel",
+                            );
+                        }
+                    }
+                }
+            }
+            "max_keepalive" => {
+                if let Some(seconds) = self.number(at, value) {
+                    self.top
+                        .insert("max_keep_alive".to_owned(), Value::Integer(seconds));
+                }
+            }
+            "max_packet_size" => {
+                if let Some(bytes) = self.number(at, value) {
+                    if bytes > 0 {
+                        self.top
+                            .insert("max_packet_size".to_owned(), Value::Integer(bytes));
+                    }
+                }
+            }
+            "message_size_limit" => {
+                if let Some(bytes) = self.number(at, value) {
+                    if bytes > 0 {
+                        self.top.insert(
+                            "max_packet_size".to_owned(),
+                            Value::Integer(bytes.saturating_add(65_536)),
+                        );
+                        self.note(at, "a payload limit; Petrel limits the whole packet (max_packet_size), set to it plus 64 KiB for the topic and properties");
+                    }
+                }
+            }
+            "max_inflight_messages" => {
+                if let Some(count) = self.number(at, value) {
+                    let count = if count <= 0 {
+                        65_535
+                    } else {
+                        count.min(65_535)
+                    };
+                    self.top
+                        .insert("max_inflight".to_owned(), Value::Integer(count));
+                }
+            }
+            "max_queued_messages" => {
+                if let Some(count) = self.number(at, value) {
+                    if count <= 0 {
+                        self.note(at, "0 (no limit): Petrel always has one; its default stays");
+                    } else {
+                        self.top
+                            .insert("max_queued_messages".to_owned(), Value::Integer(count));
+                    }
+                }
+            }
+            "max_queued_bytes" => {
+                if let Some(bytes) = self.number(at, value) {
+                    if bytes > 0 {
+                        self.top
+                            .insert("max_queued_bytes".to_owned(), Value::Integer(bytes));
+                    }
+                }
+            }
+            "queue_qos0_messages" => match flag(value) {
+                Some(on) => {
+                    self.top.insert("queue_qos0".to_owned(), Value::Boolean(on));
+                }
+                None => self.note(at, "expected true or false"),
+            },
+            _ => return false,
+        }
+        true
+    }
+
+    /// Persistence, expiry, `$SYS`, sockets and logging; false if `directive` is not one.
+    fn service_directive(&mut self, at: &str, directive: &str, value: &str) -> bool {
+        match directive {
+        "persistent_client_expiration" => match duration(value) {
+            Some(seconds) => {
+                self.top.insert(
+                    "max_session_expiry_interval".to_owned(),
+                    Value::Integer(seconds.min(i64::from(u32::MAX))),
+                );
+                self.note(at, "carried over as the longest session expiry granted (max_session_expiry_interval), which also bounds what MQTT 5 clients ask for");
+            }
+            None => self.note(at, format!("{value:?} is not a duration")),
+        },
+        "persistence" => match flag(value) {
+            Some(on) => {
+                self.top.insert("persistence".to_owned(), Value::Boolean(on));
+            }
+            None => self.note(at, "expected true or false"),
+        },
+        "persistence_location" => {
+            self.top.insert("data_dir".to_owned(), Value::String(value.to_owned()));
+            self.note(at, "Petrel keeps its own store (petrel.redb) there; what mosquitto.db holds is not read");
+        }
+        "autosave_interval" | "autosave_on_changes" | "persistence_file" => self.note(at, "Petrel writes its store as acknowledgements need (durability, default \"sync\"): nothing to schedule"),
+        "retain_available" => match flag(value) {
+            Some(on) => {
+                self.top.insert("retain_available".to_owned(), Value::Boolean(on));
+            }
+            None => self.note(at, "expected true or false"),
+        },
+        "sys_interval" => {
+            if let Some(seconds) = self.number(at, value) {
+                self.top.insert("sys_interval".to_owned(), Value::Integer(seconds.max(0)));
+            }
+        }
+        "set_tcp_nodelay" => match flag(value) {
+            Some(on) => {
+                self.top.insert("tcp_nodelay".to_owned(), Value::Boolean(on));
+            }
+            None => self.note(at, "expected true or false"),
+        },
+        "log_type" => {
+            let level = match value {
+                "debug" | "all" => Some("debug"),
+                "information" | "notice" | "subscribe" | "unsubscribe" | "websockets" => Some("info"),
+                "warning" => Some("warn"),
+                "error" => Some("error"),
+                "none" => Some("error"),
+                _ => None,
+            };
+            match level {
+                Some(level) => {
+                    // The most detailed of the types asked for.
+                    let order = ["error", "warn", "info", "debug"];
+                    let current = self.top.get("log_level").and_then(Value::as_str).unwrap_or("error");
+                    let rank = |l: &str| order.iter().position(|o| *o == l).unwrap_or(0);
+                    if rank(level) >= rank(current) {
+                        self.top.insert("log_level".to_owned(), Value::String(level.to_owned()));
+                    }
+                }
+                None => self.note(at, format!("log type {value:?} has no Petrel level")),
+            }
+        }
+        "log_dest" | "log_timestamp" | "log_timestamp_format" | "pid_file" | "user" => self.note(at, "not needed: Petrel logs to standard output (the journal under systemd) and runs as its service's user"),
+        "connection_messages" => {
+            if flag(value) == Some(false) {
+                self.note(at, "Petrel always logs connects and disconnects at info (log_level = \"warn\" hides them)");
+            }
+        }
+        "allow_zero_length_clientid" => {
+            if flag(value) == Some(false) {
+                self.note(at, "Petrel assigns a client id to an empty one, as MQTT allows; it cannot refuse them");
+            }
+        }
+            _ => return false,
+        }
+        true
+    }
     /// `listener PORT [ADDRESS]`.
     fn listener(&mut self, at: &str, value: &str) {
         self.bridge = None;
@@ -571,33 +652,7 @@ impl Reader {
                 bridge.insert("addresses".to_owned(), Value::Array(addresses));
             }
             "topic" => {
-                let parts: Vec<&str> = value.split_whitespace().collect();
-                let mut rule = Table::new();
-                rule.insert(
-                    "filter".to_owned(),
-                    Value::String(parts.first().copied().unwrap_or("#").to_owned()),
-                );
-                rule.insert(
-                    "direction".to_owned(),
-                    Value::String(parts.get(1).copied().unwrap_or("out").to_owned()),
-                );
-                let qos = parts
-                    .get(2)
-                    .and_then(|q| q.parse::<i64>().ok())
-                    .unwrap_or(0);
-                rule.insert("qos".to_owned(), Value::Integer(qos));
-                if let Some(local) = parts.get(3).filter(|p| **p != "\"\"") {
-                    rule.insert(
-                        "local_prefix".to_owned(),
-                        Value::String((*local).to_owned()),
-                    );
-                }
-                if let Some(remote) = parts.get(4).filter(|p| **p != "\"\"") {
-                    rule.insert(
-                        "remote_prefix".to_owned(),
-                        Value::String((*remote).to_owned()),
-                    );
-                }
+                let rule = topic_rule(value);
                 let topics = bridge
                     .entry("topic")
                     .or_insert_with(|| Value::Array(Vec::new()));
