@@ -39,6 +39,40 @@ fn check_config(file: &Path) {
     );
 }
 
+/// `broker` ("mosquitto", or "petrel" on the import of it) run on the
+/// Mosquitto configuration `conf`.
+fn run_on(broker: &str, conf: &Path, dir: &Path) -> std::process::Child {
+    let mut command = if broker == "mosquitto" {
+        let mut command = Command::new("mosquitto");
+        command.arg("-c").arg(conf);
+        command
+    } else {
+        let out = dir.join("petrel.toml");
+        let (status, notes) = import(conf, &out);
+        assert_eq!(status, 0, "{notes}");
+        let mut command = Command::new(petrel_bin());
+        command.arg("-c").arg(out);
+        command
+    };
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{broker} does not start: {error}"))
+}
+
+/// Waits (at most RECV_TIMEOUT) until `addr` accepts.
+async fn listening(addr: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("petrel-import-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -208,35 +242,9 @@ async fn petrel_on_the_import_lets_in_whom_mosquitto_lets_in() {
                     format!("listener {port} 127.0.0.1\npersistence false\n{extra}"),
                 )
                 .expect("write");
-                let mut child = if broker == "mosquitto" {
-                    Command::new("mosquitto")
-                        .arg("-c")
-                        .arg(&conf)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("mosquitto starts")
-                } else {
-                    let out = dir.join("petrel.toml");
-                    let (status, notes) = import(&conf, &out);
-                    assert_eq!(status, 0, "{notes}");
-                    Command::new(petrel_bin())
-                        .arg("-c")
-                        .arg(&out)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("petrel starts")
-                };
+                let mut child = run_on(broker, &conf, &dir);
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
-                while tokio::net::TcpStream::connect(addr).await.is_err() {
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "{broker} never listened"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
+                listening(addr).await;
                 let (_, connack) =
                     RawClient::connect_with(addr, connect_packet("anonymous", true, 0)).await;
                 codes.push(connack.reason_code);
@@ -296,14 +304,7 @@ async fn retained_messages_come_over_from_mosquitto_db() {
             .spawn()
             .expect("mosquitto starts");
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "mosquitto never listened"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        listening(addr).await;
         let messages = [
             ("home/door", "open", "0"),
             ("home/light", "on", "1"),
@@ -475,35 +476,9 @@ async fn petrel_on_the_import_takes_mosquittos_passwords() {
                 ),
             )
             .expect("write");
-            let child = if broker == "mosquitto" {
-                Command::new("mosquitto")
-                    .arg("-c")
-                    .arg(&conf)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("mosquitto starts")
-            } else {
-                let out = dir.join("petrel.toml");
-                let (status, notes) = import(&conf, &out);
-                assert_eq!(status, 0, "{notes}");
-                Command::new(petrel_bin())
-                    .arg("-c")
-                    .arg(&out)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("petrel starts")
-            };
+            let child = run_on(broker, &conf, &dir);
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
-            while tokio::net::TcpStream::connect(addr).await.is_err() {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{broker} never listened"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            listening(addr).await;
             for password in ["s3cret", "guess"] {
                 let mut connect = connect_packet("gateway-1", true, 0);
                 connect.username = Some("gateway".to_owned());
