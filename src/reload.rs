@@ -36,6 +36,10 @@ pub struct Checked {
     pub passwords: Option<PasswordFile>,
     /// The ACL, if one is named.
     pub acl: Option<Acl>,
+    /// The admin listener's TLS, if it has it.
+    pub admin_tls: Option<Tls>,
+    /// The admin listener's bearer token, if one is configured.
+    pub admin_token: Option<String>,
 }
 
 impl Checked {
@@ -72,10 +76,25 @@ impl Checked {
             }
             None => None,
         };
+        let admin_tls = config
+            .admin
+            .tls
+            .as_ref()
+            .map(|tls| Tls::load_as(tls, "admin.tls".to_owned()))
+            .transpose()?;
+        let admin_token = match &config.admin.token_file {
+            Some(path) => Some(
+                crate::config::read_token(path)
+                    .map_err(|error| ConfigError::key("admin.token_file", error))?,
+            ),
+            None => None,
+        };
         Ok(Checked {
             tls,
             passwords,
             acl,
+            admin_tls,
+            admin_token,
         })
     }
 }
@@ -179,7 +198,8 @@ fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
         flush_interval_ms,
         max_retained_messages,
         max_retained_bytes,
-        shared_subscription_strategy
+        shared_subscription_strategy,
+        admin
     );
     // Adding or removing the files (not changing their paths) changes
     // which checks a connection makes at all.
@@ -218,6 +238,7 @@ pub async fn apply(
         tls,
         passwords,
         acl,
+        ..
     } = checked;
     if new.password_file.is_some() {
         if let Some(passwords) = passwords {

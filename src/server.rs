@@ -96,7 +96,7 @@ pub async fn accept_loop(
         let metrics = &core.metrics;
         let max_connections = admission.max_connections.load(Ordering::Relaxed);
         if metrics.connections_open.get() >= max_connections as u64 {
-            metrics.connections_refused.increment();
+            metrics.connection_refused(false);
             tracing::warn!(%peer, max_connections, "connection limit reached; closing new connection");
             drop(stream);
             continue;
@@ -243,6 +243,7 @@ struct OpenConnection {
 impl OpenConnection {
     fn new(admission: &Arc<Admission>) -> OpenConnection {
         admission.metrics.connections_open.increment();
+        admission.metrics.connections_accepted.increment();
         OpenConnection {
             admission: Arc::clone(admission),
             address: None,
@@ -259,7 +260,7 @@ impl OpenConnection {
         let mut count = self.admission.by_address.entry(ip).or_insert(0);
         if *count >= limit {
             drop(count);
-            self.admission.metrics.connections_refused.increment();
+            self.admission.metrics.connection_refused(true);
             tracing::warn!(%ip, limit, "max_connections_per_address reached; closing new connection");
             return false;
         }

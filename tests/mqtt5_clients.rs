@@ -167,7 +167,7 @@ async fn rumqttc_v5_session_that_never_expires() {
             .await
             .expect("publish queued");
         eventually("the message queued", || {
-            metrics.messages_received.get() == 1
+            metrics.received.messages() == 1
         })
         .await;
         let (mut keeper, connack) = V5Client::connect(keeper_options).await;

@@ -107,7 +107,10 @@ fuzz_target!(|data: &[u8]| {
     let role = if first & 0x80 == 0 {
         Role::Server(ServerSide::default())
     } else {
-        Role::Client(Box::new(ClientSide::new(Arc::new(Same))))
+        Role::Client(Box::new(ClientSide::new(
+            Arc::new(Same),
+            Arc::new(petrel::metrics::BridgeStats::new("fuzz")),
+        )))
     };
     let context = context();
     let mut fuzzed = endpoint(&context, "fuzzed", version, role);

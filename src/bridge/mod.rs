@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::config::BridgeConfig;
 use crate::connection::Outbox;
 use crate::context::{Context, Core};
+use crate::metrics::BridgeStats;
 use crate::protocol::{
     Packet, ProtocolVersion, PublishProperties, QoS, RetainHandling, SubscriptionOptions,
     TopicFilter, TopicName,
@@ -71,7 +72,7 @@ pub fn sweep(core: &Core) {
 /// they are configured now.
 fn open(
     core: &Core,
-    config: &BridgeConfig,
+    (config, stats): (&BridgeConfig, &Arc<BridgeStats>),
     client_id: Arc<str>,
     parked: Option<Parked>,
 ) -> Endpoint {
@@ -128,7 +129,7 @@ fn open(
         }
         state.subscriptions.insert(filter, options, None);
     }
-    let role = Role::Client(Box::new(ClientSide::new(Arc::new(rules))));
+    let role = Role::Client(Box::new(ClientSide::new(Arc::new(rules), Arc::clone(stats))));
     let outbox = Outbox::new(ProtocolVersion::V3_1_1);
     let mut endpoint = Endpoint::new(outbox, client_id, state, (inbox, receiver), role);
     endpoint.session_expiry = u32::MAX;
@@ -173,35 +174,56 @@ pub async fn run(context: Arc<Context>, config: BridgeConfig, token: Cancellatio
         claim = core.sessions.acquire(&client_id) => claim,
     };
     let (lease, parked) = claim;
-    let mut endpoint = open(core, &config, client_id, parked);
+    let stats = Arc::new(BridgeStats::new(&config.name));
+    core.metrics.bridges.register(Arc::clone(&stats));
+    let mut endpoint = open(core, (&config, &stats), client_id, parked);
     core.sessions.attach(&lease, &endpoint.inbox, &token, None);
     match link::Connector::new(&config) {
-        Ok(connector) => serve(&context, &config, &connector, &mut endpoint, &token).await,
+        Ok(connector) => {
+            let link = Link {
+                config: &config,
+                connector: &connector,
+                stats: &stats,
+                token: &token,
+            };
+            serve(&context, &link, &mut endpoint).await;
+        }
         Err(error) => {
             tracing::error!(bridge = %config.name, %error, "bridge TLS cannot be set up; the bridge stays down");
+            stats.failed(format!("TLS: {error}"));
             token.cancelled().await;
         }
     }
+    core.metrics.bridges.unregister(&stats);
     crate::session::close::park(core, endpoint, lease, None);
+}
+
+/// What one bridge's connection attempts work with.
+struct Link<'a> {
+    config: &'a BridgeConfig,
+    connector: &'a link::Connector,
+    stats: &'a Arc<BridgeStats>,
+    token: &'a CancellationToken,
 }
 
 /// Connects to the remote's addresses in turn, backing off between
 /// rounds, and serves each connection until the broker stops.
-async fn serve(
-    context: &Context,
-    config: &BridgeConfig,
-    connector: &link::Connector,
-    endpoint: &mut Endpoint,
-    token: &CancellationToken,
-) {
+async fn serve(context: &Context, link: &Link<'_>, endpoint: &mut Endpoint) {
     let core = &context.core;
+    let Link {
+        config,
+        connector,
+        stats,
+        token,
+    } = *link;
     publish_state(core, &config.name, false);
     let mut attempt = 0u32;
-    loop {
+    'rounds: loop {
         for address in &config.addresses {
             if token.is_cancelled() {
                 return;
             }
+            stats.set_address(address);
             let connected = tokio::select! {
                 _ = token.cancelled() => return,
                 connected = connector.connect(core, config, address) => connected,
@@ -210,28 +232,41 @@ async fn serve(
                 Ok(established) => established,
                 Err(error) => {
                     core.metrics.bridge_failures.increment();
+                    stats.failed(format!("{address}: {error}"));
                     tracing::warn!(bridge = %config.name, address, %error, "bridge: cannot connect");
                     continue;
                 }
             };
             attempt = 0;
             core.metrics.bridge_connections.increment();
+            stats.connects.increment();
             tracing::info!(bridge = %config.name, address, "bridge connected");
             publish_state(core, &config.name, true);
+            stats.up.store(true, std::sync::atomic::Ordering::Relaxed);
             endpoint.inbox.set_online(true);
             let exit = serve_link(context, endpoint, established).await;
             endpoint.inbox.set_online(false);
+            stats.up.store(false, std::sync::atomic::Ordering::Relaxed);
             publish_state(core, &config.name, false);
-            if matches!(exit, Exit::Shutdown | Exit::TakenOver) {
-                return;
+            match exit {
+                Exit::Shutdown | Exit::TakenOver => return,
+                Exit::Kicked { .. } => {
+                    // An administrator asked for a reconnection: at once.
+                    tracing::info!(bridge = %config.name, address, "bridge reconnecting, as asked");
+                    endpoint.inbox.clear_interrupt();
+                    continue 'rounds;
+                }
+                _ => {}
             }
             core.metrics.bridge_failures.increment();
+            stats.failed(format!("{address}: {exit}"));
             tracing::warn!(bridge = %config.name, address, reason = %exit, "bridge disconnected");
         }
         let wait = backoff(config, attempt);
         attempt = attempt.saturating_add(1);
         tokio::select! {
             _ = token.cancelled() => return,
+            _ = stats.reconnect.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod admin;
 mod bridge;
 mod error;
 mod listener;
 
+pub use admin::{read_token, AdminConfig};
 pub use bridge::{BridgeConfig, BridgeProtocol, BridgeTlsConfig, Direction, TopicRule};
 pub use error::ConfigError;
 pub use listener::{default_listeners, ListenerConfig, TlsConfig, WebSocketConfig};
@@ -241,6 +243,8 @@ pub struct Config {
     /// Bridges to other brokers (`[[bridge]]` tables).
     #[serde(rename = "bridge")]
     pub bridges: Vec<BridgeConfig>,
+    /// The admin listener (`[admin]`): metrics, health, API, dashboard.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -291,6 +295,7 @@ impl Default for Config {
             durability: Durability::Sync,
             flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
             bridges: Vec::new(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -354,6 +359,7 @@ impl Config {
 
     /// Checks the values serde accepted but Petrel cannot run with.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.admin.validate()?;
         let positive = [
             ("max_connections", self.max_connections),
             ("max_queued_messages", self.max_queued_messages),

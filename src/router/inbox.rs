@@ -38,7 +38,16 @@ pub enum Interrupt {
     TakenOver = 1,
     /// The broker is shutting down.
     ShuttingDown = 2,
+    /// An administrator closed the connection; the session stays.
+    Kicked = 3,
+    /// An administrator deleted the session: the connection closes and
+    /// the session ends with it.
+    Deleted = 4,
 }
+
+/// The bit of the interrupt byte that asks the session for a
+/// [report](Inbox::request_report), beside any [`Interrupt`].
+const REPORT: u8 = 0x80;
 
 /// Bounds of one inbox.
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +140,11 @@ impl Inbox {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Deliveries waiting (for the admin API and the metrics).
+    pub fn queued(&self) -> usize {
+        self.lock().items.len()
+    }
+
     /// The client the inbox belongs to.
     pub fn client_id(&self) -> &Arc<str> {
         &self.client_id
@@ -168,19 +182,24 @@ impl Inbox {
         self.ready.notify_one();
     }
 
-    /// Tells the session to stop, and wakes it.
+    /// Tells the session to stop, and wakes it. The first reason given
+    /// stands.
     pub fn interrupt(&self, reason: Interrupt) {
-        let _ =
-            self.interrupt
-                .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self
+            .interrupt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |byte| {
+                (byte & !REPORT == 0).then_some(byte | reason as u8)
+            });
         self.ready.notify_one();
     }
 
     /// The interrupt pending for the session, if any.
     pub fn interruption(&self) -> Option<Interrupt> {
-        match self.interrupt.load(Ordering::Acquire) {
+        match self.interrupt.load(Ordering::Acquire) & !REPORT {
             1 => Some(Interrupt::TakenOver),
             2 => Some(Interrupt::ShuttingDown),
+            3 => Some(Interrupt::Kicked),
+            4 => Some(Interrupt::Deleted),
             _ => None,
         }
     }
@@ -188,6 +207,21 @@ impl Inbox {
     /// Clears a past interrupt, for the next connection of the session.
     pub fn clear_interrupt(&self) {
         self.interrupt.store(0, Ordering::Release);
+    }
+
+    /// Asks the session to report its state (the admin API's view of a
+    /// connected client), and wakes it; nothing on the message path
+    /// changes.
+    pub fn request_report(&self) {
+        self.interrupt.fetch_or(REPORT, Ordering::AcqRel);
+        self.ready.notify_one();
+    }
+
+    /// Whether a report was asked for since the last call (which clears
+    /// the request).
+    pub fn take_report_request(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed) & REPORT != 0
+            && self.interrupt.fetch_and(!REPORT, Ordering::AcqRel) & REPORT != 0
     }
 
     /// Records whether the session's client is keeping up with its socket.

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::SharedStrategy;
 use crate::metrics::Metrics;
-use crate::protocol::{QoS, SubscriptionOptions};
+use crate::protocol::{QoS, SubscriptionOptions, TopicName};
 use inbox::{Inbox, Offer};
 use message::{Delivery, DeliveryExtras, Message};
 use retain::{RetainOutcome, RetainStore};
@@ -247,7 +247,11 @@ impl Router {
                     routed.congested = Some(Arc::clone(inbox));
                 }
             }
-            Offer::QueueFull | Offer::OfflineQoS0 => self.metrics.messages_dropped.increment(),
+            Offer::QueueFull => self.metrics.messages_dropped.increment(),
+            Offer::OfflineQoS0 => {
+                self.metrics.messages_dropped.increment();
+                self.metrics.offline_qos0_dropped.increment();
+            }
             Offer::Closed => {}
         }
     }
@@ -364,6 +368,89 @@ impl Router {
     /// Subscriptions held.
     pub fn subscription_count(&self) -> usize {
         read(&self.tree).len()
+    }
+
+    /// Shared groups held.
+    pub fn shared_group_count(&self) -> usize {
+        read(&self.tree).group_count()
+    }
+
+    /// Payload bytes of the retained messages held.
+    pub fn retained_bytes(&self) -> usize {
+        read(&self.retained).bytes()
+    }
+
+    /// Every subscription, by filter (the admin API's; the walk holds the
+    /// tree's read lock, which routing shares).
+    pub fn subscriptions(&self) -> Vec<SubscriptionEntry> {
+        let mut entries = Vec::new();
+        read(&self.tree).for_each(|filter, found| entries.extend(SubscriptionEntry::of(filter, found)));
+        entries
+    }
+
+    /// The subscriptions a message on `topic` would reach (for a shared
+    /// group, every member: one of them gets it).
+    pub fn matching(&self, topic: &str) -> Vec<SubscriptionEntry> {
+        let mut entries = Vec::new();
+        read(&self.tree).for_each_match(topic, |found| entries.extend(SubscriptionEntry::of("", found)));
+        entries
+    }
+
+    /// Removes the retained message of `topic` without delivering
+    /// anything (an administrator's delete); false if there was none.
+    pub fn remove_retained(&self, topic: &TopicName) -> bool {
+        let mut retained = write(&self.retained);
+        if retained.get(topic.as_str()).is_none() {
+            return false;
+        }
+        let empty = Arc::new(Message::new(
+            topic.clone(),
+            bytes::Bytes::new(),
+            crate::protocol::QoS::AtMostOnce,
+            true,
+            Default::default(),
+            None,
+        ));
+        retained.apply(&empty);
+        if let Some(journal) = &self.journal {
+            journal.retained(topic.as_str(), None);
+        }
+        true
+    }
+}
+
+/// One subscription, as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct SubscriptionEntry {
+    /// The subscriber.
+    pub client_id: Arc<str>,
+    /// The filter (without a shared group's prefix); empty where the
+    /// caller knows it.
+    pub filter: String,
+    /// The shared group, for a shared subscription.
+    pub group: Option<String>,
+    /// The maximum QoS granted.
+    pub qos: u8,
+}
+
+impl SubscriptionEntry {
+    fn of(filter: &str, found: topic_tree::Match<'_, Subscriber>) -> Vec<SubscriptionEntry> {
+        let entry = |client: &Arc<str>, subscriber: &Subscriber, group: Option<&str>| {
+            SubscriptionEntry {
+                client_id: Arc::clone(client),
+                filter: filter.to_owned(),
+                group: group.map(str::to_owned),
+                qos: subscriber.options.qos as u8,
+            }
+        };
+        match found {
+            topic_tree::Match::One(client, subscriber) => vec![entry(client, subscriber, None)],
+            topic_tree::Match::Group(group) => group
+                .members
+                .iter()
+                .map(|(client, subscriber)| entry(client, subscriber, Some(&group.name)))
+                .collect(),
+        }
     }
 }
 

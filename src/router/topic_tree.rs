@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct TopicTree<S> {
     root: Node<S>,
     subscriptions: usize,
+    /// Shared groups held (a group on two filters counts twice).
+    groups: usize,
 }
 
 /// One level. Subscribers are a plain vector: most nodes hold one or a
@@ -128,6 +130,7 @@ impl<S> Default for TopicTree<S> {
         TopicTree {
             root: Node::default(),
             subscriptions: 0,
+            groups: 0,
         }
     }
 }
@@ -173,6 +176,7 @@ impl<S> TopicTree<S> {
                 let index = match groups.iter().position(|g| &*g.name == name) {
                     Some(index) => index,
                     None => {
+                        self.groups += 1;
                         groups.push(Group {
                             name: name.into(),
                             members: Vec::new(),
@@ -213,8 +217,16 @@ impl<S> TopicTree<S> {
         let removed = Self::remove_at(&mut self.root, &levels, group, client, &which);
         if removed {
             self.subscriptions -= 1;
+            if group.is_some_and(|name| self.group(name, filter).is_none()) {
+                self.groups -= 1;
+            }
         }
         removed
+    }
+
+    /// The number of shared groups held (one per group and filter).
+    pub fn group_count(&self) -> usize {
+        self.groups
     }
 
     /// Removes the subscriber and prunes nodes left empty.
@@ -262,6 +274,38 @@ impl<S> TopicTree<S> {
         // topic starting with '$'.
         let system = topic.starts_with('$');
         Self::match_at(&self.root, &levels, system, &mut visit);
+    }
+
+    /// Calls `visit` with every subscription and shared group, and its
+    /// filter (the admin API's view; not for the message path).
+    pub fn for_each<'a>(&'a self, mut visit: impl FnMut(&str, Match<'a, S>)) {
+        let mut filter = String::new();
+        Self::walk(&self.root, 0, &mut filter, &mut visit);
+    }
+
+    fn walk<'a>(
+        node: &'a Node<S>,
+        depth: usize,
+        filter: &mut String,
+        visit: &mut impl FnMut(&str, Match<'a, S>),
+    ) {
+        if depth > 0 {
+            node.visit_all(&mut |found| visit(filter, found));
+        }
+        let Some(children) = node.children.as_ref() else {
+            return;
+        };
+        let mut levels: Vec<(&Box<str>, &Node<S>)> = children.iter().collect();
+        levels.sort_by(|a, b| a.0.cmp(b.0));
+        for (level, child) in levels {
+            let len = filter.len();
+            if depth > 0 {
+                filter.push('/');
+            }
+            filter.push_str(level);
+            Self::walk(child, depth + 1, filter, visit);
+            filter.truncate(len);
+        }
     }
 
     fn match_at<'a>(

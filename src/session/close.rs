@@ -44,6 +44,10 @@ where
         ..
     } = *session;
     exit.record(&core.metrics, endpoint.keep_alive);
+    if let Exit::Kicked { delete: true } = exit {
+        // Deleted: it ends with its connection, as a clean session does.
+        endpoint.session_expiry = 0;
+    }
     if !exit.peer_closed() {
         release_before_close(context, &mut endpoint).await;
         if endpoint.outbox.version().is_v5() {

@@ -32,6 +32,12 @@ pub enum Exit {
     TakenOver,
     /// The broker is shutting down.
     Shutdown,
+    /// An administrator closed the connection (the admin API); `delete`:
+    /// and deleted the session.
+    Kicked {
+        /// Whether the session ends too.
+        delete: bool,
+    },
 }
 
 impl Exit {
@@ -56,6 +62,7 @@ impl Exit {
             Exit::Violation(reason_code, _) => Some(*reason_code),
             Exit::TakenOver => Some(ReasonCode::SessionTakenOver),
             Exit::Shutdown => Some(ReasonCode::ServerShuttingDown),
+            Exit::Kicked { .. } => Some(ReasonCode::AdministrativeAction),
         }
     }
 
@@ -91,7 +98,9 @@ impl Exit {
     /// MQTT 5, one with the reason code when the remote broke a rule.
     pub fn client_disconnect(&self, v5: bool) -> Option<Disconnect> {
         match self {
-            Exit::Shutdown | Exit::TakenOver => Some(Disconnect::new(ReasonCode::Success)),
+            Exit::Shutdown | Exit::TakenOver | Exit::Kicked { .. } => {
+                Some(Disconnect::new(ReasonCode::Success))
+            }
             Exit::Malformed(_) | Exit::Violation(..) if v5 => {
                 self.disconnect_reason().map(Disconnect::new)
             }
@@ -117,11 +126,11 @@ impl Exit {
                 );
             }
             Exit::Malformed(error) => {
-                metrics.protocol_errors.increment();
+                metrics.protocol_error(error.reason_code() as u8);
                 tracing::warn!(%error, "malformed packet; closing");
             }
             Exit::Violation(reason_code, rule) => {
-                metrics.protocol_errors.increment();
+                metrics.protocol_error(*reason_code as u8);
                 tracing::warn!(?reason_code, rule, "protocol violation; closing");
             }
             Exit::TakenOver => {
@@ -129,6 +138,10 @@ impl Exit {
                 tracing::info!("[MQTT-3.1.4-2] session taken over by a new connection");
             }
             Exit::Shutdown => tracing::info!("closing: server shutting down"),
+            Exit::Kicked { delete: false } => tracing::info!("closed by an administrator"),
+            Exit::Kicked { delete: true } => {
+                tracing::info!("closed by an administrator, who deleted the session");
+            }
         }
     }
 }
@@ -145,6 +158,7 @@ impl fmt::Display for Exit {
             Exit::Violation(_, rule) => write!(f, "protocol error: {rule}"),
             Exit::TakenOver => f.write_str("taken over"),
             Exit::Shutdown => f.write_str("shutting down"),
+            Exit::Kicked { .. } => f.write_str("reconnect asked by an administrator"),
         }
     }
 }

@@ -66,7 +66,9 @@ impl Writer {
                 || self
                     .sync_interval()
                     .is_none_or(|interval| now >= last_sync + interval);
-            match self.commit(&batch, sync) {
+            let result = self.commit(&batch, sync);
+            self.inner.metrics.store_commit_latency.observe(now.elapsed());
+            match result {
                 Ok(()) => {
                     batch.clear();
                     if sync {

@@ -28,7 +28,8 @@ pub struct Tls {
     acceptor: Arc<RwLock<TlsAcceptor>>,
     use_identity_as_username: bool,
     config: TlsConfig,
-    index: usize,
+    /// The configuration key errors name (`listener[0].tls`).
+    key: String,
 }
 
 impl std::fmt::Debug for Tls {
@@ -42,18 +43,24 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// Loads the certificates and key of listener `index`.
     pub fn load(config: &TlsConfig, index: usize) -> Result<Tls, ConfigError> {
+        Tls::load_as(config, format!("listener[{index}].tls"))
+    }
+
+    /// Loads the certificates and key configured at `key` (errors name
+    /// it: `admin.tls`).
+    pub fn load_as(config: &TlsConfig, key: String) -> Result<Tls, ConfigError> {
         Ok(Tls {
-            acceptor: Arc::new(RwLock::new(Tls::acceptor(config, index)?)),
+            acceptor: Arc::new(RwLock::new(Tls::acceptor(config, &key)?)),
             use_identity_as_username: config.use_identity_as_username,
             config: config.clone(),
-            index,
+            key,
         })
     }
 
     /// Reads the certificate, key and CA files again; on an error the
     /// ones in force stay, and the error says why.
     pub fn reload(&self) -> Result<(), ConfigError> {
-        let acceptor = Tls::acceptor(&self.config, self.index)?;
+        let acceptor = Tls::acceptor(&self.config, &self.key)?;
         *self
             .acceptor
             .write()
@@ -61,8 +68,8 @@ impl Tls {
         Ok(())
     }
 
-    fn acceptor(config: &TlsConfig, index: usize) -> Result<TlsAcceptor, ConfigError> {
-        let key_name = |name: &str| format!("listener[{index}].tls.{name}");
+    fn acceptor(config: &TlsConfig, key: &str) -> Result<TlsAcceptor, ConfigError> {
+        let key_name = |name: &str| format!("{key}.{name}");
         let provider = Arc::new(default_provider());
         let certs = read_certs(&config.cert).map_err(|e| ConfigError::key(&key_name("cert"), e))?;
         let key = read_key(&config.key).map_err(|e| ConfigError::key(&key_name("key"), e))?;

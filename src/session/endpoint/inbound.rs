@@ -161,7 +161,6 @@ impl Endpoint {
     /// then acknowledged, once the store has it when durability asks.
     fn receive(&mut self, context: &Context, publish: Publish, now: Instant) -> Result<(), Exit> {
         let core = &context.core;
-        core.metrics.messages_received.increment();
         let Publish {
             qos,
             retain,
@@ -171,6 +170,10 @@ impl Endpoint {
             topic,
             ..
         } = publish;
+        core.metrics.received.record(qos as u8, payload.len());
+        if let Role::Client(client) = &self.role {
+            client.stats.received.increment();
+        }
         if !self.is_bridge() && !properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6] (v5.0) binds the client; receiving one anyway is a
             // Protocol Error (3.3.2.3.8).
@@ -310,7 +313,8 @@ impl Endpoint {
             && std::str::from_utf8(payload).is_err()
         {
             // 3.3.2.3.2 (v5.0): a payload said to be UTF-8 that is not.
-            core.metrics.protocol_errors.increment();
+            core.metrics
+                .protocol_error(ReasonCode::PayloadFormatInvalid as u8);
             tracing::info!(client_id = %self.client_id, %topic, "payload marked UTF-8 is not UTF-8: refused");
             return Ok((None, ReasonCode::PayloadFormatInvalid));
         }

@@ -128,15 +128,18 @@ struct Congestion {
 pub struct ClientSide {
     /// The bridge's topic rules.
     pub topics: Arc<dyn TopicMap>,
+    /// The bridge's figures.
+    pub stats: Arc<crate::metrics::BridgeStats>,
     /// When the bridge last sent PINGREQ.
     last_ping: Instant,
 }
 
 impl ClientSide {
-    /// A bridge's side with its topic rules.
-    pub fn new(topics: Arc<dyn TopicMap>) -> ClientSide {
+    /// A bridge's side with its topic rules, counting into `stats`.
+    pub fn new(topics: Arc<dyn TopicMap>, stats: Arc<crate::metrics::BridgeStats>) -> ClientSide {
         ClientSide {
             topics,
+            stats,
             last_ping: Instant::now(),
         }
     }
@@ -367,7 +370,12 @@ impl Endpoint {
         match self.inbox.interruption() {
             Some(Interrupt::TakenOver) => return Err(Exit::TakenOver),
             Some(Interrupt::ShuttingDown) => return Err(Exit::Shutdown),
+            Some(Interrupt::Kicked) => return Err(Exit::Kicked { delete: false }),
+            Some(Interrupt::Deleted) => return Err(Exit::Kicked { delete: true }),
             None => {}
+        }
+        if self.inbox.take_report_request() {
+            context.core.sessions.answer_report(&self.client_id, self.report());
         }
         self.release_held(context);
         self.pull_deliveries(context);
@@ -382,6 +390,11 @@ impl Endpoint {
         }
         self.wake_when_released(&context.core);
         Ok(())
+    }
+
+    /// What the session holds, for the admin API.
+    pub fn report(&self) -> crate::session::manager::Report {
+        crate::session::manager::Report::of(&self.state, self.receiver.len(), self.session_expiry)
     }
 
     /// When the endpoint must be asked again ([`Endpoint::on_deadline`]):

@@ -149,14 +149,33 @@ impl Endpoint {
             }
         }
         if self.send_publish(core, &delivery, packet_id, false, expiry) {
+            self.count_sent(core, &delivery);
             if let Some(packet_id) = packet_id {
                 self.state.track(Inflight::published(packet_id, delivery));
             }
-            core.metrics.messages_sent.increment();
         } else {
             self.forget(core, &delivery);
         }
         true
+    }
+
+    /// Counts a delivery written for the peer: by QoS, for the bridge it
+    /// goes out on, and (for a sample of messages, by id, so that no
+    /// clock is read for the others) its latency since the broker had it.
+    /// A retained message sent on subscribe is not a delivery's latency.
+    fn count_sent(&self, core: &Core, delivery: &Delivery) {
+        let message = &delivery.message;
+        core.metrics
+            .sent
+            .record(delivery.qos as u8, message.payload.len());
+        if message.id % crate::metrics::LATENCY_SAMPLE == 0 && !delivery.retain {
+            core.metrics
+                .delivery_latency
+                .observe(message.received_at.elapsed());
+        }
+        if let Role::Client(client) = &self.role {
+            client.stats.forwarded.increment();
+        }
     }
 
     /// A QoS 1/2 delivery that will not be sent: the store forgets it.
@@ -184,7 +203,7 @@ impl Endpoint {
         let delivery = entry.delivery.clone();
         let expiry = remaining(&delivery);
         if self.send_publish(core, &delivery, Some(packet_id), false, expiry) {
-            core.metrics.messages_sent.increment();
+            self.count_sent(core, &delivery);
         } else {
             self.state
                 .complete(packet_id, QoS::ExactlyOnce, Phase::Published);

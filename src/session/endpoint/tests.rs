@@ -365,7 +365,10 @@ fn bridge(context: &Context) -> Endpoint {
         Arc::from("$bridge/b"),
         crate::session::restore::inbox_limits(&context.core.config()),
     );
-    let role = Role::Client(Box::new(super::ClientSide::new(rules)));
+    let role = Role::Client(Box::new(super::ClientSide::new(
+        rules,
+        Arc::new(crate::metrics::BridgeStats::new("test")),
+    )));
     let mut bridge = Endpoint::new(
         Outbox::new(ProtocolVersion::V5),
         Arc::from("$bridge/b"),

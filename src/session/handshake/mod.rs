@@ -70,7 +70,7 @@ where
     let endpoint = claim_session(
         context,
         &lease,
-        (&token, listener),
+        (&token, listener, origin.peer),
         parked,
         outbox,
         &connect,
@@ -156,7 +156,7 @@ where
             None
         }
         Ok(Incoming::Malformed(error)) => {
-            core.metrics.protocol_errors.increment();
+            core.metrics.protocol_error(error.reason_code() as u8);
             tracing::warn!(%error, "malformed CONNECT; closing");
             if matches!(
                 error,
@@ -171,7 +171,7 @@ where
             None
         }
         Ok(Incoming::Other(packet_type)) => {
-            core.metrics.protocol_errors.increment();
+            core.metrics.protocol_error(ReasonCode::ProtocolError as u8);
             tracing::warn!(
                 packet_type,
                 "[MQTT-3.1.0-1] first packet is not CONNECT; closing"
@@ -180,7 +180,7 @@ where
         }
         // Unreachable in practice: the type was checked on the first byte.
         Ok(Incoming::Packet(other)) => {
-            core.metrics.protocol_errors.increment();
+            core.metrics.protocol_error(ReasonCode::ProtocolError as u8);
             tracing::warn!(packet = ?other.packet_type(), "[MQTT-3.1.0-1] first packet is not CONNECT; closing");
             None
         }
@@ -191,8 +191,13 @@ where
 /// code, without the properties) [MQTT-3.2.2-7] (v5.0), the log line and
 /// the counter; the caller closes.
 fn refuse(context: &Context, outbox: &mut Outbox, refusal: Refusal) {
+    let metrics = &context.core.metrics;
+    let code = refusal.reason_code.unwrap_or(ReasonCode::ProtocolError) as u8;
     if refusal.protocol_error {
-        context.core.metrics.protocol_errors.increment();
+        metrics.protocol_error(code);
+    }
+    if refusal.reason_code.is_some() {
+        metrics.connects_refused.increment(code);
     }
     match refusal.reason_code {
         Some(reason_code) => {
@@ -223,7 +228,11 @@ fn send_connack(
 fn claim_session(
     context: &Context,
     lease: &Lease,
-    (shutdown, listener): (&tokio_util::sync::CancellationToken, Option<u64>),
+    (shutdown, listener, peer): (
+        &tokio_util::sync::CancellationToken,
+        Option<u64>,
+        std::net::SocketAddr,
+    ),
     parked: Option<super::manager::Parked>,
     mut outbox: Outbox,
     connect: &Connect,
@@ -252,6 +261,17 @@ fn claim_session(
         inbox.set_durable(durable);
     }
     core.sessions.attach(lease, &inbox, shutdown, listener);
+    core.sessions.describe(
+        lease,
+        super::manager::ClientInfo {
+            peer,
+            protocol: connect.protocol,
+            username: username.clone(),
+            keep_alive: negotiated.keep_alive,
+            clean_start: connect.clean_start,
+            connected_at: std::time::SystemTime::now(),
+        },
+    );
     outbox.set_max_packet(negotiated.max_outgoing_packet);
     let auth = login.method.map(|(method, _)| AuthState {
         method,

@@ -57,6 +57,8 @@ struct Active {
     kicked: bool,
     /// The listener the connection came in on ([`crate::session::ListenerTag`]).
     listener: Option<u64>,
+    /// Who is connected, for the admin API (none for a bridge).
+    info: Option<Box<ClientInfo>>,
 }
 
 #[derive(Debug, Default)]
@@ -145,6 +147,9 @@ pub struct SessionManager {
     deadlines: Mutex<Deadlines>,
     /// Woken when a deadline is added.
     deadline_added: Notify,
+    /// Reports asked of connected sessions, by client id (see
+    /// [`SessionManager::report`]): empty but while the admin API waits.
+    reports: Mutex<view::Waiting>,
 }
 
 impl SessionManager {
@@ -191,6 +196,7 @@ impl SessionManager {
                 inbox: None,
                 kicked: false,
                 listener: None,
+                info: None,
             });
             let parked = inner.parked.take().map(|parked| *parked);
             drop(inner);
@@ -459,6 +465,9 @@ impl SessionManager {
         self.slots.is_empty()
     }
 }
+
+mod view;
+pub use view::{ClientInfo, Report, SessionSummary, SubscriptionView};
 
 #[cfg(test)]
 mod tests;
