@@ -122,6 +122,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod bridge;
 pub mod config;
@@ -159,6 +160,13 @@ pub struct Broker {
     admission: Arc<server::Admission>,
     /// The listeners and bridges that run, which a reload changes.
     running: tokio::sync::Mutex<reload::Running>,
+    /// Where the admin listener listens, if it runs.
+    admin_addr: Option<SocketAddr>,
+    /// Reloads asked for through the admin API, until someone takes them
+    /// ([`Broker::reload_requests`]).
+    reload_requests: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<admin::ReloadRequest>>>,
+    /// Set when they are taken.
+    reloads_served: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Broker {
@@ -223,12 +231,35 @@ impl Broker {
         for bridge in core.config().bridges.clone() {
             running.bridge(&context, bridge);
         }
+        let (reloads, reload_requests) = tokio::sync::mpsc::channel(1);
+        let reloads_served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admin_addr = start_admin(&context, reloads, Arc::clone(&reloads_served))?;
         Ok(Broker {
             context,
             local_addrs,
             admission,
             running: tokio::sync::Mutex::new(running),
+            admin_addr,
+            reload_requests: std::sync::Mutex::new(Some(reload_requests)),
+            reloads_served,
         })
+    }
+
+    /// Where the admin listener listens, if `[admin]` has a `bind`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The reloads the admin API asks for (`POST /api/v1/reload`), for
+    /// the one who runs the broker to carry out as SIGHUP and answer;
+    /// none after the first call. Until it is taken, the API answers 503.
+    pub fn reload_requests(&self) -> Option<tokio::sync::mpsc::Receiver<admin::ReloadRequest>> {
+        self.reloads_served
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.reload_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Reads the TLS certificates and keys, the password file and the ACL
@@ -306,6 +337,51 @@ impl Broker {
         }
         finished
     }
+}
+
+/// Binds and serves the admin listener, when `[admin]` has a `bind`; its
+/// TLS files and token read (the token made if its file does not exist).
+fn start_admin(
+    context: &Arc<Context>,
+    reloads: tokio::sync::mpsc::Sender<admin::ReloadRequest>,
+    reloads_served: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<Option<SocketAddr>> {
+    let config = context.core.config_arc();
+    let admin = &config.admin;
+    if admin.bind.is_none() {
+        return Ok(None);
+    }
+    let invalid = |error: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, error);
+    let tls = admin
+        .tls
+        .as_ref()
+        .map(|tls| transport::tls::Tls::load_as(tls, "admin.tls".to_owned()))
+        .transpose()
+        .map_err(|error| invalid(error.to_string()))?;
+    let token = admin
+        .token_file
+        .as_deref()
+        .map(config::token_or_new)
+        .transpose()
+        .map_err(|error| invalid(format!("admin.token_file: {error}")))?;
+    let bound = admin::Bound::bind(admin, tls).map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("admin.bind: cannot listen on {:?}: {error}", admin.bind),
+        )
+    })?;
+    let address = bound.local_addr()?;
+    let state = Arc::new(admin::AdminState {
+        context: Arc::clone(context),
+        started: std::time::Instant::now(),
+        started_at: std::time::SystemTime::now(),
+        auth: admin::auth::Policy::new(admin, token),
+        reloads,
+        reloads_served,
+    });
+    context.core.tasks.spawn(admin::serve(state, bound));
+    tracing::info!(%address, tls = admin.tls.is_some(), "admin listener started");
+    Ok(Some(address))
 }
 
 /// The broker's authentication from its configuration: the password file

@@ -393,7 +393,8 @@ async fn serve(
         logging,
         notifier: &notifier,
     };
-    signals.wait_for_shutdown(&broker, &reload).await;
+    let requests = broker.reload_requests();
+    signals.wait_for_shutdown(&broker, &reload, requests).await;
     tracing::info!("shutting down");
     notifier.stopping();
     if !broker.shutdown().await {
@@ -435,9 +436,15 @@ impl Signals {
         Signals {}
     }
 
-    /// Waits for SIGINT or SIGTERM, reloading on SIGHUP meanwhile.
+    /// Waits for SIGINT or SIGTERM, reloading on SIGHUP and on the admin
+    /// API's requests meanwhile.
     #[cfg(unix)]
-    async fn wait_for_shutdown(self, broker: &Broker, reload: &Reload<'_>) {
+    async fn wait_for_shutdown(
+        self,
+        broker: &Broker,
+        reload: &Reload<'_>,
+        mut requests: Option<Requests>,
+    ) {
         let Some([mut interrupt, mut terminate, mut hangup]) = self.streams else {
             return std::future::pending().await;
         };
@@ -445,15 +452,39 @@ impl Signals {
             tokio::select! {
                 _ = interrupt.recv() => return,
                 _ = terminate.recv() => return,
-                _ = hangup.recv() => reload.run(broker).await,
+                _ = hangup.recv() => {
+                    reload.run(broker, "SIGHUP").await;
+                }
+                request = next_request(&mut requests) => {
+                    let outcome = reload.run(broker, "API reload").await;
+                    let _ = request.done.send(outcome);
+                }
             }
         }
     }
 
     #[cfg(not(unix))]
-    async fn wait_for_shutdown(self, _broker: &Broker, _reload: &Reload<'_>) {
+    async fn wait_for_shutdown(
+        self,
+        _broker: &Broker,
+        _reload: &Reload<'_>,
+        _requests: Option<Requests>,
+    ) {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+type Requests = tokio::sync::mpsc::Receiver<petrel::admin::ReloadRequest>;
+
+/// The next reload the admin API asks for (never, without the API).
+async fn next_request(requests: &mut Option<Requests>) -> petrel::admin::ReloadRequest {
+    if let Some(receiver) = requests {
+        if let Some(request) = receiver.recv().await {
+            return request;
+        }
+    }
+    *requests = None;
+    std::future::pending().await
 }
 
 /// What SIGHUP does: the configuration read again (the file, then the
@@ -466,30 +497,40 @@ struct Reload<'a> {
 }
 
 impl Reload<'_> {
-    async fn run(&self, broker: &Broker) {
+    /// Reloads (`why` names who asked, in the log) and says what changed.
+    async fn run(&self, broker: &Broker, why: &str) -> petrel::admin::ReloadOutcome {
         self.notifier.reloading();
+        let mut outcome = petrel::admin::ReloadOutcome {
+            reloaded: true,
+            messages: Vec::new(),
+        };
         if self.cli.config.is_none() {
             let errors = broker.reload();
             if errors.is_empty() {
-                tracing::info!("SIGHUP: certificates, password file and ACL reloaded");
+                tracing::info!("{why}: certificates, password file and ACL reloaded");
             }
             for error in errors {
-                tracing::error!(%error, "SIGHUP: not reloaded; the one in force stays");
+                tracing::error!(%error, "{why}: not reloaded; the one in force stays");
+                outcome.messages.push(error);
             }
         } else {
             match prepare(self.cli) {
                 Err(error) => {
-                    tracing::error!(%error, "SIGHUP: the configuration is not valid; nothing changed");
+                    tracing::error!(%error, "{why}: the configuration is not valid; nothing changed");
+                    outcome.reloaded = false;
+                    outcome.messages.push(error);
                 }
                 Ok((config, checked)) => {
                     self.logging.apply(&config);
                     for change in broker.apply(config, checked).await {
-                        tracing::warn!("SIGHUP: {change}");
+                        tracing::warn!("{why}: {change}");
+                        outcome.messages.push(change);
                     }
-                    tracing::info!("SIGHUP: configuration reloaded");
+                    tracing::info!("{why}: configuration reloaded");
                 }
             }
         }
         self.notifier.ready(broker.metrics());
+        outcome
     }
 }

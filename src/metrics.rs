@@ -28,6 +28,11 @@ impl Counter {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Sets the value (for gauges).
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
     /// Subtracts one (for gauges).
     pub fn decrement(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -289,8 +294,8 @@ impl ReasonCounts {
 /// The upper bounds of a [`Histogram`]'s buckets, in seconds: from 25 us to
 /// 10 s, about three to a decade.
 pub const BUCKETS: [f64; 18] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// A latency histogram of atomics: a count per bucket (plus one above the
@@ -392,8 +397,10 @@ impl BridgeStats {
     /// Records a failure.
     pub fn failed(&self, error: String) {
         self.failures.increment();
-        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((SystemTime::now(), error));
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((SystemTime::now(), error));
     }
 
     /// Records the address in use.
@@ -445,7 +452,11 @@ impl Bridges {
 
     /// Every running bridge, by name.
     pub fn all(&self) -> Vec<Arc<BridgeStats>> {
-        let mut bridges = self.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut bridges = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         bridges.sort_by(|a, b| a.name.cmp(&b.name));
         bridges
     }

@@ -82,12 +82,13 @@ impl Checked {
             .as_ref()
             .map(|tls| Tls::load_as(tls, "admin.tls".to_owned()))
             .transpose()?;
+        // A token file that does not exist yet is made at start-up.
         let admin_token = match &config.admin.token_file {
-            Some(path) => Some(
+            Some(path) if path.exists() => Some(
                 crate::config::read_token(path)
                     .map_err(|error| ConfigError::key("admin.token_file", error))?,
             ),
-            None => None,
+            _ => None,
         };
         Ok(Checked {
             tls,
@@ -355,6 +356,7 @@ async fn open_listeners(
     report: &mut Vec<String>,
 ) {
     let config = context.core.config_arc();
+    let mut unbound = 0;
     for (listener, tls) in listeners.iter().zip(tls) {
         let runs = running
             .listeners
@@ -381,12 +383,17 @@ async fn open_listeners(
                 running.listen(context, admission, open);
                 report.push(format!("listener {} opened", listener.bind));
             }
-            Err(error) => report.push(format!(
-                "listener {}: cannot listen: {error}",
-                listener.bind
-            )),
+            Err(error) => {
+                unbound += u64::from(!listener.optional);
+                report.push(format!(
+                    "listener {}: cannot listen: {error}",
+                    listener.bind
+                ));
+            }
         }
     }
+    // Not ready while a configured listener is not open (`/readyz`).
+    context.core.metrics.listeners_unbound.set(unbound);
 }
 
 /// Binds `listener`, trying again for a moment when the address is in use:

@@ -166,10 +166,7 @@ async fn rumqttc_v5_session_that_never_expires() {
             .publish("rv5/kept", QoS::AtLeastOnce, false, "queued")
             .await
             .expect("publish queued");
-        eventually("the message queued", || {
-            metrics.received.messages() == 1
-        })
-        .await;
+        eventually("the message queued", || metrics.received.messages() == 1).await;
         let (mut keeper, connack) = V5Client::connect(keeper_options).await;
         assert!(connack.session_present);
         assert_eq!(&keeper.next_publish().await.payload[..], b"queued");

@@ -129,7 +129,10 @@ fn open(
         }
         state.subscriptions.insert(filter, options, None);
     }
-    let role = Role::Client(Box::new(ClientSide::new(Arc::new(rules), Arc::clone(stats))));
+    let role = Role::Client(Box::new(ClientSide::new(
+        Arc::new(rules),
+        Arc::clone(stats),
+    )));
     let outbox = Outbox::new(ProtocolVersion::V3_1_1);
     let mut endpoint = Endpoint::new(outbox, client_id, state, (inbox, receiver), role);
     endpoint.session_expiry = u32::MAX;

@@ -118,6 +118,34 @@ impl AdminConfig {
     }
 }
 
+/// The admin token: read from `path`, or, if there is no such file yet,
+/// made (24 random bytes from the operating system, hex) and written
+/// there, readable by its owner only.
+pub fn token_or_new(path: &std::path::Path) -> Result<String, String> {
+    if path.exists() {
+        return read_token(path);
+    }
+    use password_hash::rand_core::{OsRng, RngCore};
+    use std::io::Write;
+    let mut bytes = [0u8; 24];
+    OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|error| format!("no random bytes for a token: {error}"))?;
+    let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
+    file.write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    tracing::info!(path = %path.display(), "admin token made and written");
+    Ok(token)
+}
+
 /// Reads the bearer token from `path`: the file's first line, which must
 /// be at least [`MIN_TOKEN_LENGTH`] characters.
 pub fn read_token(path: &std::path::Path) -> Result<String, String> {

@@ -14,7 +14,7 @@ mod bridge;
 mod error;
 mod listener;
 
-pub use admin::{read_token, AdminConfig};
+pub use admin::{read_token, token_or_new, AdminConfig};
 pub use bridge::{BridgeConfig, BridgeProtocol, BridgeTlsConfig, Direction, TopicRule};
 pub use error::ConfigError;
 pub use listener::{default_listeners, ListenerConfig, TlsConfig, WebSocketConfig};

@@ -384,7 +384,8 @@ impl Router {
     /// tree's read lock, which routing shares).
     pub fn subscriptions(&self) -> Vec<SubscriptionEntry> {
         let mut entries = Vec::new();
-        read(&self.tree).for_each(|filter, found| entries.extend(SubscriptionEntry::of(filter, found)));
+        read(&self.tree)
+            .for_each(|filter, found| entries.extend(SubscriptionEntry::of(filter, found)));
         entries
     }
 
@@ -392,7 +393,9 @@ impl Router {
     /// group, every member: one of them gets it).
     pub fn matching(&self, topic: &str) -> Vec<SubscriptionEntry> {
         let mut entries = Vec::new();
-        read(&self.tree).for_each_match(topic, |found| entries.extend(SubscriptionEntry::of("", found)));
+        read(&self.tree).for_each_match(topic, |found| {
+            entries.extend(SubscriptionEntry::of("", found))
+        });
         entries
     }
 
@@ -435,14 +438,13 @@ pub struct SubscriptionEntry {
 
 impl SubscriptionEntry {
     fn of(filter: &str, found: topic_tree::Match<'_, Subscriber>) -> Vec<SubscriptionEntry> {
-        let entry = |client: &Arc<str>, subscriber: &Subscriber, group: Option<&str>| {
-            SubscriptionEntry {
+        let entry =
+            |client: &Arc<str>, subscriber: &Subscriber, group: Option<&str>| SubscriptionEntry {
                 client_id: Arc::clone(client),
                 filter: filter.to_owned(),
                 group: group.map(str::to_owned),
                 qos: subscriber.options.qos as u8,
-            }
-        };
+            };
         match found {
             topic_tree::Match::One(client, subscriber) => vec![entry(client, subscriber, None)],
             topic_tree::Match::Group(group) => group

@@ -67,7 +67,10 @@ impl Writer {
                     .sync_interval()
                     .is_none_or(|interval| now >= last_sync + interval);
             let result = self.commit(&batch, sync);
-            self.inner.metrics.store_commit_latency.observe(now.elapsed());
+            self.inner
+                .metrics
+                .store_commit_latency
+                .observe(now.elapsed());
             match result {
                 Ok(()) => {
                     batch.clear();

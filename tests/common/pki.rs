@@ -76,21 +76,25 @@ impl Pki {
 
     /// A TLS client trusting the CA, with the client certificate if asked.
     pub fn connector(&self, with_certificate: bool) -> TlsConnector {
+        TlsConnector::from(Arc::new(self.client_config(with_certificate)))
+    }
+
+    /// The rustls configuration of [`Pki::connector`].
+    pub fn client_config(&self, with_certificate: bool) -> ClientConfig {
         let mut roots = RootCertStore::empty();
         roots.add(self.ca_der.clone()).expect("CA");
         let builder = ClientConfig::builder_with_provider(Arc::new(default_provider()))
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_root_certificates(roots);
-        let config = if with_certificate {
+        if with_certificate {
             let key = PrivateKeyDer::try_from(self.client_key_der.clone()).expect("key");
             builder
                 .with_client_auth_cert(vec![self.client_der.clone()], key)
                 .expect("client auth")
         } else {
             builder.with_no_client_auth()
-        };
-        TlsConnector::from(Arc::new(config))
+        }
     }
 }
 

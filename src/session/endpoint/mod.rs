@@ -375,7 +375,10 @@ impl Endpoint {
             None => {}
         }
         if self.inbox.take_report_request() {
-            context.core.sessions.answer_report(&self.client_id, self.report());
+            context
+                .core
+                .sessions
+                .answer_report(&self.client_id, self.report());
         }
         self.release_held(context);
         self.pull_deliveries(context);

@@ -168,7 +168,7 @@ impl Endpoint {
         core.metrics
             .sent
             .record(delivery.qos as u8, message.payload.len());
-        if message.id % crate::metrics::LATENCY_SAMPLE == 0 && !delivery.retain {
+        if message.id.is_multiple_of(crate::metrics::LATENCY_SAMPLE) && !delivery.retain {
             core.metrics
                 .delivery_latency
                 .observe(message.received_at.elapsed());
