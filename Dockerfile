@@ -17,6 +17,10 @@ COPY config/container.toml /etc/petrel/petrel.toml
 USER petrel
 WORKDIR /var/lib/petrel
 VOLUME ["/var/lib/petrel"]
-EXPOSE 1883
+EXPOSE 1883 9883
+# Ready: every listener bound, the store loaded (the admin listener's
+# /readyz, asked by the broker binary itself: the image has no curl).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/petrel", "healthcheck", "--url", "http://127.0.0.1:9883/readyz"]
 ENTRYPOINT ["/usr/local/bin/petrel"]
 CMD ["--config", "/etc/petrel/petrel.toml"]

@@ -65,6 +65,22 @@
 //! remote, because the remote may make the same choice and two brokers
 //! waiting for each other to read never move again.
 //!
+//! The admin listener ([`admin`]) is the one way in that is not MQTT: an
+//! HTTP server (hyper under axum) on the broker's runtime, its own
+//! listener, tasks and bounds, serving Prometheus metrics, health probes,
+//! a JSON API and the dashboard. It only reads what the broker keeps
+//! anyway: the counters are the atomics they always were (those bumped
+//! for every message striped per worker thread, [`metrics::HotCounter`],
+//! so that a scrape adds stripes up while workers never share a line),
+//! and a latency histogram observes one message id in 64. What only a
+//! connected session knows (its subscriptions, its in-flight and queued
+//! messages) it is asked through its inbox, beside takeover and shutdown,
+//! and answers from its own loop ([`session::manager::Report`]); an
+//! administrator's kick is one more interrupt there. So no figure is kept
+//! per connection for the API's sake, and a question never waits on the
+//! message path: that is the shape this added, and where the design says
+//! "admin reads the broker", this is how it reads what lives in a task.
+//!
 //! The configuration is not fixed for the process's life: a reload
 //! ([`reload`]) swaps it whole ([`context::Core::config`], an `ArcSwap`,
 //! read without a lock), so what reads it at use time follows. The

@@ -36,6 +36,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Asks a running broker's admin listener whether it is ready (for a
+    /// container's HEALTHCHECK): exits 0 on 200, 1 otherwise. Plain HTTP.
+    Healthcheck {
+        /// The probe to ask.
+        #[arg(long, default_value = "http://127.0.0.1:9883/readyz")]
+        url: String,
+    },
     /// Checks a configuration file and exits 0 if it is valid.
     CheckConfig {
         /// The file to check.
@@ -221,6 +228,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        return match healthcheck(url) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("petrel healthcheck: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check_config(file);
     }
@@ -258,6 +277,55 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(&cli, config, checked.tls, logging))
+}
+
+/// `petrel healthcheck`: one plain HTTP GET of `url`, within 5 seconds;
+/// the status line on 200, an error otherwise.
+fn healthcheck(url: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs can be checked"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => (&rest[..slash], &rest[slash..]),
+        None => (rest, "/"),
+    };
+    let address = authority
+        .to_socket_addrs()
+        .map_err(|error| format!("{authority}: {error}"))?
+        .next()
+        .ok_or_else(|| format!("{authority}: no address"))?;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)
+        .map_err(|error| format!("{address}: {error}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|error| error.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|error| format!("{address}: {error}"))?;
+    let mut response = Vec::new();
+    stream
+        .take(64 * 1024)
+        .read_to_end(&mut response)
+        .map_err(|error| format!("{address}: {error}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.lines().next().unwrap_or("").to_owned();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(format!("{status}: {body}"))
+    } else {
+        Err(format!("{url}: {status}: {body}"))
+    }
 }
 
 /// `petrel check-config FILE`: the configuration, and every file it names

@@ -967,3 +967,33 @@ async fn the_protocol_is_reported_as_connected() {
     })
     .await;
 }
+
+// `petrel healthcheck` (the container's HEALTHCHECK) asks /readyz.
+#[tokio::test]
+async fn the_healthcheck_command_asks_readyz() {
+    timed(async {
+        let (broker, _api) = broker().await;
+        let admin = broker.broker.admin_addr().expect("admin");
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address")
+        };
+        let run = |url: String| {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(petrel_bin())
+                    .args(["healthcheck", "--url", &url])
+                    .output()
+                    .expect("petrel runs")
+            })
+        };
+        let ready = run(format!("http://{admin}/readyz")).await.expect("ran");
+        assert!(ready.status.success(), "{ready:?}");
+        assert!(String::from_utf8_lossy(&ready.stdout).contains("\"ready\":true"));
+        let missing = run(format!("http://{admin}/nothing")).await.expect("ran");
+        assert!(!missing.status.success());
+        let down = run(format!("http://{closed}/readyz")).await.expect("ran");
+        assert!(!down.status.success());
+        assert!(String::from_utf8_lossy(&down.stderr).contains("petrel healthcheck"));
+    })
+    .await;
+}

@@ -53,6 +53,11 @@ fn check_config_accepts_valid_files() {
 #[test]
 fn check_config_rejects_invalid_files_naming_key_and_line() {
     let expected: &[(&str, &str, &str)] = &[
+        (
+            "admin-open-to-all.toml",
+            "line 3: `admin.bind`",
+            "admin.token_file",
+        ),
         ("bad-address.toml", "line 2", "socket address"),
         (
             "bridge-qos.toml",

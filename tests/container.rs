@@ -31,15 +31,23 @@ async fn the_container_configuration_serves_ipv4_and_ipv6_on_one_port() {
         assert_eq!(binds, ["0.0.0.0:1883", "[::]:1883"]);
         assert_eq!(config.allow_anonymous, Some(true), "the policy is stated");
         assert_eq!(config.data_dir, Path::new("/var/lib/petrel"));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let (port, admin_port) = (free(), free());
+        assert_eq!(
+            config.admin.bind.map(|b| b.to_string()).as_deref(),
+            Some("0.0.0.0:9883")
+        );
         let dir = std::env::temp_dir().join(format!("petrel-container-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("petrel.toml");
         let text = text
             .replace(":1883\"", &format!(":{port}\""))
+            .replace(":9883\"", &format!(":{admin_port}\""))
             .replace("/var/lib/petrel", &dir.join("data").to_string_lossy());
         std::fs::write(&file, text).expect("write");
         let mut child = Command::new(petrel_bin())
@@ -81,6 +89,20 @@ async fn the_container_configuration_serves_ipv4_and_ipv6_on_one_port() {
         } else {
             println!("no IPv6 on this host: only the IPv4 listener was checked");
         }
+        // The admin listener made its token in the data volume, and the
+        // image's HEALTHCHECK command finds the broker ready.
+        let token = std::fs::read_to_string(dir.join("data/admin.token")).expect("token made");
+        assert_eq!(token.trim().len(), 48, "{token}");
+        let url = format!("http://127.0.0.1:{admin_port}/readyz");
+        let health = tokio::task::spawn_blocking(move || {
+            Command::new(petrel_bin())
+                .args(["healthcheck", "--url", &url])
+                .output()
+                .expect("petrel healthcheck runs")
+        })
+        .await
+        .expect("join");
+        assert!(health.status.success(), "{health:?}");
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
@@ -152,7 +174,18 @@ fn the_dockerfile_is_well_formed() {
     };
     let user = value("USER").expect("USER in the run stage");
     assert!(user != "root" && user != "0", "runs as root");
-    assert_eq!(value("EXPOSE").as_deref(), Some("1883"));
+    assert_eq!(value("EXPOSE").as_deref(), Some("1883 9883"));
+    let healthcheck = value("HEALTHCHECK").expect("HEALTHCHECK in the run stage");
+    let command = healthcheck
+        .split_once("CMD ")
+        .map(|(_, command)| command)
+        .expect("HEALTHCHECK CMD");
+    let command: Vec<String> = serde_json::from_str(command).expect("CMD in exec form");
+    assert_eq!(command[1], "healthcheck", "{command:?}");
+    assert!(
+        command.iter().any(|arg| arg.ends_with(":9883/readyz")),
+        "{command:?}"
+    );
     for exec in ["ENTRYPOINT", "CMD"] {
         let form = value(exec).unwrap_or_else(|| panic!("{exec}"));
         let parsed: Vec<String> = serde_json::from_str(&form)

@@ -53,10 +53,15 @@ impl Store {
     }
 }
 
+/// Whether Petrel runs with its admin listener (for `--scrape`).
+pub static WITH_ADMIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A broker process the tool started.
 pub struct Broker {
     pub kind: Kind,
     pub addr: SocketAddr,
+    /// Petrel's admin listener, with `--scrape`.
+    pub admin: Option<SocketAddr>,
     /// Petrel's store in this run.
     pub store: Store,
     child: Child,
@@ -100,6 +105,7 @@ impl Broker {
         let port = free_port()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut data_dir = None;
+        let mut admin = None;
         let (child, config) = match kind {
             Kind::Petrel => {
                 let persistence = match store {
@@ -117,12 +123,19 @@ impl Broker {
                         text
                     }
                 };
+                let admin_table = if WITH_ADMIN.load(std::sync::atomic::Ordering::Relaxed) {
+                    let at = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                    admin = Some(at);
+                    format!("\n[admin]\nbind = \"{at}\"\n")
+                } else {
+                    String::new()
+                };
                 let config = tempfile_path::TempPath::write(
                     "petrel-load",
                     "toml",
                     &format!(
                         "sys_interval = 0\nlog_level = \"warn\"\nmax_connections = 1000000\n\
-                         max_queued_messages = 100000\nmax_inflight = 65535\n{persistence}{}",
+                         max_queued_messages = 100000\nmax_inflight = 65535\n{persistence}{}{admin_table}",
                         bridge.map_or(String::new(), |(remote, qos)| format!(
                             "\n[[bridge]]\nname = \"bench\"\naddresses = [\"{remote}\"]\n\
                              protocol = \"3.1.1\"\nclean_start = true\nmax_inflight = 1000\n\
@@ -175,6 +188,7 @@ impl Broker {
         let broker = Broker {
             kind,
             addr,
+            admin,
             store,
             child,
             _config: Some(config),

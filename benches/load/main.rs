@@ -58,6 +58,10 @@ struct Cli {
     /// may be (everything but unpaced QoS 0 fan-in); for CI smoke runs.
     #[arg(long, global = true)]
     check: bool,
+    /// Scrape Petrel's `/metrics` (its admin listener on) every this many
+    /// seconds during the run; 0: no admin listener, no scrape.
+    #[arg(long, default_value_t = 0.0, global = true)]
+    scrape: f64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true, global = true)]
     bench: bool,
@@ -189,7 +193,58 @@ fn start_brokers(cli: &Cli, kind: Kind) -> Result<(Broker, Option<Broker>), Erro
     }
 }
 
+/// Scrapes `admin`'s `/metrics` every `every` until `stop`; the count of
+/// scrapes and the bytes of the last one.
+fn scraper(
+    admin: SocketAddr,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, usize)> {
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut count, mut bytes) = (0, 0);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(mut stream) = std::net::TcpStream::connect(admin) {
+                let mut body = Vec::new();
+                if stream
+                    .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+                    .and_then(|()| stream.read_to_end(&mut body))
+                    .is_ok()
+                {
+                    count += 1;
+                    bytes = body.len();
+                }
+            }
+            std::thread::sleep(every);
+        }
+        (count, bytes)
+    })
+}
+
+/// Runs `scenario` against `broker`, scraped if asked.
+async fn measure(cli: &Cli, broker: &Broker, far: Option<SocketAddr>) -> Result<Report, Error> {
+    let duration = Duration::from_secs_f64(cli.duration);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraping = match broker.admin {
+        Some(admin) if cli.scrape > 0.0 => Some(scraper(
+            admin,
+            Duration::from_secs_f64(cli.scrape),
+            std::sync::Arc::clone(&stop),
+        )),
+        _ => None,
+    };
+    let report = scenarios::run(&cli.scenario, broker.addr, Some(broker), far, duration).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(scraping) = scraping {
+        if let Ok((count, bytes)) = scraping.join() {
+            eprintln!("load: {count} scrapes of /metrics, the last {bytes} bytes");
+        }
+    }
+    report
+}
+
 async fn run(cli: Cli) -> Result<(), Error> {
+    broker::WITH_ADMIN.store(cli.scrape > 0.0, std::sync::atomic::Ordering::Relaxed);
     let duration = Duration::from_secs_f64(cli.duration);
     if let Some(addr) = cli.addr {
         if matches!(cli.scenario, Scenario::Bridge { .. }) {
@@ -202,8 +257,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     if !cli.compare {
         let (broker, remote) = start_brokers(&cli, cli.broker)?;
         let far = remote.as_ref().map(|remote| remote.addr);
-        let report =
-            scenarios::run(&cli.scenario, broker.addr, Some(&broker), far, duration).await?;
+        let report = measure(&cli, &broker, far).await?;
         report.print(cli.json);
         return check(&cli, &report);
     }
@@ -218,8 +272,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         for kind in order {
             let (broker, remote) = start_brokers(&cli, kind)?;
             let far = remote.as_ref().map(|remote| remote.addr);
-            let report =
-                scenarios::run(&cli.scenario, broker.addr, Some(&broker), far, duration).await?;
+            let report = measure(&cli, &broker, far).await?;
             report.print(cli.json);
             check(&cli, &report)?;
             reports.push(report);
