@@ -183,6 +183,10 @@ pub struct Broker {
     reload_requests: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<admin::ReloadRequest>>>,
     /// Set when they are taken.
     reloads_served: Arc<std::sync::atomic::AtomicBool>,
+    /// The admin listener's TLS, reloaded with the listeners'.
+    admin_tls: Option<transport::tls::Tls>,
+    /// Stops the admin listener, at the end of shutdown.
+    admin_stop: tokio_util::sync::CancellationToken,
 }
 
 impl Broker {
@@ -249,7 +253,13 @@ impl Broker {
         }
         let (reloads, reload_requests) = tokio::sync::mpsc::channel(1);
         let reloads_served = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let admin_addr = start_admin(&context, reloads, Arc::clone(&reloads_served))?;
+        let admin_stop = tokio_util::sync::CancellationToken::new();
+        let (admin_addr, admin_tls) = start_admin(
+            &context,
+            reloads,
+            Arc::clone(&reloads_served),
+            admin_stop.clone(),
+        )?;
         Ok(Broker {
             context,
             local_addrs,
@@ -258,6 +268,8 @@ impl Broker {
             admin_addr,
             reload_requests: std::sync::Mutex::new(Some(reload_requests)),
             reloads_served,
+            admin_tls,
+            admin_stop,
         })
     }
 
@@ -285,10 +297,11 @@ impl Broker {
     /// check after the reload uses the new passwords and rules.
     pub fn reload(&self) -> Vec<String> {
         let mut errors = Vec::new();
-        let tls = match self.running.try_lock() {
+        let mut tls = match self.running.try_lock() {
             Ok(running) => running.tls(),
             Err(_) => Vec::new(),
         };
+        tls.extend(self.admin_tls.clone());
         for tls in &tls {
             if let Err(error) = tls.reload() {
                 errors.push(error.to_string());
@@ -315,14 +328,22 @@ impl Broker {
     /// and what [`reload::Checked::of`] read of its files. Returns a line
     /// for each change made, or refused (a key that needs a restart).
     pub async fn apply(&self, config: Config, checked: reload::Checked) -> Vec<String> {
-        reload::apply(
+        let mut report = reload::apply(
             &self.context,
             &self.admission,
             &self.running,
             config,
             checked,
         )
-        .await
+        .await;
+        // The admin listener's certificate and key, read again (its other
+        // settings need a restart).
+        if let Some(tls) = &self.admin_tls {
+            if let Err(error) = tls.reload() {
+                report.push(error.to_string());
+            }
+        }
+        report
     }
 
     /// The addresses the broker listens on.
@@ -351,6 +372,7 @@ impl Broker {
             // synced before the broker returns.
             store.close();
         }
+        self.admin_stop.cancel();
         finished
     }
 }
@@ -361,11 +383,12 @@ fn start_admin(
     context: &Arc<Context>,
     reloads: tokio::sync::mpsc::Sender<admin::ReloadRequest>,
     reloads_served: Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<Option<SocketAddr>> {
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<(Option<SocketAddr>, Option<transport::tls::Tls>)> {
     let config = context.core.config_arc();
     let admin = &config.admin;
     if admin.bind.is_none() {
-        return Ok(None);
+        return Ok((None, None));
     }
     let invalid = |error: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, error);
     let tls = admin
@@ -380,7 +403,7 @@ fn start_admin(
         .map(config::token_or_new)
         .transpose()
         .map_err(|error| invalid(format!("admin.token_file: {error}")))?;
-    let bound = admin::Bound::bind(admin, tls).map_err(|error| {
+    let bound = admin::Bound::bind(admin, tls.clone()).map_err(|error| {
         std::io::Error::new(
             error.kind(),
             format!("admin.bind: cannot listen on {:?}: {error}", admin.bind),
@@ -394,10 +417,11 @@ fn start_admin(
         auth: admin::auth::Policy::new(admin, token),
         reloads,
         reloads_served,
+        stop,
     });
-    context.core.tasks.spawn(admin::serve(state, bound));
+    tokio::spawn(admin::serve(state, bound));
     tracing::info!(%address, tls = admin.tls.is_some(), "admin listener started");
-    Ok(Some(address))
+    Ok((Some(address), tls))
 }
 
 /// The broker's authentication from its configuration: the password file

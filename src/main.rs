@@ -579,6 +579,7 @@ impl Reload<'_> {
             }
             for error in errors {
                 tracing::error!(%error, "{why}: not reloaded; the one in force stays");
+                outcome.reloaded = false;
                 outcome.messages.push(error);
             }
         } else {

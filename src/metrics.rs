@@ -303,7 +303,6 @@ pub const BUCKETS: [f64; 18] = [
 #[derive(Debug, Default)]
 pub struct Histogram {
     buckets: [Counter; BUCKETS.len() + 1],
-    count: Counter,
     sum_nanos: Counter,
 }
 
@@ -328,7 +327,6 @@ impl Histogram {
             .position(|bound| seconds <= *bound)
             .unwrap_or(BUCKETS.len());
         self.buckets[bucket].increment();
-        self.count.increment();
         self.sum_nanos
             .add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     }

@@ -243,7 +243,6 @@ struct OpenConnection {
 impl OpenConnection {
     fn new(admission: &Arc<Admission>) -> OpenConnection {
         admission.metrics.connections_open.increment();
-        admission.metrics.connections_accepted.increment();
         OpenConnection {
             admission: Arc::clone(admission),
             address: None,
@@ -255,6 +254,7 @@ impl OpenConnection {
     fn claim(&mut self, ip: IpAddr) -> bool {
         let limit = self.admission.max_per_address.load(Ordering::Relaxed);
         if limit == 0 {
+            self.admission.metrics.connections_accepted.increment();
             return true;
         }
         let mut count = self.admission.by_address.entry(ip).or_insert(0);
@@ -266,6 +266,7 @@ impl OpenConnection {
         }
         *count += 1;
         self.address = Some(Box::new(ip));
+        self.admission.metrics.connections_accepted.increment();
         true
     }
 }

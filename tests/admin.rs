@@ -831,7 +831,7 @@ async fn the_admin_listener_is_bounded() {
     timed(async {
         let admin = AdminConfig {
             max_connections: 2,
-            max_request_bytes: 4096,
+            max_request_bytes: 8192,
             ..AdminConfig::default()
         };
         let (broker, api) = broker_with(admin, test_config()).await;
@@ -904,6 +904,8 @@ async fn the_petrel_command_reloads_when_the_api_asks() {
             .spawn()
             .expect("petrel starts");
         let stdout = child.stdout.take().expect("stdout");
+        // Killed if the test fails before it stops the broker itself.
+        let mut child = KillOnDrop(Some(child));
         let admin_port = tokio::task::spawn_blocking(move || {
             use std::io::BufRead;
             let mut reader = std::io::BufReader::new(stdout);
@@ -938,15 +940,28 @@ async fn the_petrel_command_reloads_when_the_api_asks() {
             .as_str()
             .expect("message")
             .contains("max_connections"));
-        unsafe_free_kill(&child);
+        let child = child.0.take().expect("the broker");
+        terminate(&child);
         let status = exit_of(child).await.expect("petrel exits");
         assert!(status.success(), "{status:?}");
     })
     .await;
 }
 
+/// A child process killed when dropped, unless taken out.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Asks `child` to stop (SIGTERM), as an operator would.
-fn unsafe_free_kill(child: &std::process::Child) {
+fn terminate(child: &std::process::Child) {
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -994,6 +1009,82 @@ async fn the_healthcheck_command_asks_readyz() {
         let down = run(format!("http://{closed}/readyz")).await.expect("ran");
         assert!(!down.status.success());
         assert!(String::from_utf8_lossy(&down.stderr).contains("petrel healthcheck"));
+    })
+    .await;
+}
+
+// Open on loopback is open to local programs, not to web pages: a Host
+// that is not loopback (DNS rebinding) and an action from another site's
+// page get 403.
+#[tokio::test]
+async fn the_open_listener_refuses_cross_site_requests() {
+    timed(async {
+        let (_broker, api) = broker().await;
+        let response = api
+            .request(reqwest::Method::GET, "/api/v1/clients")
+            .header("host", "evil.example:9883")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let response = api
+            .request(reqwest::Method::POST, "/api/v1/reload")
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let response = api
+            .request(reqwest::Method::DELETE, "/api/v1/clients/x")
+            .header("sec-fetch-site", "cross-site")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        // The dashboard's own requests are same-origin.
+        let own = format!("http://{}", api.base.trim_start_matches("http://"));
+        let response = api
+            .request(reqwest::Method::DELETE, "/api/v1/clients/x")
+            .header("origin", own)
+            .header("sec-fetch-site", "same-origin")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+// A client that sends requests and never reads the answers is closed
+// once nothing moves for request_timeout_ms: it cannot hold a slot.
+#[tokio::test]
+async fn a_connection_that_reads_nothing_is_closed() {
+    timed(async {
+        let admin = AdminConfig {
+            request_timeout_ms: 300,
+            max_connections: 1,
+            ..AdminConfig::default()
+        };
+        let (broker, api) = broker_with(admin, test_config()).await;
+        let addr = broker.broker.admin_addr().expect("admin");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET /dashboard.js HTTP/1.1\r\nHost: {addr}\r\n\r\n").repeat(64);
+        use tokio::io::AsyncWriteExt;
+        let writing = async {
+            // Ends when the broker closes the connection.
+            while stream.write_all(request.as_bytes()).await.is_ok() {}
+        };
+        tokio::time::timeout(Duration::from_secs(15), writing)
+            .await
+            .expect("the stalled connection is closed");
+        // Its slot is free again.
+        let health = loop {
+            match api.client.get(format!("{}/healthz", api.base)).send().await {
+                Ok(response) => break response,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        assert_eq!(health.status(), StatusCode::OK);
     })
     .await;
 }

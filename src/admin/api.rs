@@ -77,8 +77,22 @@ fn page_of(params: &HashMap<String, String>) -> Result<(usize, usize), BadParame
 /// One page of `items`.
 fn paged<T: Serialize>(items: Vec<T>, (page, limit): (usize, usize)) -> Response {
     let count = items.len();
-    let start = (page - 1).saturating_mul(limit);
+    let start = first_of((page, limit));
     let data: Vec<T> = items.into_iter().skip(start).take(limit).collect();
+    page_answer(data, (page, limit), count)
+}
+
+/// The index of the first item of a page.
+fn first_of((page, limit): (usize, usize)) -> usize {
+    (page - 1).saturating_mul(limit)
+}
+
+/// A page taken at the source: `data`, of `count` items in all.
+fn page_answer<T: Serialize>(
+    data: Vec<T>,
+    (page, limit): (usize, usize),
+    count: usize,
+) -> Response {
     Json(json!({
         "data": data,
         "meta": { "page": page, "limit": limit, "count": count },
@@ -337,7 +351,11 @@ pub async fn subscriptions(State(state): Shared, Query(params): Params) -> Respo
             Ok(topic) => paged(core.router.matching(topic.as_str()), page),
             Err(error) => bad_request(format!("`topic`: {error}")),
         },
-        (None, None) => paged(core.router.subscriptions(), page),
+        (None, None) => {
+            // Taken a page at a time: the walk holds the router's lock.
+            let data = core.router.subscriptions(first_of(page), page.1);
+            page_answer(data, page, core.router.subscription_count())
+        }
     }
 }
 
@@ -375,16 +393,35 @@ pub async fn retained(State(state): Shared, Query(params): Params) -> Response {
         Ok(filter) => filter,
         Err(error) => return bad_request(format!("`filter`: {error}")),
     };
-    let items: Vec<RetainedItem> = state
-        .context
-        .core
-        .router
-        .retained_after(filter.as_str(), None, usize::MAX)
+    // Up to the page's end only: the scan holds the retained store's
+    // lock, which routing shares. The count needs the whole scan, done in
+    // bounded batches that let go of the lock in between.
+    let router = &state.context.core.router;
+    let start = first_of(page);
+    let data: Vec<RetainedItem> = router
+        .retained_after(filter.as_str(), None, start.saturating_add(page.1))
         .iter()
+        .skip(start)
         .map(|message| RetainedItem::of(message))
         .collect();
-    paged(items, page)
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let batch = router.retained_after(filter.as_str(), after.as_deref(), COUNT_BATCH);
+        count += batch.len();
+        match batch.last() {
+            Some(last) if batch.len() == COUNT_BATCH => {
+                after = Some(last.topic.as_str().to_owned());
+                tokio::task::yield_now().await;
+            }
+            _ => break,
+        }
+    }
+    page_answer(data, page, count)
 }
+
+/// Retained messages counted per hold of the retained store's lock.
+const COUNT_BATCH: usize = 1000;
 
 fn topic_of(topic: &str) -> Result<TopicName, BadParameter> {
     TopicName::new(topic).map_err(|error| BadParameter(format!("topic: {error}")))
@@ -477,11 +514,10 @@ pub async fn reconnect_bridge(State(state): Shared, Path(name): Path<String>) ->
     let Some(bridge) = core.metrics.bridges.get(&name) else {
         return not_found("bridge");
     };
-    if !core
-        .sessions
-        .kick(&format!("{BRIDGE_ID_PREFIX}{name}"), false)
-        || !bridge.is_up()
-    {
+    // Up: its link is dropped (and made again at once); down: its wait
+    // before the next attempt ends now.
+    let id = format!("{BRIDGE_ID_PREFIX}{name}");
+    if !(bridge.is_up() && core.sessions.kick(&id, false)) {
         bridge.reconnect.notify_one();
     }
     tracing::info!(bridge = %name, "admin: bridge reconnection asked");

@@ -59,6 +59,9 @@ pub struct AdminState {
     pub reloads: mpsc::Sender<ReloadRequest>,
     /// Set once someone took the other end to carry them out.
     pub reloads_served: Arc<std::sync::atomic::AtomicBool>,
+    /// Stops the admin listener: not the broker's token, so that
+    /// `/readyz` answers 503 while the broker shuts down, until its end.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// The admin listener, bound.
@@ -107,7 +110,7 @@ pub async fn serve(state: Arc<AdminState>, bound: Bound) {
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let timeout = Duration::from_millis(config.request_timeout_ms);
     let app = routes::router(Arc::clone(&state), config.max_request_bytes);
-    let token = core.tasks.token().clone();
+    let token = state.stop.clone();
     let Bound { listener, tls } = bound;
     loop {
         let (stream, peer) = tokio::select! {
@@ -129,8 +132,9 @@ pub async fn serve(state: Arc<AdminState>, bound: Bound) {
         let app = app.clone();
         let tls = tls.clone();
         let token = token.clone();
-        let max_buf = config.max_request_bytes.max(8192);
-        core.tasks.spawn(async move {
+        let max_buf = config.max_request_bytes;
+        // Not the broker's tasks: they outlive its shutdown, to the end.
+        tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
             match tls {
@@ -156,9 +160,67 @@ pub async fn serve(state: Arc<AdminState>, bound: Bound) {
     }
 }
 
+/// A stream that records when it last moved a byte either way.
+struct Progress<S> {
+    stream: S,
+    last: Arc<std::sync::atomic::AtomicU64>,
+    epoch: Instant,
+}
+
+impl<S> Progress<S> {
+    fn moved(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Progress<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Progress<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(poll, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Serves HTTP/1.1 on one connection until it closes, idles past
-/// `timeout`, or the broker shuts down (then it finishes the request in
-/// hand and closes).
+/// `timeout`, moves no byte either way for `timeout` (a client that
+/// sends requests and never reads the answers), or the broker shuts
+/// down (then it finishes the request in hand and closes).
 async fn connection<S>(
     stream: S,
     caller: Caller,
@@ -168,6 +230,24 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stream = Progress {
+        stream,
+        last: Arc::clone(&last),
+        epoch: Instant::now(),
+    };
+    let epoch = stream.epoch;
+    let stalled = async move {
+        loop {
+            tokio::time::sleep(timeout / 4).await;
+            let idle = epoch.elapsed().saturating_sub(Duration::from_millis(
+                last.load(std::sync::atomic::Ordering::Relaxed),
+            ));
+            if idle >= timeout {
+                return;
+            }
+        }
+    };
     use tower::ServiceExt;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         request.extensions_mut().insert(caller);
@@ -186,6 +266,9 @@ async fn connection<S>(
             if let Err(error) = result {
                 tracing::debug!(peer = %caller.peer, %error, "admin connection ended");
             }
+        }
+        _ = stalled => {
+            tracing::info!(peer = %caller.peer, "admin connection moved nothing for request_timeout_ms; closed");
         }
         _ = token.cancelled() => {
             serving.as_mut().graceful_shutdown();

@@ -117,7 +117,7 @@ fn escape_label(text: &str) -> String {
 /// A reason code's label: its name in snake case (`not_authorized`).
 pub fn reason_label(code: u8) -> String {
     match ReasonCode::from_u8(code) {
-        Some(reason) => snake(&format!("{reason:?}")),
+        Some(reason) => snake(&format!("{reason:?}").replace("QoS", "Qos")),
         None => format!("0x{code:02x}"),
     }
 }
@@ -445,5 +445,6 @@ mod tests {
         );
         assert_eq!(reason_label(0x87), "not_authorized");
         assert_eq!(reason_label(0x81), "malformed_packet");
+        assert_eq!(reason_label(0x9B), "qos_not_supported");
     }
 }

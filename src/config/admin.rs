@@ -15,6 +15,10 @@ pub const DEFAULT_ADMIN_MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// How long an admin request may take to arrive, and a kept-alive
 /// connection may stay idle, by default.
 pub const DEFAULT_ADMIN_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// The most admin connections one may allow.
+pub const MAX_ADMIN_CONNECTIONS: usize = 100_000;
+/// The smallest `max_request_bytes`.
+pub const MIN_REQUEST_BYTES: usize = 8192;
 /// The shortest bearer token accepted.
 pub const MIN_TOKEN_LENGTH: usize = 16;
 
@@ -84,6 +88,18 @@ impl AdminConfig {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
         }
+        if self.max_connections > MAX_ADMIN_CONNECTIONS {
+            return Err(ConfigError::key(
+                "admin.max_connections",
+                format!("must be at most {MAX_ADMIN_CONNECTIONS}"),
+            ));
+        }
+        if self.max_request_bytes < MIN_REQUEST_BYTES {
+            return Err(ConfigError::key(
+                "admin.max_request_bytes",
+                format!("must be at least {MIN_REQUEST_BYTES} (the HTTP parser's smallest buffer)"),
+            ));
+        }
         if let Some(tls) = &self.tls {
             if tls.require_certificate && tls.ca.is_none() {
                 return Err(ConfigError::key(
@@ -132,18 +148,32 @@ pub fn token_or_new(path: &std::path::Path) -> Result<String, String> {
         .try_fill_bytes(&mut bytes)
         .map_err(|error| format!("no random bytes for a token: {error}"))?;
     let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    // Written whole beside it, then linked into place: a crash leaves no
+    // short token file, and of two brokers starting at once one makes
+    // the file and the other reads it.
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}.new", std::process::id()));
+    let temporary = std::path::PathBuf::from(name);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
-    file.write_all(format!("{token}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-    tracing::info!(path = %path.display(), "admin token made and written");
-    Ok(token)
+    let written = options
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(format!("{token}\n").as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match written {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "admin token made and written");
+            Ok(token)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => read_token(path),
+        Err(error) => Err(format!("cannot write {}: {error}", path.display())),
+    }
 }
 
 /// Reads the bearer token from `path`: the file's first line, which must
@@ -151,6 +181,13 @@ pub fn token_or_new(path: &std::path::Path) -> Result<String, String> {
 pub fn read_token(path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the admin token file is readable by others than its owner (chmod 600 it)");
+        }
+    }
     let token = text.lines().next().unwrap_or("").trim().to_owned();
     if token.chars().count() < MIN_TOKEN_LENGTH {
         return Err(format!(

@@ -380,12 +380,22 @@ impl Router {
         read(&self.retained).bytes()
     }
 
-    /// Every subscription, by filter (the admin API's; the walk holds the
-    /// tree's read lock, which routing shares).
-    pub fn subscriptions(&self) -> Vec<SubscriptionEntry> {
+    /// The subscriptions from the `skip`-th on, at most `take` of them,
+    /// in filter order (the admin API's pages: the walk holds the tree's
+    /// read lock, which routing shares, so it stops at the page's end).
+    pub fn subscriptions(&self, skip: usize, take: usize) -> Vec<SubscriptionEntry> {
         let mut entries = Vec::new();
-        read(&self.tree)
-            .for_each(|filter, found| entries.extend(SubscriptionEntry::of(filter, found)));
+        let mut seen = 0usize;
+        let end = skip.saturating_add(take);
+        read(&self.tree).for_each(|filter, found| {
+            for entry in SubscriptionEntry::of(filter, found) {
+                if seen >= skip && seen < end {
+                    entries.push(entry);
+                }
+                seen += 1;
+            }
+            seen < end
+        });
         entries
     }
 

@@ -277,23 +277,34 @@ impl<S> TopicTree<S> {
     }
 
     /// Calls `visit` with every subscription and shared group, and its
-    /// filter (the admin API's view; not for the message path).
-    pub fn for_each<'a>(&'a self, mut visit: impl FnMut(&str, Match<'a, S>)) {
+    /// filter, in filter order, until it returns false (the admin API's
+    /// view, a page at a time; not for the message path).
+    pub fn for_each<'a>(&'a self, mut visit: impl FnMut(&str, Match<'a, S>) -> bool) {
         let mut filter = String::new();
         Self::walk(&self.root, 0, &mut filter, &mut visit);
     }
 
+    /// False once `visit` said stop.
     fn walk<'a>(
         node: &'a Node<S>,
         depth: usize,
         filter: &mut String,
-        visit: &mut impl FnMut(&str, Match<'a, S>),
-    ) {
+        visit: &mut impl FnMut(&str, Match<'a, S>) -> bool,
+    ) -> bool {
         if depth > 0 {
-            node.visit_all(&mut |found| visit(filter, found));
+            for (client, subscriber) in &node.subscribers {
+                if !visit(filter, Match::One(client, subscriber)) {
+                    return false;
+                }
+            }
+            for group in node.groups.iter().flat_map(|groups| groups.iter()) {
+                if !visit(filter, Match::Group(group)) {
+                    return false;
+                }
+            }
         }
         let Some(children) = node.children.as_ref() else {
-            return;
+            return true;
         };
         let mut levels: Vec<(&Box<str>, &Node<S>)> = children.iter().collect();
         levels.sort_by(|a, b| a.0.cmp(b.0));
@@ -303,9 +314,13 @@ impl<S> TopicTree<S> {
                 filter.push('/');
             }
             filter.push_str(level);
-            Self::walk(child, depth + 1, filter, visit);
+            let more = Self::walk(child, depth + 1, filter, visit);
             filter.truncate(len);
+            if !more {
+                return false;
+            }
         }
+        true
     }
 
     fn match_at<'a>(

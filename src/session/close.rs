@@ -44,7 +44,8 @@ where
         ..
     } = *session;
     exit.record(&core.metrics, endpoint.keep_alive);
-    if let Exit::Kicked { delete: true } = exit {
+    let deleted = endpoint.inbox.interruption() == Some(crate::router::inbox::Interrupt::Deleted);
+    if matches!(exit, Exit::Kicked { delete: true }) || deleted {
         // Deleted: it ends with its connection, as a clean session does.
         endpoint.session_expiry = 0;
     }

@@ -85,6 +85,18 @@ impl Slot {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Takes the parked session out of a slot no connection holds, and
+    /// marks the slot removed (an acquirer that finds it starts over).
+    fn take_parked(&self) -> Option<Parked> {
+        let mut inner = self.inner();
+        if inner.active.is_some() {
+            return None;
+        }
+        let parked = inner.parked.take()?;
+        inner.removed = true;
+        Some(*parked)
+    }
+
     /// Clears the active connection if it is still `generation`, and wakes
     /// whoever waits to take the session over.
     fn let_go(&self, generation: Generation, parked: Option<Box<Parked>>) -> bool {
@@ -439,20 +451,24 @@ impl SessionManager {
     /// (a sweep at start-up, before anything connects).
     pub fn take_parked(&self, pick: impl Fn(&str) -> bool) -> Vec<(Arc<str>, Parked)> {
         let mut taken = Vec::new();
+        let mut slots = Vec::new();
         for slot in self.slots.iter().filter(|slot| pick(slot.key())) {
-            let mut inner = slot.inner();
-            if inner.active.is_some() {
-                continue;
-            }
-            if let Some(parked) = inner.parked.take() {
-                inner.removed = true;
-                taken.push((Arc::clone(slot.key()), *parked));
+            if let Some(parked) = Slot::take_parked(slot.value()) {
+                taken.push((Arc::clone(slot.key()), parked));
+                slots.push(Arc::clone(slot.value()));
             }
         }
-        for (client_id, _) in &taken {
-            self.slots.remove(client_id);
+        for ((client_id, _), slot) in taken.iter().zip(&slots) {
+            self.forget_slot(client_id, slot);
         }
         taken
+    }
+
+    /// Removes `slot` from the table, if it is still the one of
+    /// `client_id` (a connection may have made a new one meanwhile).
+    fn forget_slot(&self, client_id: &str, slot: &Arc<Slot>) {
+        self.slots
+            .remove_if(client_id, |_, current| Arc::ptr_eq(current, slot));
     }
 
     /// Client ids with a session (connected or parked).
@@ -467,7 +483,7 @@ impl SessionManager {
 }
 
 mod view;
-pub use view::{ClientInfo, Report, SessionSummary, SubscriptionView};
+pub use view::{ClientInfo, Counts, Report, SessionSummary, SubscriptionView};
 
 #[cfg(test)]
 mod tests;

@@ -117,6 +117,17 @@ impl Report {
     }
 }
 
+/// A parked session's figures, as a list shows them.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Counts {
+    /// Subscriptions.
+    pub subscriptions: usize,
+    /// Messages waiting.
+    pub queued: usize,
+    /// Messages sent and not acknowledged.
+    pub inflight: usize,
+}
+
 /// One session, as a list shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionSummary {
@@ -126,7 +137,11 @@ pub struct SessionSummary {
     pub connected: bool,
     /// Who is connected (none for a parked session or a bridge).
     pub client: Option<ClientInfo>,
-    /// A parked session's figures (a connected one reports on request).
+    /// A parked session's figures (a connected one's are asked of it
+    /// when it alone is inspected).
+    pub counts: Option<Counts>,
+    /// What the session holds (when it alone is inspected).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
     /// Seconds until a parked session expires (none: never, or
     /// connected).
@@ -134,16 +149,24 @@ pub struct SessionSummary {
 }
 
 impl Parked {
-    fn summary(&self, client_id: &Arc<str>, now: Instant) -> SessionSummary {
+    /// Its summary; with `report`, what it holds in full.
+    fn summary(&self, client_id: &Arc<str>, now: Instant, report: bool) -> SessionSummary {
+        let queued = self.state.pending.len() + self.receiver.len();
         SessionSummary {
             client_id: Arc::clone(client_id),
             connected: false,
             client: None,
-            report: Some(Report::of(&self.state, self.receiver.len(), {
-                self.expires_at.map_or(u32::MAX, |at| {
+            counts: Some(Counts {
+                subscriptions: self.state.subscriptions.len(),
+                queued,
+                inflight: self.state.inflight.len(),
+            }),
+            report: report.then(|| {
+                let remaining = self.expires_at.map_or(u32::MAX, |at| {
                     u32::try_from(at.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX)
-                })
-            })),
+                });
+                Report::of(&self.state, self.receiver.len(), remaining)
+            }),
             expires_in: self
                 .expires_at
                 .map(|at| at.saturating_duration_since(now).as_secs()),
@@ -178,6 +201,7 @@ impl SessionManager {
                         client_id: Arc::clone(slot.key()),
                         connected: true,
                         client: active.info.as_deref().cloned(),
+                        counts: None,
                         report: None,
                         expires_in: None,
                     });
@@ -185,7 +209,7 @@ impl SessionManager {
                 inner
                     .parked
                     .as_ref()
-                    .map(|parked| parked.summary(slot.key(), now))
+                    .map(|parked| parked.summary(slot.key(), now, false))
             })
             .collect();
         sessions.sort_by(|a, b| a.client_id.cmp(&b.client_id));
@@ -213,20 +237,31 @@ impl SessionManager {
                         client_id: key,
                         connected: true,
                         client: active.info.as_deref().cloned(),
+                        counts: None,
                         report: None,
                         expires_in: None,
                     };
                     (summary, Some(receiver))
                 }
-                (None, Some(parked)) => (parked.summary(&key, Instant::now()), None),
+                (None, Some(parked)) => (parked.summary(&key, Instant::now(), true), None),
                 (None, None) => return None,
             }
         };
         if let Some(receiver) = receiver {
-            summary.report = tokio::time::timeout(wait, receiver).await.ok()?.ok();
+            summary.report = match tokio::time::timeout(wait, receiver).await {
+                Ok(Ok(report)) => Some(report),
+                _ => None,
+            };
             if summary.report.is_none() {
-                // Gone meanwhile, or too busy to answer: the request goes.
-                self.waiting().remove(client_id);
+                // Gone meanwhile, or too busy to answer: this request goes
+                // (and any other whose asker stopped waiting).
+                let mut waiting = self.waiting();
+                if let Some(senders) = waiting.get_mut(client_id) {
+                    senders.retain(|sender| !sender.is_closed());
+                    if senders.is_empty() {
+                        waiting.remove(client_id);
+                    }
+                }
             }
         }
         Some(summary)
@@ -268,7 +303,13 @@ impl SessionManager {
     /// The parked session of `client_id`, taken out (an administrator
     /// deletes it); none if it is not parked.
     pub fn take_one_parked(&self, client_id: &str) -> Option<(Arc<str>, Parked)> {
-        self.take_parked(|id| id == client_id).into_iter().next()
+        let (key, slot) = self
+            .slots
+            .get(client_id)
+            .map(|entry| (Arc::clone(entry.key()), Arc::clone(entry.value())))?;
+        let parked = slot.take_parked()?;
+        self.forget_slot(client_id, &slot);
+        Some((key, parked))
     }
 
     /// How many deliveries wait in the inbox of `client_id`'s session.
