@@ -214,6 +214,20 @@ fn is_bridge(client_id: &str) -> bool {
     client_id.starts_with(BRIDGE_ID_PREFIX)
 }
 
+/// The sessions (not the bridges') whose client id starts with the
+/// `id_prefix` parameter.
+fn summaries(
+    state: &AdminState,
+    params: &HashMap<String, String>,
+) -> Vec<crate::session::manager::SessionSummary> {
+    let prefix = params.get("id_prefix").map_or("", String::as_str);
+    state
+        .context
+        .core
+        .sessions
+        .summaries(|id| id.starts_with(prefix) && !is_bridge(id))
+}
+
 /// `GET /api/v1/clients`: connected clients, by client id; `id_prefix`,
 /// `user` (exact) and `address` (a prefix of `ip:port`) filter them.
 pub async fn clients(State(state): Shared, Query(params): Params) -> Response {
@@ -222,12 +236,7 @@ pub async fn clients(State(state): Shared, Query(params): Params) -> Response {
         &["page", "limit", "id_prefix", "user", "address"]
     ));
     let page = try_response!(page_of(&params));
-    let prefix = params.get("id_prefix").map_or("", String::as_str);
-    let items: Vec<ClientItem> = state
-        .context
-        .core
-        .sessions
-        .summaries(|id| id.starts_with(prefix) && !is_bridge(id))
+    let items: Vec<ClientItem> = summaries(&state, &params)
         .into_iter()
         .filter_map(|summary| {
             let info = summary.client?;
@@ -284,12 +293,7 @@ pub async fn sessions(State(state): Shared, Query(params): Params) -> Response {
             return bad_request(format!("`connected` must be true or false, not {other:?}"))
         }
     };
-    let prefix = params.get("id_prefix").map_or("", String::as_str);
-    let items: Vec<_> = state
-        .context
-        .core
-        .sessions
-        .summaries(|id| id.starts_with(prefix) && !is_bridge(id))
+    let items: Vec<_> = summaries(&state, &params)
         .into_iter()
         .filter(|summary| connected.is_none_or(|wanted| summary.connected == wanted))
         .collect();

@@ -200,16 +200,20 @@ fn connections(out: &mut Exposition, m: &Metrics) {
         "kind",
         &kinds,
     );
-    out.counter(
-        "petrel_keep_alive_timeouts_total",
-        "Clients disconnected for silence beyond 1.5 times their keep-alive.",
-        m.keep_alive_timeouts.get(),
-    );
-    out.counter(
-        "petrel_admin_connections_refused_total",
-        "Admin connections closed at admin.max_connections.",
-        m.admin_connections_refused.get(),
-    );
+    for (name, help, value) in [
+        (
+            "petrel_keep_alive_timeouts_total",
+            "Clients disconnected for silence beyond 1.5 times their keep-alive.",
+            m.keep_alive_timeouts.get(),
+        ),
+        (
+            "petrel_admin_connections_refused_total",
+            "Admin connections closed at admin.max_connections.",
+            m.admin_connections_refused.get(),
+        ),
+    ] {
+        out.counter(name, help, value);
+    }
 }
 
 fn sessions(out: &mut Exposition, core: &Core) {
@@ -229,16 +233,20 @@ fn sessions(out: &mut Exposition, core: &Core) {
         &[("state", "offline")],
         m.clients_disconnected.get() as f64,
     );
-    out.counter(
-        "petrel_sessions_expired_total",
-        "Sessions removed because their Session Expiry Interval passed.",
-        m.sessions_expired.get(),
-    );
-    out.counter(
-        "petrel_sessions_taken_over_total",
-        "Sessions taken over by a new connection with the same client id.",
-        m.takeovers.get(),
-    );
+    for (name, help, value) in [
+        (
+            "petrel_sessions_expired_total",
+            "Sessions removed because their Session Expiry Interval passed.",
+            m.sessions_expired.get(),
+        ),
+        (
+            "petrel_sessions_taken_over_total",
+            "Sessions taken over by a new connection with the same client id.",
+            m.takeovers.get(),
+        ),
+    ] {
+        out.counter(name, help, value);
+    }
     out.gauge(
         "petrel_subscriptions",
         "Subscriptions held (filter and client).",
@@ -295,16 +303,20 @@ fn messages(out: &mut Exposition, core: &Core) {
             );
         }
     }
-    out.counter(
-        "petrel_received_bytes_total",
-        "Bytes read from client sockets.",
-        m.bytes_received.get(),
-    );
-    out.counter(
-        "petrel_sent_bytes_total",
-        "Bytes written to client sockets.",
-        m.bytes_sent.get(),
-    );
+    for (name, help, value) in [
+        (
+            "petrel_received_bytes_total",
+            "Bytes read from client sockets.",
+            m.bytes_received.get(),
+        ),
+        (
+            "petrel_sent_bytes_total",
+            "Bytes written to client sockets.",
+            m.bytes_sent.get(),
+        ),
+    ] {
+        out.counter(name, help, value);
+    }
     let offline = m.offline_qos0_dropped.get();
     let drops = [
         (
@@ -323,21 +335,25 @@ fn messages(out: &mut Exposition, core: &Core) {
         "reason",
         &drops,
     );
-    out.counter(
-        "petrel_publish_pauses_total",
-        "Times a publisher's input was paused for a congested subscriber (flow control).",
-        m.publish_pauses.get(),
-    );
-    out.counter(
-        "petrel_publish_rate_exceeded_total",
-        "Times a client went over max_publish_rate or max_publish_bytes_rate.",
-        m.publish_rate_exceeded.get(),
-    );
-    out.counter(
-        "petrel_wills_published_total",
-        "Wills published.",
-        m.wills_published.get(),
-    );
+    for (name, help, value) in [
+        (
+            "petrel_publish_pauses_total",
+            "Times a publisher's input was paused for a congested subscriber (flow control).",
+            m.publish_pauses.get(),
+        ),
+        (
+            "petrel_publish_rate_exceeded_total",
+            "Times a client went over max_publish_rate or max_publish_bytes_rate.",
+            m.publish_rate_exceeded.get(),
+        ),
+        (
+            "petrel_wills_published_total",
+            "Wills published.",
+            m.wills_published.get(),
+        ),
+    ] {
+        out.counter(name, help, value);
+    }
     out.histogram(
         "petrel_delivery_latency_seconds",
         "From a PUBLISH read to its delivery written for a subscriber, for one message id in 64.",
@@ -347,16 +363,20 @@ fn messages(out: &mut Exposition, core: &Core) {
 
 fn store(out: &mut Exposition, core: &Core) {
     let m = &core.metrics;
-    out.counter(
-        "petrel_store_commits_total",
-        "Transactions committed to the durable store.",
-        m.store_commits.get(),
-    );
-    out.counter(
-        "petrel_store_failures_total",
-        "Store commits that failed (and were retried).",
-        m.store_failures.get(),
-    );
+    for (name, help, value) in [
+        (
+            "petrel_store_commits_total",
+            "Transactions committed to the durable store.",
+            m.store_commits.get(),
+        ),
+        (
+            "petrel_store_failures_total",
+            "Store commits that failed (and were retried).",
+            m.store_failures.get(),
+        ),
+    ] {
+        out.counter(name, help, value);
+    }
     out.histogram(
         "petrel_store_commit_duration_seconds",
         "How long a store commit takes (the write and, with durability = sync, the fsync).",

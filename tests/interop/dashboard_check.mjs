@@ -59,6 +59,7 @@ try {
   const reason = await Promise.race([kicked, new Promise((resolve) => setTimeout(() => resolve("none"), 10000))]);
   if (reason !== 0x98) fail(`the kicked client got DISCONNECT ${reason}, not 0x98`);
   await page.waitForFunction(() => !document.querySelector('#clients tr[data-client-id="dash-watched"]'));
+  await page.waitForFunction(() => document.getElementById("connections").textContent === "1");
   await page.screenshot({ path: `${shots}/3-kicked.png`, fullPage: true });
   publisher.end(true);
   watched.end(true);
