@@ -141,7 +141,7 @@ fn ids(list: &Value) -> Vec<String> {
 #[tokio::test]
 async fn health_readiness_and_version_answer_in_json() {
     timed(async {
-        let (_broker, api) = broker().await;
+        let (broker, api) = broker().await;
         let health = api.ok("/healthz").await;
         assert_eq!(health["status"], "ok");
         let ready = api.ok("/readyz").await;
@@ -151,6 +151,11 @@ async fn health_readiness_and_version_answer_in_json() {
         let version = api.ok("/api/v1/version").await;
         assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
         assert!(version["uptime_seconds"].is_u64());
+        let _client = RawClient::connect(broker.addr, "counted").await;
+        let stats = api.ok("/api/v1/stats").await;
+        assert_eq!(stats["connections"], 1, "{stats}");
+        assert_eq!(stats["clients_connected"], 1);
+        assert!(stats["messages_received"].is_u64() && stats["bridges"].is_array());
         let openapi = api.ok("/api/v1/openapi.json").await;
         assert!(openapi["paths"]["/api/v1/clients/{id}"]["delete"].is_object());
     })

@@ -193,32 +193,69 @@ fn start_brokers(cli: &Cli, kind: Kind) -> Result<(Broker, Option<Broker>), Erro
     }
 }
 
+/// One scrape of `admin`'s `/metrics`.
+fn scrape(admin: SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).ok()?;
+    let mut body = Vec::new();
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").as_bytes())
+        .and_then(|()| stream.read_to_end(&mut body))
+        .ok()?;
+    String::from_utf8(body).ok()
+}
+
 /// Scrapes `admin`'s `/metrics` every `every` until `stop`; the count of
-/// scrapes and the bytes of the last one.
+/// scrapes and the last one.
 fn scraper(
     admin: SocketAddr,
     every: Duration,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<(usize, usize)> {
+) -> std::thread::JoinHandle<(usize, String)> {
     std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let (mut count, mut bytes) = (0, 0);
+        let (mut count, mut last) = (0, String::new());
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok(mut stream) = std::net::TcpStream::connect(admin) {
-                let mut body = Vec::new();
-                if stream
-                    .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-                    .and_then(|()| stream.read_to_end(&mut body))
-                    .is_ok()
-                {
-                    count += 1;
-                    bytes = body.len();
-                }
+            if let Some(text) = scrape(admin) {
+                count += 1;
+                last = text;
             }
             std::thread::sleep(every);
         }
-        (count, bytes)
+        if let Some(text) = scrape(admin) {
+            last = text;
+        }
+        (count, last)
     })
+}
+
+/// The broker's own delivery latency histogram in a scrape: the upper
+/// bounds of the buckets holding its p50 and p99, in microseconds, and
+/// its count.
+fn broker_latency(scrape: &str) -> Option<(f64, f64, u64)> {
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    for line in scrape.lines() {
+        let Some(rest) = line.strip_prefix("petrel_delivery_latency_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let (bound, count) = rest.split_once("\"} ")?;
+        let bound = if bound == "+Inf" {
+            f64::INFINITY
+        } else {
+            bound.parse().ok()?
+        };
+        buckets.push((bound, count.trim().parse().ok()?));
+    }
+    let total = buckets.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let quantile = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, count)| *count as f64 >= q * total as f64)
+            .map_or(f64::INFINITY, |(bound, _)| bound * 1e6)
+    };
+    Some((quantile(0.5), quantile(0.99), total))
 }
 
 /// Runs `scenario` against `broker`, scraped if asked.
@@ -236,8 +273,17 @@ async fn measure(cli: &Cli, broker: &Broker, far: Option<SocketAddr>) -> Result<
     let report = scenarios::run(&cli.scenario, broker.addr, Some(broker), far, duration).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(scraping) = scraping {
-        if let Ok((count, bytes)) = scraping.join() {
-            eprintln!("load: {count} scrapes of /metrics, the last {bytes} bytes");
+        if let Ok((count, last)) = scraping.join() {
+            eprintln!(
+                "load: {count} scrapes of /metrics, the last {} bytes",
+                last.len()
+            );
+            if let Some((p50, p99, samples)) = broker_latency(&last) {
+                eprintln!(
+                    "load: the broker's own delivery latency (petrel_delivery_latency_seconds, \
+                     {samples} samples): p50 <= {p50} us, p99 <= {p99} us"
+                );
+            }
         }
     }
     report
