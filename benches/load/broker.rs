@@ -56,6 +56,11 @@ impl Store {
 /// Whether Petrel runs with its admin listener (for `--scrape`).
 pub static WITH_ADMIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether Mosquitto runs with `set_tcp_nodelay true` (for
+/// `--mosquitto-nodelay`); its default is false, Nagle's algorithm on.
+pub static MOSQUITTO_NODELAY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// A broker process the tool started.
 pub struct Broker {
     pub kind: Kind,
@@ -157,13 +162,14 @@ impl Broker {
                 (child, config)
             }
             Kind::Mosquitto => {
+                let nodelay = MOSQUITTO_NODELAY.load(std::sync::atomic::Ordering::Relaxed);
                 let config = tempfile_path::TempPath::write(
                     "mosquitto-load",
                     "conf",
                     &format!(
                         "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
                          max_queued_messages 100000\nmax_inflight_messages 0\n\
-                         max_connections -1\nset_tcp_nodelay true\nlog_dest none\n\
+                         max_connections -1\nset_tcp_nodelay {nodelay}\nlog_dest none\n\
                          sys_interval 0\n{}",
                         bridge.map_or(String::new(), |(remote, qos)| format!(
                             "\nconnection bench\naddress {remote}\ntopic bench/# out {qos}\n\

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use petrel::protocol::{
-    self, Ack, Connect, ConnectProperties, Packet, PacketId, ProtocolVersion, QoS, Subscribe,
+    self, Connect, ConnectProperties, Packet, PacketId, ProtocolVersion, QoS, Subscribe,
     SubscribeProperties, SubscriptionOptions, TopicFilter,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,6 +133,102 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The connection as a [`PacedWriter`], for a pacing thread outside
+    /// the runtime.
+    pub fn into_paced(self) -> Result<PacedWriter, Error> {
+        let (stream, read) = self.into_std()?;
+        Ok(PacedWriter {
+            stream,
+            buf: BytesMut::with_capacity(256),
+            read,
+            acks: 0,
+            stalls: 0,
+        })
+    }
+
+    /// The connection as a standard (non-blocking) socket, taken out of
+    /// the runtime, with the bytes read and not yet taken apart.
+    pub fn into_std(self) -> Result<(std::net::TcpStream, BytesMut), Error> {
+        let Client { reader, writer } = self;
+        let stream = reader
+            .stream
+            .reunite(writer.stream)
+            .map_err(|e| protocol_error(e.to_string()))?
+            .into_std()?;
+        Ok((stream, reader.buf))
+    }
+}
+
+/// A publisher's connection driven by a pacing thread with plain system
+/// calls on its non-blocking socket: every [`PacedWriter::send`] is one
+/// `write`, and [`PacedWriter::drain`] reads what the broker sent back
+/// (QoS 1 acknowledgements) without waiting, so that no second thread
+/// wakes for them.
+pub struct PacedWriter {
+    stream: std::net::TcpStream,
+    /// The next write.
+    pub buf: BytesMut,
+    /// Bytes read and not yet taken apart.
+    pub read: BytesMut,
+    /// PUBACKs read.
+    pub acks: u64,
+    /// Writes that found the socket's send buffer full and waited.
+    pub stalls: u64,
+}
+
+impl PacedWriter {
+    /// Writes the buffer, in one system call unless the socket's send
+    /// buffer is full (then it waits and retries, counting a stall).
+    pub fn send(&mut self) -> io::Result<()> {
+        use std::io::Write;
+        let mut at = 0;
+        while at < self.buf.len() {
+            match self.stream.write(&self.buf[at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => at += written,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.stalls += 1;
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Reads whatever has arrived, without waiting, into `read`; false
+    /// when the broker closed the connection.
+    pub fn drain(&mut self) -> io::Result<bool> {
+        use std::io::Read;
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(false),
+                Ok(read) => self.read.extend_from_slice(&chunk[..read]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Sends DISCONNECT (best effort) and closes.
+    pub fn disconnect(mut self) {
+        if protocol::encode(
+            &Packet::Disconnect(Default::default()),
+            VERSION,
+            &mut self.buf,
+        )
+        .is_ok()
+        {
+            let _ = self.send();
+        }
+    }
+}
+
 /// A non-zero packet id for `index` (1..=65535, wrapping).
 pub fn packet_id(index: u64) -> PacketId {
     PacketId::new((index % 65_535) as u16 + 1).unwrap_or_else(|| unreachable!())
@@ -164,11 +260,6 @@ impl Writer {
             let _ = self.flush().await;
         }
         let _ = self.stream.shutdown().await;
-    }
-
-    /// Acknowledges a QoS 1 PUBLISH.
-    pub fn puback(&mut self, packet_id: PacketId) -> Result<(), Error> {
-        self.push(&Packet::PubAck(Ack::new(packet_id)))
     }
 }
 
@@ -202,13 +293,5 @@ impl Reader {
             self.buf.reserve(64 * 1024);
         }
         Ok(self.stream.read_buf(&mut self.buf).await? > 0)
-    }
-
-    /// Like [`Reader::fill`], giving up after `timeout`.
-    pub async fn fill_within(&mut self, timeout: Duration) -> io::Result<Option<bool>> {
-        match tokio::time::timeout(timeout, self.fill()).await {
-            Ok(result) => result.map(Some),
-            Err(_) => Ok(None),
-        }
     }
 }

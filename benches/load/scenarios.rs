@@ -14,13 +14,15 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::broker::{Broker, Usage};
-use crate::client::{packet_id, Client, Error, Reader};
+use crate::client::{packet_id, Client, Error, PacedWriter, Reader};
 use crate::report::Report;
-use crate::Scenario;
+use crate::{Pacing, Scenario};
 use petrel::protocol::{Packet, QoS};
 
 /// How long a subscriber waits for stragglers once publishing stopped.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
+/// How often a subscriber looks whether the run is over.
+const TICK: Duration = Duration::from_millis(100);
 /// Messages encoded before each write when publishing unpaced.
 const BATCH: usize = 64;
 
@@ -48,6 +50,7 @@ pub async fn run(
     broker: Option<&Broker>,
     far: Option<SocketAddr>,
     duration: Duration,
+    threads: usize,
 ) -> Result<Report, Error> {
     let _ = epoch();
     match scenario.clone() {
@@ -55,14 +58,14 @@ pub async fn run(
             publishing,
             persistent,
         } => {
-            let parameters = FanIn::new(publishing, persistent, None)?;
+            let parameters = FanIn::new(publishing, persistent, None, threads)?;
             let mut report = fan_in(addr, broker, parameters, duration).await?;
             report.scenario = "fan-in".into();
             Ok(report)
         }
         Scenario::Bridge { publishing } => {
             let far = far.ok_or("the bridge scenario needs its remote broker")?;
-            let parameters = FanIn::new(publishing, false, Some(far))?;
+            let parameters = FanIn::new(publishing, false, Some(far), threads)?;
             let mut report = fan_in(addr, broker, parameters, duration).await?;
             report.scenario = "bridge".into();
             Ok(report)
@@ -72,6 +75,7 @@ pub async fn run(
             qos,
             payload,
             rate,
+            pacing,
         } => {
             let mut report = fan_in(
                 addr,
@@ -82,6 +86,8 @@ pub async fn run(
                     window: 1024,
                     payload,
                     rate,
+                    pacing,
+                    threads,
                     persistent: false,
                     far: None,
                 },
@@ -97,6 +103,7 @@ pub async fn run(
             payload,
             rate,
             window,
+            pacing,
         } => {
             fan_out(
                 addr,
@@ -107,6 +114,8 @@ pub async fn run(
                     payload,
                     rate,
                     window,
+                    pacing,
+                    threads,
                 },
                 duration,
             )
@@ -250,41 +259,45 @@ async fn subscribe_loop(
         latency: histogram(),
         last: None,
     };
+    // One timer for the whole run, re-armed only when it fires: a timeout
+    // per read would register a timer (and wake the runtime's driver) for
+    // every message.
+    let tick = tokio::time::sleep(TICK);
+    tokio::pin!(tick);
+    let mut quiet_since = Instant::now();
+    let mut stopping_since = None;
     loop {
         let stopping = done.load(Ordering::Acquire);
         let target = expected.load(Ordering::Acquire);
         if stopping && target > 0 && tally.received >= target {
             break;
         }
-        let wait = if stopping {
-            DRAIN_IDLE
-        } else {
-            Duration::from_millis(200)
+        if stopping && stopping_since.is_none() {
+            stopping_since = Some(Instant::now());
+        }
+        let filled = tokio::select! {
+            biased;
+            filled = client.reader.fill() => Some(filled?),
+            () = &mut tick => None,
         };
-        match client.reader.fill_within(wait).await? {
+        match filled {
             Some(true) => {}
             Some(false) => return Err("the broker closed a subscriber".into()),
-            None if stopping => break,
-            None => continue,
-        }
-        let mut got = 0;
-        while let Some(incoming) = take_reader_packet(&mut client.reader) {
-            if let Incoming::Publish {
-                packet_id,
-                sent_nanos,
-            } = incoming
-            {
-                got += 1;
-                let micros = now_nanos().saturating_sub(sent_nanos) / 1000;
-                let _ = tally.latency.record(micros.max(1));
-                if let Some(id) = packet_id.and_then(petrel::protocol::PacketId::new) {
-                    client.writer.puback(id)?;
+            None => {
+                tick.as_mut().reset(tokio::time::Instant::now() + TICK);
+                let quiet = stopping_since.map(|since| quiet_since.max(since).elapsed());
+                if quiet.is_some_and(|quiet| quiet >= DRAIN_IDLE) {
+                    break;
                 }
+                continue;
             }
         }
+        let got = absorb(client.reader.buffer(), &mut tally, client.writer.buffer());
         if got > 0 {
             tally.received += got;
-            tally.last = Some(Instant::now());
+            let now = Instant::now();
+            tally.last = Some(now);
+            quiet_since = now;
             if let Some((received, notify)) = &counter {
                 received.fetch_add(got, Ordering::AcqRel);
                 notify.notify_one();
@@ -296,23 +309,90 @@ async fn subscribe_loop(
     Ok(tally)
 }
 
-/// Runs `task` on a new thread with a runtime of its own; the result comes
-/// back through a channel.
-fn spawn_on_own_thread<F>(task: F) -> tokio::sync::oneshot::Receiver<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let (sender, receiver) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        if let Ok(runtime) = runtime {
-            let _ = sender.send(runtime.block_on(task));
+/// Takes the PUBLISH packets out of `read`: counts them, records their
+/// latency, and puts a PUBACK for each QoS 1 one into `acks`.
+fn absorb(read: &mut BytesMut, tally: &mut Tally, acks: &mut BytesMut) -> u64 {
+    let mut got = 0;
+    while let Some(incoming) = take_packet(read) {
+        if let Incoming::Publish {
+            packet_id,
+            sent_nanos,
+        } = incoming
+        {
+            got += 1;
+            let micros = now_nanos().saturating_sub(sent_nanos) / 1000;
+            let _ = tally.latency.record(micros.max(1));
+            if let Some(id) = packet_id.filter(|id| *id != 0) {
+                acks.put_slice(&[0x40, 0x02]);
+                acks.put_u16(id);
+            }
         }
-    });
-    receiver
+    }
+    got
+}
+
+/// The one subscriber of fan-in, latency and bridge runs, on a thread of
+/// its own with blocking reads, as a simple client does: one `read` per
+/// wake-up and no event loop around it. Stops as [`subscribe_loop`] does.
+fn blocking_subscriber(
+    client: Client,
+    done: Arc<AtomicBool>,
+    expected: Arc<AtomicU64>,
+) -> Result<Tally, Error> {
+    use std::io::{Read, Write};
+    let mut tally = Tally {
+        received: 0,
+        latency: histogram(),
+        last: None,
+    };
+    let (mut stream, mut read) = client.into_std()?;
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(TICK))?;
+    let mut acks = BytesMut::with_capacity(4096);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut quiet_since = Instant::now();
+    let mut stopping_since = None;
+    loop {
+        let stopping = done.load(Ordering::Acquire);
+        let target = expected.load(Ordering::Acquire);
+        if stopping && target > 0 && tally.received >= target {
+            break;
+        }
+        if stopping && stopping_since.is_none() {
+            stopping_since = Some(Instant::now());
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("the broker closed a subscriber".into()),
+            Ok(n) => read.extend_from_slice(&chunk[..n]),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                let quiet = stopping_since.map(|since| quiet_since.max(since).elapsed());
+                if quiet.is_some_and(|quiet| quiet >= DRAIN_IDLE) {
+                    break;
+                }
+                continue;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error.into()),
+        }
+        let got = absorb(&mut read, &mut tally, &mut acks);
+        if got > 0 {
+            tally.received += got;
+            let now = Instant::now();
+            tally.last = Some(now);
+            quiet_since = now;
+        }
+        if !acks.is_empty() {
+            stream.write_all(&acks)?;
+            acks.clear();
+        }
+    }
+    let _ = stream.write_all(&[0xE0, 0x00]);
+    Ok(tally)
 }
 
 fn take_reader_packet(reader: &mut Reader) -> Option<Incoming> {
@@ -374,6 +454,185 @@ async fn publish_loop(
     Ok(sent)
 }
 
+fn pacing_name(rate: u64, pacing: Pacing) -> &'static str {
+    match (rate, pacing) {
+        (0, _) => "unpaced",
+        (_, Pacing::Even) => "even",
+        (_, Pacing::Burst) => "burst",
+    }
+}
+
+/// What evenly paced publishers did, and how well the tool kept to its
+/// schedule.
+struct PacedRun {
+    sent: u64,
+    /// Times a pacing thread slept before a message fell due.
+    wakeups: u64,
+    /// Writes that found a socket's send buffer full.
+    stalls: u64,
+    /// How late each message went out against its due time, in us.
+    late: Histogram<u64>,
+}
+
+impl PacedRun {
+    fn add_figures(&self, report: &mut Report) {
+        report.figures.push((
+            "pacing_sends_per_wakeup",
+            self.sent as f64 / self.wakeups.max(1) as f64,
+        ));
+        if !self.late.is_empty() {
+            report.figures.push((
+                "pacing_late_p50_us",
+                self.late.value_at_quantile(0.50) as f64,
+            ));
+            report.figures.push((
+                "pacing_late_p99_us",
+                self.late.value_at_quantile(0.99) as f64,
+            ));
+        }
+        report
+            .figures
+            .push(("pacing_write_stalls", self.stalls as f64));
+    }
+}
+
+/// Publishes `rate` messages per second in all from `publishers` until
+/// `deadline`, evenly spaced: message k of the run is due at `started + k
+/// / rate` and goes out from publisher k mod P, alone in its own write.
+/// `threads` pacing threads (outside the runtime, so that a sleep can be
+/// shorter than the runtime's millisecond timer) take every `threads`th
+/// message each and read their connections' acknowledgements themselves
+/// between sends, so a message costs the tool one wake-up, not one per
+/// thread it passes. The timestamp in each payload is when it was
+/// written, so a late tool does not count as a slow broker; how late it
+/// was is reported apart.
+async fn even_publishers(
+    publishers: Vec<(Client, String)>,
+    qos: QoS,
+    payload: usize,
+    rate: u64,
+    threads: usize,
+    started: Instant,
+    deadline: Instant,
+) -> Result<PacedRun, Error> {
+    let threads = threads.clamp(1, publishers.len().max(1));
+    let mut groups: Vec<Vec<(PacedWriter, Vec<u8>)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (index, (client, topic)) in publishers.into_iter().enumerate() {
+        groups[index % threads].push((client.into_paced()?, topic.into_bytes()));
+    }
+    let mut pacers = Vec::new();
+    for (thread, group) in groups.into_iter().enumerate() {
+        let (first, every) = (thread as u64, threads as u64);
+        pacers.push(tokio::task::spawn_blocking(move || {
+            pace(group, qos, payload, rate, (first, every), started, deadline)
+        }));
+    }
+    let mut run = PacedRun {
+        sent: 0,
+        wakeups: 0,
+        stalls: 0,
+        late: histogram(),
+    };
+    for pacer in pacers {
+        let part = pacer.await??;
+        run.sent += part.sent;
+        run.wakeups += part.wakeups;
+        run.stalls += part.stalls;
+        let _ = run.late.add(&part.late);
+    }
+    Ok(run)
+}
+
+/// A paced publisher reads what the broker sent it after this many of its
+/// own sends.
+const DRAIN_EVERY: u64 = 16;
+
+/// Takes the PUBACKs out of what `writer` has read.
+fn count_read_acks(writer: &mut PacedWriter) {
+    while let Some(incoming) = take_packet(&mut writer.read) {
+        if matches!(incoming, Incoming::PubAck) {
+            writer.acks += 1;
+        }
+    }
+}
+
+/// One pacing thread: messages `first`, `first + every`, ... of the run,
+/// each due at its index / `rate`, round robin over `group`; then, at
+/// QoS 1, the last acknowledgements (waiting at most 10 s), and a
+/// DISCONNECT on each connection.
+fn pace(
+    mut group: Vec<(PacedWriter, Vec<u8>)>,
+    qos: QoS,
+    payload: usize,
+    rate: u64,
+    (first, every): (u64, u64),
+    started: Instant,
+    deadline: Instant,
+) -> Result<PacedRun, Error> {
+    let mut run = PacedRun {
+        sent: 0,
+        wakeups: 0,
+        stalls: 0,
+        late: histogram(),
+    };
+    let mut sent = vec![0u64; group.len()];
+    let mut turn = 0;
+    let interval = 1.0 / rate.max(1) as f64;
+    while !group.is_empty() {
+        let index = first + run.sent * every;
+        let due = started + Duration::from_secs_f64(index as f64 * interval);
+        if due >= deadline {
+            break;
+        }
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+            run.wakeups += 1;
+            continue;
+        }
+        let _ = run.late.record(((now - due).as_micros() as u64).max(1));
+        let (writer, topic) = &mut group[turn];
+        push_publish(
+            &mut writer.buf,
+            topic,
+            qos,
+            packet_id(sent[turn]).get(),
+            payload,
+        );
+        writer.send()?;
+        sent[turn] += 1;
+        if qos != QoS::AtMostOnce && sent[turn].is_multiple_of(DRAIN_EVERY) {
+            if !writer.drain()? {
+                return Err("the broker closed a publisher".into());
+            }
+            count_read_acks(writer);
+        }
+        turn = (turn + 1) % group.len();
+        run.sent += 1;
+    }
+    if qos != QoS::AtMostOnce {
+        let wait_until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut acked = 0;
+            for (writer, _) in &mut group {
+                if writer.drain()? {
+                    count_read_acks(writer);
+                }
+                acked += writer.acks;
+            }
+            if acked >= run.sent || Instant::now() >= wait_until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    run.stalls = group.iter().map(|(writer, _)| writer.stalls).sum();
+    for (writer, _) in group {
+        writer.disconnect();
+    }
+    Ok(run)
+}
+
 async fn count_acks(mut reader: Reader, acked: Arc<AtomicU64>, notify: Arc<Notify>) {
     loop {
         match reader.fill().await {
@@ -397,13 +656,33 @@ fn usage(broker: Option<&Broker>) -> Option<Usage> {
     broker.and_then(|broker| broker.usage().ok())
 }
 
+/// The CPU time of the broker (when the tool started it) and of the tool.
+struct Sample {
+    broker: Option<Usage>,
+    tool: Option<Usage>,
+}
+
+fn sample(broker: Option<&Broker>) -> Sample {
+    Sample {
+        broker: usage(broker),
+        tool: crate::broker::usage_of(std::process::id()).ok(),
+    }
+}
+
 fn report(
     scenario: &str,
     broker: Option<&Broker>,
     mut parameters: Vec<(&'static str, String)>,
 ) -> Report {
-    if let Some(broker) = broker.filter(|broker| broker.kind == crate::broker::Kind::Petrel) {
-        parameters.push(("store", broker.store.name().to_owned()));
+    match broker.map(|broker| broker.kind) {
+        Some(crate::broker::Kind::Petrel) => {
+            parameters.push(("store", broker.map_or("off", |b| b.store.name()).to_owned()));
+        }
+        Some(crate::broker::Kind::Mosquitto) => {
+            let nodelay = crate::broker::MOSQUITTO_NODELAY.load(Ordering::Relaxed);
+            parameters.push(("set_tcp_nodelay", nodelay.to_string()));
+        }
+        None => {}
     }
     Report {
         scenario: scenario.to_owned(),
@@ -419,8 +698,8 @@ struct Traffic<'a> {
     received: u64,
     started: Instant,
     last: Option<Instant>,
-    before: Option<Usage>,
-    after: Option<Usage>,
+    before: Sample,
+    after: Sample,
     latency: &'a Histogram<u64>,
 }
 
@@ -445,13 +724,20 @@ fn add_traffic_figures(report: &mut Report, traffic: Traffic<'_>) {
     report
         .figures
         .push(("received_per_sec", received as f64 / seconds));
-    if let (Some(before), Some(after)) = (before, after) {
+    if let (Some(before), Some(after)) = (before.broker, after.broker) {
         let cpu = (after.cpu_seconds - before.cpu_seconds).max(1e-9);
         report.figures.push(("broker_cpu_seconds", cpu));
         report
             .figures
             .push(("received_per_broker_cpu_sec", received as f64 / cpu));
         report.figures.push(("broker_cpu_share", cpu / seconds));
+    }
+    // The tool's own share: if it nears the cores it has, it, not the
+    // broker, may be what limits the figures.
+    if let (Some(before), Some(after)) = (before.tool, after.tool) {
+        let cpu = after.cpu_seconds - before.cpu_seconds;
+        report.figures.push(("tool_cpu_seconds", cpu));
+        report.figures.push(("tool_cpu_share", cpu / seconds));
     }
     if !latency.is_empty() {
         report
@@ -476,6 +762,9 @@ struct FanIn {
     window: usize,
     payload: usize,
     rate: u64,
+    pacing: Pacing,
+    /// Pacing threads with [`Pacing::Even`].
+    threads: usize,
     persistent: bool,
     /// Where the subscriber is, when it is not on the publishers' broker:
     /// the remote end of a bridge.
@@ -487,6 +776,7 @@ impl FanIn {
         publishing: crate::Publishing,
         persistent: bool,
         far: Option<SocketAddr>,
+        threads: usize,
     ) -> Result<FanIn, Error> {
         Ok(FanIn {
             publishers: publishing.publishers,
@@ -494,6 +784,8 @@ impl FanIn {
             window: publishing.window,
             payload: publishing.payload,
             rate: publishing.rate,
+            pacing: publishing.pacing,
+            threads,
             persistent,
             far,
         })
@@ -536,6 +828,8 @@ async fn fan_in(
         window,
         payload,
         rate,
+        pacing,
+        threads,
         persistent,
         far,
     } = parameters;
@@ -564,40 +858,51 @@ async fn fan_in(
     }
     let done = Arc::new(AtomicBool::new(false));
     let expected = Arc::new(AtomicU64::new(0));
-    let before = usage(broker);
+    let before = sample(broker);
     let started = Instant::now();
     let deadline = started + duration;
     // The one subscriber gets a thread of its own, so that the tool's
     // publishers cannot starve it: the tool must not be the bottleneck.
-    let sub_task = spawn_on_own_thread(subscribe_loop(
-        subscriber,
-        Arc::clone(&done),
-        Arc::clone(&expected),
-        None,
-    ));
-    let per_publisher = rate as f64 / publishers.max(1) as f64;
-    let mut tasks = JoinSet::new();
-    for (index, client) in clients.into_iter().enumerate() {
-        tasks.spawn(publish_loop(
-            client,
-            format!("{prefix}{index}"),
-            qos,
-            payload,
-            per_publisher,
-            window,
-            deadline,
-        ));
-    }
+    let sub_task = {
+        let (done, expected) = (Arc::clone(&done), Arc::clone(&expected));
+        tokio::task::spawn_blocking(move || blocking_subscriber(subscriber, done, expected))
+    };
+    let mut paced = None;
     let mut sent = 0;
-    while let Some(result) = tasks.join_next().await {
-        sent += result??;
+    if rate > 0 && pacing == Pacing::Even {
+        let publishers = clients
+            .into_iter()
+            .enumerate()
+            .map(|(index, client)| (client, format!("{prefix}{index}")))
+            .collect();
+        let run =
+            even_publishers(publishers, qos, payload, rate, threads, started, deadline).await?;
+        sent = run.sent;
+        paced = Some(run);
+    } else {
+        let per_publisher = rate as f64 / publishers.max(1) as f64;
+        let mut tasks = JoinSet::new();
+        for (index, client) in clients.into_iter().enumerate() {
+            tasks.spawn(publish_loop(
+                client,
+                format!("{prefix}{index}"),
+                qos,
+                payload,
+                per_publisher,
+                window,
+                deadline,
+            ));
+        }
+        while let Some(result) = tasks.join_next().await {
+            sent += result??;
+        }
     }
     expected.store(sent, Ordering::Release);
     done.store(true, Ordering::Release);
     let tally = sub_task
         .await
         .map_err(|_| "the subscriber thread ended")??;
-    let after = usage(broker);
+    let after = sample(broker);
     let mut report = report(
         "fan-in",
         broker,
@@ -607,6 +912,7 @@ async fn fan_in(
             ("window", window.to_string()),
             ("payload", payload.to_string()),
             ("rate", rate.to_string()),
+            ("pacing", pacing_name(rate, pacing).to_owned()),
             ("persistent", persistent.to_string()),
             ("duration_s", duration.as_secs_f64().to_string()),
         ],
@@ -623,6 +929,9 @@ async fn fan_in(
             latency: &tally.latency,
         },
     );
+    if let Some(paced) = paced {
+        paced.add_figures(&mut report);
+    }
     Ok(report)
 }
 
@@ -633,6 +942,8 @@ struct FanOut {
     payload: usize,
     rate: u64,
     window: usize,
+    pacing: Pacing,
+    threads: usize,
 }
 
 async fn fan_out(
@@ -647,6 +958,8 @@ async fn fan_out(
         payload,
         rate,
         window,
+        pacing,
+        threads,
     } = parameters;
     let done = Arc::new(AtomicBool::new(false));
     let expected = Arc::new(AtomicU64::new(0));
@@ -658,7 +971,7 @@ async fn fan_out(
         clients.push(client);
     }
     let publisher = Client::connect(addr, None, "load-fan-out-pub", 60).await?;
-    let before = usage(broker);
+    let before = sample(broker);
     let started = Instant::now();
     let received_total = Arc::new(AtomicU64::new(0));
     let progress = Arc::new(Notify::new());
@@ -671,7 +984,23 @@ async fn fan_out(
             Some((Arc::clone(&received_total), Arc::clone(&progress))),
         ));
     }
-    let sent = if rate > 0 {
+    let mut paced = None;
+    let sent = if rate > 0 && pacing == Pacing::Even {
+        let publisher = vec![(publisher, "fan/out".to_owned())];
+        let run = even_publishers(
+            publisher,
+            qos,
+            payload,
+            rate,
+            threads,
+            started,
+            started + duration,
+        )
+        .await?;
+        let sent = run.sent;
+        paced = Some(run);
+        sent
+    } else if rate > 0 {
         publish_loop(
             publisher,
             "fan/out".into(),
@@ -705,7 +1034,7 @@ async fn fan_out(
         latency,
         last,
     } = gather(subs).await?;
-    let after = usage(broker);
+    let after = sample(broker);
     let mut report = report(
         "fan-out",
         broker,
@@ -714,6 +1043,7 @@ async fn fan_out(
             ("qos", (qos as u8).to_string()),
             ("payload", payload.to_string()),
             ("rate", rate.to_string()),
+            ("pacing", pacing_name(rate, pacing).to_owned()),
             ("duration_s", duration.as_secs_f64().to_string()),
         ],
     );
@@ -730,6 +1060,9 @@ async fn fan_out(
         },
     );
     report.figures.insert(0, ("published", sent as f64));
+    if let Some(paced) = paced {
+        paced.add_figures(&mut report);
+    }
     Ok(report)
 }
 
@@ -758,7 +1091,7 @@ async fn p2p(
         publishers.push((publisher, topic, received, notify));
     }
     let expected: Vec<Arc<AtomicU64>> = (0..pairs).map(|_| Arc::new(AtomicU64::new(0))).collect();
-    let before = usage(broker);
+    let before = sample(broker);
     let started = Instant::now();
     let deadline = started + duration;
     for ((subscriber, received, notify), expected) in counters.into_iter().zip(&expected) {
@@ -792,7 +1125,7 @@ async fn p2p(
         latency,
         last,
     } = gather(subs).await?;
-    let after = usage(broker);
+    let after = sample(broker);
     let mut report = report(
         "p2p",
         broker,
