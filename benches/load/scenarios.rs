@@ -246,6 +246,48 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| unreachable!())
 }
 
+/// When a subscriber stops: once `done` is set, when it has had the
+/// `expected` messages, or when nothing has come for [`DRAIN_IDLE`].
+struct Stop {
+    done: Arc<AtomicBool>,
+    expected: Arc<AtomicU64>,
+    quiet_since: Instant,
+    stopping_since: Option<Instant>,
+}
+
+impl Stop {
+    fn new(done: Arc<AtomicBool>, expected: Arc<AtomicU64>) -> Stop {
+        Stop {
+            done,
+            expected,
+            quiet_since: Instant::now(),
+            stopping_since: None,
+        }
+    }
+
+    /// Whether the subscriber has had all it will get, having `received`.
+    fn reached(&mut self, received: u64) -> bool {
+        if !self.done.load(Ordering::Acquire) {
+            return false;
+        }
+        self.stopping_since.get_or_insert_with(Instant::now);
+        let target = self.expected.load(Ordering::Acquire);
+        target > 0 && received >= target
+    }
+
+    /// Something arrived now; the time, for the tally.
+    fn arrived(&mut self) -> Instant {
+        self.quiet_since = Instant::now();
+        self.quiet_since
+    }
+
+    /// Whether the run is over and nothing came for [`DRAIN_IDLE`].
+    fn drained(&self) -> bool {
+        self.stopping_since
+            .is_some_and(|since| self.quiet_since.max(since).elapsed() >= DRAIN_IDLE)
+    }
+}
+
 /// Receives until `done` says so (then until nothing arrives for
 /// [`DRAIN_IDLE`], or `expected` messages have come).
 async fn subscribe_loop(
@@ -264,16 +306,10 @@ async fn subscribe_loop(
     // every message.
     let tick = tokio::time::sleep(TICK);
     tokio::pin!(tick);
-    let mut quiet_since = Instant::now();
-    let mut stopping_since = None;
+    let mut stop = Stop::new(done, expected);
     loop {
-        let stopping = done.load(Ordering::Acquire);
-        let target = expected.load(Ordering::Acquire);
-        if stopping && target > 0 && tally.received >= target {
+        if stop.reached(tally.received) {
             break;
-        }
-        if stopping && stopping_since.is_none() {
-            stopping_since = Some(Instant::now());
         }
         let filled = tokio::select! {
             biased;
@@ -285,8 +321,7 @@ async fn subscribe_loop(
             Some(false) => return Err("the broker closed a subscriber".into()),
             None => {
                 tick.as_mut().reset(tokio::time::Instant::now() + TICK);
-                let quiet = stopping_since.map(|since| quiet_since.max(since).elapsed());
-                if quiet.is_some_and(|quiet| quiet >= DRAIN_IDLE) {
+                if stop.drained() {
                     break;
                 }
                 continue;
@@ -295,9 +330,7 @@ async fn subscribe_loop(
         let got = absorb(client.reader.buffer(), &mut tally, client.writer.buffer());
         if got > 0 {
             tally.received += got;
-            let now = Instant::now();
-            tally.last = Some(now);
-            quiet_since = now;
+            tally.last = Some(stop.arrived());
             if let Some((received, notify)) = &counter {
                 received.fetch_add(got, Ordering::AcqRel);
                 notify.notify_one();
@@ -350,16 +383,10 @@ fn blocking_subscriber(
     stream.set_read_timeout(Some(TICK))?;
     let mut acks = BytesMut::with_capacity(4096);
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut quiet_since = Instant::now();
-    let mut stopping_since = None;
+    let mut stop = Stop::new(done, expected);
     loop {
-        let stopping = done.load(Ordering::Acquire);
-        let target = expected.load(Ordering::Acquire);
-        if stopping && target > 0 && tally.received >= target {
+        if stop.reached(tally.received) {
             break;
-        }
-        if stopping && stopping_since.is_none() {
-            stopping_since = Some(Instant::now());
         }
         match stream.read(&mut chunk) {
             Ok(0) => return Err("the broker closed a subscriber".into()),
@@ -370,8 +397,7 @@ fn blocking_subscriber(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                let quiet = stopping_since.map(|since| quiet_since.max(since).elapsed());
-                if quiet.is_some_and(|quiet| quiet >= DRAIN_IDLE) {
+                if stop.drained() {
                     break;
                 }
                 continue;
@@ -382,9 +408,7 @@ fn blocking_subscriber(
         let got = absorb(&mut read, &mut tally, &mut acks);
         if got > 0 {
             tally.received += got;
-            let now = Instant::now();
-            tally.last = Some(now);
-            quiet_since = now;
+            tally.last = Some(stop.arrived());
         }
         if !acks.is_empty() {
             stream.write_all(&acks)?;
