@@ -75,7 +75,14 @@ where
             timer.as_mut().reset(timer_at);
         }
         let backed_up = endpoint.outbox.len() >= WRITE_HIGH_WATER;
-        endpoint.inbox.set_peer_blocked(backed_up);
+        // A client that does not read what it is sent must not slow the
+        // publishers: its queue drops at its bound instead. A bridge's
+        // remote is a broker that is busy, not a device that stopped
+        // reading: publishers pause for it (flow control, bounded in time)
+        // as for a subscriber behind for lack of CPU, and nothing is lost.
+        endpoint
+            .inbox
+            .set_peer_blocked(backed_up && !endpoint.is_bridge());
         // A client that reads slowly has its input wait. A bridge keeps
         // reading its remote whatever it has to write: the remote is a
         // broker that may equally stop reading while its writes to us
