@@ -127,6 +127,14 @@ impl Outbox {
         }
     }
 
+    /// Frees the buffer of an empty outbox (a hibernating connection
+    /// keeps none).
+    pub fn release_buffer(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// The peer's protocol level.
     pub fn version(&self) -> ProtocolVersion {
         self.version
@@ -247,6 +255,17 @@ where
             max_packet_size: u32::try_from(max_packet_size).unwrap_or(u32::MAX),
             metrics,
         }
+    }
+
+    /// Whether nothing is half read nor half written: the connection
+    /// could be taken apart without losing a byte.
+    pub fn is_idle(&self) -> bool {
+        self.read_buf.is_empty() && !self.unflushed
+    }
+
+    /// The stream's halves, the framing dropped (see [`Connection::is_idle`]).
+    pub fn into_halves(self) -> (R, W) {
+        (self.reader, self.writer)
     }
 
     /// The next whole packet already in the read buffer, if any. Once the

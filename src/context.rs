@@ -34,6 +34,8 @@ pub struct Core {
     pub tasks: Tasks,
     /// The durable store, when `persistence` is on.
     pub store: Option<Arc<Store>>,
+    /// Idle connections waiting without a task of their own.
+    pub hibernation: crate::session::hibernate::Hibernation,
 }
 
 impl Core {
@@ -56,6 +58,7 @@ impl Core {
             metrics,
             tasks: Tasks::new(),
             store,
+            hibernation: Default::default(),
         }
     }
 }

@@ -75,6 +75,11 @@ metrics! {
     counters {
     /// Sockets open now, whether or not they have sent CONNECT (gauge).
     connections_open => "$SYS/broker/connections/open",
+    /// Connections hibernating now: idle, waiting without a task of their
+    /// own (gauge; `hibernate_after_ms`).
+    connections_hibernating => "$SYS/broker/connections/hibernating",
+    /// Times a connection went into hibernation.
+    hibernations => "$SYS/broker/connections/hibernations",
     /// Clients connected now (gauge).
     clients_connected => "$SYS/broker/clients/connected",
     /// Persistent sessions held while their client is offline (gauge).

@@ -123,7 +123,8 @@ pub async fn accept_loop(
         };
         if listener.tls.is_none() && listener.websocket.is_none() && !listener.proxy_protocol {
             let (reader, writer) = stream.into_split();
-            let connection = session::serve(Arc::clone(&context), reader, writer, origin, guard);
+            let connection =
+                session::serve(Arc::clone(&context), reader, writer, origin, Some(guard));
             core.tasks.spawn(connection);
         } else {
             let transport = Transport {
@@ -202,20 +203,19 @@ async fn upgrade_and_serve(
     }
 }
 
-async fn serve_upgraded<S, G>(
+async fn serve_upgraded<S>(
     context: Arc<Context>,
     websocket: Option<WebSocket>,
     stream: S,
     origin: Origin,
-    guard: G,
+    guard: OpenConnection,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
-    G: Send,
 {
     match websocket {
         None => {
             let (reader, writer) = tokio::io::split(stream);
-            session::serve(context, reader, writer, origin, guard).await;
+            session::serve(context, reader, writer, origin, Some(guard)).await;
         }
         Some(websocket) => {
             let span = session::connection_span(origin.peer, None);
@@ -226,14 +226,15 @@ async fn serve_upgraded<S, G>(
                 return;
             };
             let (reader, writer) = tokio::io::split(stream);
-            session::serve(context, reader, writer, origin, guard).await;
+            session::serve(context, reader, writer, origin, Some(guard)).await;
         }
     }
 }
 
 /// Counts a connection as open until dropped, and against its client's
 /// address while `max_connections_per_address` is set.
-struct OpenConnection {
+#[derive(Debug)]
+pub struct OpenConnection {
     admission: Arc<Admission>,
     /// The address counted against, if any (boxed: most connections have
     /// none, and every byte here is paid by every connection).

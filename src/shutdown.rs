@@ -28,6 +28,12 @@ impl Tasks {
         self.tracker.spawn(task);
     }
 
+    /// Counts as one running task until dropped: what a shutdown waits
+    /// for besides tasks (a parked connection, which has none).
+    pub fn hold(&self) -> tokio_util::task::task_tracker::TaskTrackerToken {
+        self.tracker.token()
+    }
+
     /// The token cancelled when shutdown starts.
     pub fn token(&self) -> &CancellationToken {
         &self.token

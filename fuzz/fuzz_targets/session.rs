@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
             identity: None,
             listener: None,
         };
-        let session = tokio::spawn(serve(Arc::clone(&context), reader, writer, origin, ()));
+        let session = tokio::spawn(serve(Arc::clone(&context), reader, writer, origin, None));
         let (mut from_broker, mut to_broker) = tokio::io::split(client);
         let drain = tokio::spawn(async move {
             let _ = tokio::io::copy(&mut from_broker, &mut tokio::io::sink()).await;

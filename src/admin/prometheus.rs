@@ -160,6 +160,16 @@ fn connections(out: &mut Exposition, m: &Metrics) {
         "Connections accepted.",
         m.connections_accepted.get(),
     );
+    out.gauge(
+        "petrel_connections_hibernating",
+        "Idle connections waiting without a task of their own (hibernate_after_ms).",
+        m.connections_hibernating.get() as f64,
+    );
+    out.counter(
+        "petrel_connections_hibernations_total",
+        "Times a connection went into hibernation.",
+        m.hibernations.get(),
+    );
     let mut refused = vec![
         (
             "max_connections".to_owned(),

@@ -69,6 +69,8 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default milliseconds between syncs of the store with `durability =
 /// "periodic"`.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
+/// Default `hibernate_after_ms`.
+pub const DEFAULT_HIBERNATE_AFTER_MS: u64 = 2000;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -189,6 +191,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Sets TCP_NODELAY on client sockets.
     pub tcp_nodelay: bool,
+    /// Milliseconds a plain TCP connection may sit idle (nothing read,
+    /// written or delivered, nothing in flight to send) before it
+    /// hibernates: it waits without a task of its own until its socket,
+    /// its inbox or its keep-alive deadline wakes it; 0: never.
+    pub hibernate_after_ms: u64,
     /// Longest session expiry interval granted, in seconds; 4294967295
     /// means sessions that never expire may be kept.
     pub max_session_expiry_interval: u32,
@@ -273,6 +280,7 @@ impl Default for Config {
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             log_format: LogFormat::Text,
             tcp_nodelay: true,
+            hibernate_after_ms: DEFAULT_HIBERNATE_AFTER_MS,
             max_session_expiry_interval: DEFAULT_MAX_SESSION_EXPIRY_INTERVAL,
             max_keep_alive: u16::MAX,
             receive_maximum: DEFAULT_RECEIVE_MAXIMUM,

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
 
 use tokio::sync::Notify;
 
@@ -65,6 +66,9 @@ struct Queue {
     items: VecDeque<Delivery>,
     bytes: usize,
     closed: bool,
+    /// Whom to wake besides the session's own wait while its connection
+    /// hibernates (waits without a task: [`crate::session::hibernate`]).
+    hibernating: Option<Waker>,
 }
 
 /// The queue, shared by the router (which offers) and the session (which
@@ -105,6 +109,7 @@ impl Drop for InboxReceiver {
         queue.closed = true;
         queue.items = VecDeque::new();
         queue.bytes = 0;
+        queue.hibernating = None;
     }
 }
 
@@ -179,7 +184,41 @@ impl Inbox {
     /// Wakes a session that waits for the store.
     pub fn wake_from_store(&self) {
         self.awaiting_store.store(false, Ordering::Release);
+        self.wake();
+    }
+
+    /// Wakes the session: its own wait, and its hibernating connection if
+    /// it has one.
+    fn wake(&self) {
         self.ready.notify_one();
+        let hibernating = self.lock().hibernating.take();
+        if let Some(waker) = hibernating {
+            waker.wake();
+        }
+    }
+
+    /// Makes `waker` the one to wake while the session's connection
+    /// hibernates, unless something is waiting for the session already (a
+    /// delivery, an interrupt, a report, the store): then false, and the
+    /// connection is not to hibernate.
+    pub fn hibernate(&self, waker: Waker) -> bool {
+        let mut queue = self.lock();
+        // Under the lock: an interrupt set before it is seen here, one set
+        // after it finds the waker (`wake` takes the lock).
+        if !queue.items.is_empty()
+            || queue.closed
+            || self.interrupt.load(Ordering::Acquire) != 0
+            || self.awaiting_store.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        queue.hibernating = Some(waker);
+        true
+    }
+
+    /// Forgets the hibernating connection's waker (it woke).
+    pub fn wake_up(&self) {
+        self.lock().hibernating = None;
     }
 
     /// Tells the session to stop, and wakes it. The first reason given
@@ -190,7 +229,7 @@ impl Inbox {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |byte| {
                 (byte & !REPORT == 0).then_some(byte | reason as u8)
             });
-        self.ready.notify_one();
+        self.wake();
     }
 
     /// The interrupt pending for the session, if any.
@@ -214,7 +253,7 @@ impl Inbox {
     /// changes.
     pub fn request_report(&self) {
         self.interrupt.fetch_or(REPORT, Ordering::AcqRel);
-        self.ready.notify_one();
+        self.wake();
     }
 
     /// Whether a report was asked for since the last call (which clears
@@ -271,11 +310,19 @@ impl Inbox {
         queue.items.push_back(delivery);
         queue.bytes += size;
         let congested = over_half(&queue, &self.limits);
+        let hibernating = if was_empty {
+            queue.hibernating.take()
+        } else {
+            None
+        };
         drop(queue);
         // The receiver only ever waits on an empty queue, so only the push
         // that ends the emptiness needs to wake it.
         if was_empty {
             self.ready.notify_one();
+        }
+        if let Some(waker) = hibernating {
+            waker.wake();
         }
         if self.dropping.load(Ordering::Relaxed) && self.dropping.swap(false, Ordering::Relaxed) {
             tracing::info!(client_id = %self.client_id, "queue has room again");

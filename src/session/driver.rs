@@ -3,8 +3,11 @@
 //! also carries takeover, shutdown and the store's progress), until one of
 //! them ends it. The same loop serves a client's connection here and a
 //! bridge's connection to its remote; for a client, [`super::close`]
-//! then decides what remains of the session.
+//! then decides what remains of the session. A client's plain TCP
+//! connection that stays idle for `hibernate_after_ms` leaves the loop to
+//! [`super::hibernate`] instead, and a later task comes back into it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,6 +16,7 @@ use tracing::Instrument;
 
 use super::endpoint::Endpoint;
 use super::exit::Exit;
+use super::hibernate::{self, Halves};
 use super::Session;
 use crate::connection::{Connection, IoEvent, WRITE_HIGH_WATER};
 use crate::context::Context;
@@ -20,18 +24,37 @@ use crate::context::Context;
 /// Where the timer rests when nothing is due.
 const IDLE: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Runs a client's session until its connection ends, then closes it.
-pub async fn run<R, W>(context: &Context, mut session: Box<Session<R, W>>)
+/// Runs a client's session until its connection ends, then closes it; or
+/// until it hibernates, handing the session on.
+pub async fn run<R, W>(context: &Arc<Context>, mut session: Box<Session<R, W>>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    (R, W): Halves,
 {
-    let exit = drive(context, &mut session.connection, &mut session.endpoint).await;
+    let exit = loop {
+        let connection = &mut session.connection;
+        let hibernates = <(R, W)>::HIBERNATES;
+        if let Some(exit) =
+            drive_until(context, connection, &mut session.endpoint, hibernates).await
+        {
+            break exit;
+        }
+        // Boxed: it ends the task, so it need not size it.
+        match Box::pin(hibernate::hibernate(context, session)).await {
+            Ok(()) => return,
+            // It could not (no hibernation thread): it stays awake, and
+            // looks again when it has been idle as long again.
+            Err(back) => session = back,
+        }
+    };
     let span = session.span();
     // Boxed: only needed at the very end, so it does not size the task.
     // The session is handed back (a takeover need not wait) before the
     // connection lingers in its graceful close.
     let close = async move {
+        // The connection counts as open until it is closed.
+        let _guard = session.guard.take();
         let peer_closed = exit.peer_closed();
         let (mut connection, mut outbox) = super::close::finish(context, session, exit).await;
         connection.close(&mut outbox, peer_closed).await;
@@ -49,25 +72,53 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    loop {
+        // Without a time to hibernate after, it never stops for idleness.
+        if let Some(exit) = drive_until(context, connection, endpoint, false).await {
+            return exit;
+        }
+    }
+}
+
+/// Moves bytes between `connection` and `endpoint` until either ends it
+/// (the exit), or, if it `hibernates`, until nothing has happened for
+/// `hibernate_after_ms` and both are quiet (none: the connection may
+/// hibernate).
+async fn drive_until<R, W>(
+    context: &Context,
+    connection: &mut Connection<R, W>,
+    endpoint: &mut Endpoint,
+    hibernates: bool,
+) -> Option<Exit>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     // One timer serves every deadline of the endpoint. It is moved lazily:
     // only ever earlier here; when it fires early it is re-armed for what
     // is due next.
     let mut timer_at = Instant::now() + IDLE;
+    if let Some(after) = hibernate_after(context, hibernates) {
+        // Waking is activity: what woke it is read before the first look
+        // at idleness. Each look arms the next.
+        endpoint.touch(Instant::now());
+        timer_at = endpoint.active_at() + after;
+    }
     let timer = tokio::time::sleep_until(timer_at);
     tokio::pin!(timer);
     // What came with the handshake (or a bridge's SUBACK) is read already.
     if let Err(exit) = feed(context, connection, endpoint) {
-        return exit;
+        return Some(exit);
     }
     loop {
         let now = Instant::now();
         if endpoint.resume_input(now) {
             if let Err(exit) = feed(context, connection, endpoint) {
-                return exit;
+                return Some(exit);
             }
         }
         if let Err(exit) = endpoint.poll(context, now) {
-            return exit;
+            return Some(exit);
         }
         let wake = endpoint.next_deadline(now);
         if let Some(wake) = wake.filter(|wake| *wake < timer_at) {
@@ -94,21 +145,35 @@ where
         } = &mut *endpoint;
         tokio::select! {
             biased;
-            _ = &mut timer, if wake.is_some() => {
-                if let Err(exit) = endpoint.on_deadline(Instant::now()) {
-                    return exit;
+            _ = &mut timer, if wake.is_some() || hibernates => {
+                let now = Instant::now();
+                // What is due comes first: a keep-alive that expired while
+                // the connection hibernated ends it now.
+                if let Err(exit) = endpoint.on_deadline(now) {
+                    return Some(exit);
                 }
-                // Re-armed at the top of the loop for what is due next.
-                timer_at = Instant::now() + IDLE;
+                // Re-armed at the top of the loop for what is due next,
+                // and here for the next look at idleness.
+                timer_at = now + IDLE;
+                if let Some(after) = hibernate_after(context, hibernates) {
+                    if now >= endpoint.active_at() + after {
+                        if endpoint.is_quiet() && connection.is_idle() {
+                            return None;
+                        }
+                        // Busy after all: look again a whole period later.
+                        endpoint.touch(now);
+                    }
+                    timer_at = endpoint.active_at() + after;
+                }
                 timer.as_mut().reset(timer_at);
             }
             event = connection.ready(can_read, outbox) => match event {
-                Err(error) => return Exit::Io(error),
-                Ok(IoEvent::Read(0)) => return Exit::Closed,
+                Err(error) => return Some(Exit::Io(error)),
+                Ok(IoEvent::Read(0)) => return Some(Exit::Closed),
                 Ok(IoEvent::Read(_)) => {
                     endpoint.heard(Instant::now());
                     if let Err(exit) = feed(context, connection, endpoint) {
-                        return exit;
+                        return Some(exit);
                     }
                 }
                 Ok(IoEvent::Wrote(_)) => endpoint.wrote(can_read, Instant::now()),
@@ -118,6 +183,15 @@ where
             _ = receiver.changed() => {}
         }
     }
+}
+
+/// How long a connection stays idle before it hibernates, if it
+/// `hibernates` at all; none for never. Read from the configuration each
+/// time rather than kept: every byte the driver keeps is paid by every
+/// connection.
+fn hibernate_after(context: &Context, hibernates: bool) -> Option<Duration> {
+    let after = context.core.config().hibernate_after_ms;
+    (hibernates && after > 0).then(|| Duration::from_millis(after))
 }
 
 /// Hands the endpoint every whole packet in the read buffer, as long as

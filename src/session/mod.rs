@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod exit;
 pub mod expiry;
 pub mod handshake;
+pub mod hibernate;
 pub mod manager;
 pub mod negotiate;
 pub mod restore;
@@ -45,6 +46,10 @@ pub struct Session<R, W> {
     pub lease: Lease,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Counts the connection as open until dropped (none for a bridge's):
+    /// kept here, in the session's box, rather than in the connection's
+    /// task, whose every byte every connection pays.
+    pub guard: Option<crate::server::OpenConnection>,
 }
 
 impl<R, W> Session<R, W> {
@@ -89,18 +94,23 @@ pub fn connection_span(peer: SocketAddr, client_id: Option<&str>) -> tracing::Sp
     }
 }
 
-/// Serves one client connection from its first byte to its close, then
-/// drops `guard`. The caller spawns this future itself rather than wrapping
-/// it (a wrapper would hold it twice): every byte of it is paid per idle
-/// connection. Only the handshake and the close run in the connection's
-/// span; the session loop in between logs with the client id in each line.
-pub async fn serve<R, W, G>(context: Arc<Context>, reader: R, writer: W, origin: Origin, guard: G)
-where
+/// Serves one client connection from its first byte to its close (or its
+/// hibernation: then a later task goes on), then drops `guard`. The caller
+/// spawns this future itself rather than wrapping it (a wrapper would hold
+/// it twice): every byte of it is paid per connection. Only the handshake
+/// and the close run in the connection's span; the session loop in between
+/// logs with the client id in each line.
+pub async fn serve<R, W>(
+    context: Arc<Context>,
+    reader: R,
+    writer: W,
+    origin: Origin,
+    guard: Option<crate::server::OpenConnection>,
+) where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
-    G: Send,
+    (R, W): hibernate::Halves,
 {
-    let _guard = guard;
     let connection = Connection::new(
         reader,
         writer,
@@ -122,7 +132,8 @@ where
             }
         }
     };
-    if let Some(session) = Box::pin(handshake.instrument(span)).await {
+    if let Some(mut session) = Box::pin(handshake.instrument(span)).await {
+        session.guard = guard;
         driver::run(&context, session).await;
     }
 }
@@ -153,17 +164,19 @@ mod tests {
             identity: None,
             listener: None,
         };
-        let task = super::serve(context, reader, writer, origin, ());
+        let task = super::serve(context, reader, writer, origin, None);
         let task_bytes = std::mem::size_of_val(&task);
-        // With the accept loop's guard it is 32 bytes more; tokio rounds a
-        // task's cell up to 128 bytes, so a few bytes over a boundary cost
-        // every idle connection 128.
+        // The accept loop's guard is in it (none here, the same size). The
+        // task's cell is this plus 112 bytes (header, scheduler, stage,
+        // trailer, the task tracker's token), rounded up to 128: at 512 it
+        // is 640, and a few bytes more would cost every awake connection
+        // 128. (A hibernating connection has no task at all.)
         assert!(task_bytes <= 512, "connection future is {task_bytes} bytes");
         type TcpSession =
             super::Session<tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf>;
         let session_bytes = std::mem::size_of::<TcpSession>();
-        assert!(session_bytes <= 448, "session is {session_bytes} bytes");
+        assert!(session_bytes <= 472, "session is {session_bytes} bytes");
         let endpoint_bytes = std::mem::size_of::<super::endpoint::Endpoint>();
-        assert!(endpoint_bytes <= 320, "endpoint is {endpoint_bytes} bytes");
+        assert!(endpoint_bytes <= 328, "endpoint is {endpoint_bytes} bytes");
     }
 }

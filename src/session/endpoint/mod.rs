@@ -221,6 +221,9 @@ pub struct Endpoint {
     /// When the peer was last heard from, in milliseconds on
     /// [`clock`] (eight bytes rather than an `Instant`'s sixteen).
     last_heard: u64,
+    /// When anything was last read or written, on the same clock: a
+    /// client's connection idle long enough hibernates.
+    last_active: u64,
 }
 
 /// Milliseconds since a start a month before the first call: the
@@ -269,6 +272,7 @@ impl Endpoint {
             aliases: None,
             held: None,
             last_heard: clock(Instant::now()),
+            last_active: clock(Instant::now()),
         }
     }
 
@@ -312,14 +316,27 @@ impl Endpoint {
     /// The peer was heard from (bytes arrived) at `now`.
     pub fn heard(&mut self, now: Instant) {
         self.last_heard = clock(now);
+        self.last_active = self.last_heard;
+    }
+
+    /// When the connection last read or wrote anything (or was last
+    /// [`Endpoint::touch`]ed).
+    pub fn active_at(&self) -> Instant {
+        instant(self.last_active)
+    }
+
+    /// Counts `now` as activity: idleness is measured from it.
+    pub fn touch(&mut self, now: Instant) {
+        self.last_active = clock(now);
     }
 
     /// Bytes were written to the peer at `now`. While its input is not
     /// read (it is slow to read what it is sent), its reading is the sign
     /// of life: its PINGREQs wait unread behind the pause.
     pub fn wrote(&mut self, reading: bool, now: Instant) {
+        self.last_active = clock(now);
         if !reading {
-            self.last_heard = clock(now);
+            self.last_heard = self.last_active;
         }
     }
 
@@ -501,6 +518,22 @@ impl Endpoint {
         for packet_id in released {
             self.complete(core, packet_id, QoS::ExactlyOnce, Phase::Released);
         }
+    }
+
+    /// Whether the session has nothing to do until something wakes it (the
+    /// peer, its inbox, its keep-alive deadline): nothing to send, nothing
+    /// waiting for the store, no pause under way. A client's connection
+    /// may then hibernate ([`crate::session::hibernate`]); a bridge's
+    /// never does.
+    pub fn is_quiet(&self) -> bool {
+        !self.is_bridge()
+            && self.outbox.is_empty()
+            && self.congestion.is_none()
+            && self.held.is_none()
+            && self.throttled_until().is_none()
+            && self.state.pending.is_empty()
+            && self.state.unsent() == 0
+            && self.state.retained.is_none()
     }
 
     /// Whether packets still wait for the store.

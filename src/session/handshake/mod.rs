@@ -84,6 +84,7 @@ where
         endpoint,
         lease,
         peer: origin.peer,
+        guard: None,
     }))
 }
 
