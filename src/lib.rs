@@ -65,6 +65,23 @@
 //! remote, because the remote may make the same choice and two brokers
 //! waiting for each other to read never move again.
 //!
+//! One task per connection, as the design has it, holds while the
+//! connection does something; an idle one lets go of its task. A plain
+//! TCP connection quiet for `hibernate_after_ms`, with nothing waiting to
+//! be written, read or stored, leaves the driver's loop, and its socket,
+//! endpoint and lease go to one OS thread ([`session::hibernate`]) that
+//! waits on all such sockets with one `mio` poller, beside each one's
+//! inbox waker and keep-alive deadline. Whichever comes first (bytes, a
+//! delivery or interrupt in the inbox, the deadline) puts the connection
+//! back on the runtime in a new task running the same driver on the same
+//! endpoint, so the endpoint cannot tell. This is the shape the design's
+//! "one task per connection" grew into: a task per *active* connection.
+//! It moved one thing: the connection's admission guard (its place in
+//! `max_connections`) belongs to the [`session::Session`], not to the
+//! task that accepted it, so it goes where the session goes and is let go
+//! only when the session closes. TLS and WebSocket connections keep their
+//! tasks (their streams hold state a bare socket cannot carry).
+//!
 //! The admin listener ([`admin`]) is the one way in that is not MQTT: an
 //! HTTP server (hyper under axum) on the broker's runtime, its own
 //! listener, tasks and bounds, serving Prometheus metrics, health probes,

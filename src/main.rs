@@ -13,6 +13,15 @@ use petrel::transport::websocket::WebSocket;
 use petrel::transport::Listener;
 use petrel::{Broker, Config};
 
+/// jemalloc keeps objects of one size class together and, from its
+/// background threads, hands pages that empty back to the system: the
+/// memory an idle connection's task held before it hibernated is
+/// returned, where the system allocator keeps it between the objects that
+/// stay (docs/performance.md#memory-allocator).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Petrel, an MQTT 3.1 / 3.1.1 / 5.0 broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]

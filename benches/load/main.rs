@@ -188,6 +188,13 @@ pub enum Scenario {
         /// Connections being set up at once.
         #[arg(long, default_value_t = 256)]
         parallel: usize,
+        /// How long every client stays idle before the broker's memory
+        /// is read: long enough for Petrel's idle connections to hibernate
+        /// (`hibernate_after_ms`, 2000 by default) and for its allocator
+        /// to hand the memory their tasks held back to the system (about
+        /// ten seconds later).
+        #[arg(long, default_value_t = 20_000)]
+        settle_ms: u64,
     },
 }
 

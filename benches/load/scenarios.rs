@@ -131,7 +131,8 @@ pub async fn run(
             connections,
             sources,
             parallel,
-        } => connections_scenario(addr, broker, connections, sources, parallel).await,
+            settle_ms,
+        } => connections_scenario(addr, broker, connections, sources, parallel, settle_ms).await,
     }
 }
 
@@ -1235,6 +1236,7 @@ async fn connections_scenario(
     connections: usize,
     sources: u8,
     parallel: usize,
+    settle_ms: u64,
 ) -> Result<Report, Error> {
     let before = usage(broker);
     let started = Instant::now();
@@ -1277,7 +1279,7 @@ async fn connections_scenario(
     }
     let connect_seconds = started.elapsed().as_secs_f64();
     // Let the broker settle, then read its memory with every client idle.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(settle_ms)).await;
     let after = usage(broker);
     // Every connection must still be there: a PINGREQ round trip on each.
     let mut held = 0u64;
@@ -1308,6 +1310,7 @@ async fn connections_scenario(
             ("connections", connections.to_string()),
             ("sources", sources.to_string()),
             ("parallel", parallel.to_string()),
+            ("settle_ms", settle_ms.to_string()),
         ],
     );
     report.figures.push(("connected", clients.len() as f64));

@@ -76,17 +76,22 @@ impl Halves for (OwnedReadHalf, OwnedWriteHalf) {
 
 impl<S> Halves for (tokio::io::ReadHalf<S>, tokio::io::WriteHalf<S>) {}
 
-/// A hibernating connection: everything its task held but the task.
+/// A hibernating connection: everything its task held but the task (and
+/// the broker's context, which the thread holds for all of them). Kept
+/// at 384 bytes, an allocator size class (a test checks).
 struct Sleeper {
     socket: std::net::TcpStream,
     endpoint: Endpoint,
     lease: Lease,
-    peer: SocketAddr,
+    /// The client's address when it is not the socket's peer (it came
+    /// through a proxy): boxed, as most connections have none.
+    proxied: Option<Box<SocketAddr>>,
     guard: Option<OpenConnection>,
-    context: Arc<Context>,
     /// Counts it as a running task until it wakes (for shutdown).
     _running: TaskTrackerToken,
 }
+
+const _: () = assert!(std::mem::size_of::<Sleeper>() <= 384);
 
 /// One place in the slab: its generation tells a stale wake-up (for a
 /// connection that woke already) from one for the connection there now.
@@ -161,6 +166,8 @@ impl State {
 
 /// What the thread and the wakers share.
 struct Shared {
+    /// The broker the sleepers belong to (weak: it holds this).
+    context: Weak<Context>,
     registry: Registry,
     waker: mio::Waker,
     state: Mutex<State>,
@@ -233,9 +240,9 @@ impl Drop for Hibernation {
 impl Hibernation {
     /// The thread's shared side, started if it is not yet; none if it
     /// could not be (then nothing hibernates).
-    fn shared(&self) -> Option<&Arc<Shared>> {
+    fn shared(&self, context: &Arc<Context>) -> Option<&Arc<Shared>> {
         self.shared
-            .get_or_init(|| match start() {
+            .get_or_init(|| match start(context) {
                 Ok(shared) => Some(shared),
                 Err(error) => {
                     tracing::warn!(%error, "could not start the hibernation thread; idle connections keep their tasks");
@@ -246,12 +253,13 @@ impl Hibernation {
     }
 }
 
-fn start() -> io::Result<Arc<Shared>> {
+fn start(context: &Arc<Context>) -> io::Result<Arc<Shared>> {
     let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
     let poll = Poll::new()?;
     let registry = poll.registry().try_clone()?;
     let waker = mio::Waker::new(poll.registry(), WAKE)?;
     let shared = Arc::new(Shared {
+        context: Arc::downgrade(context),
         registry,
         waker,
         state: Mutex::default(),
@@ -324,35 +332,46 @@ fn wake(shared: &Shared, sleeper: Box<Sleeper>) {
     if let Err(error) = shared.registry.deregister(&mut SourceFd(&fd)) {
         tracing::debug!(%error, "could not deregister a hibernating socket");
     }
-    let context = &sleeper.context;
+    // The broker gone, the connection closes with its socket.
+    let Some(context) = shared.context.upgrade() else {
+        return;
+    };
     context.core.metrics.connections_hibernating.decrement();
     let tasks = context.core.tasks.clone();
     let _runtime = shared.runtime.enter();
-    tasks.spawn(awake(sleeper));
+    tasks.spawn(awake(context, sleeper));
 }
 
 /// A woken connection's task: the driver again, on the same endpoint.
 /// (Its type is named, not inferred: the driver it runs can hibernate
 /// again, which spawns this.)
-fn awake(sleeper: Box<Sleeper>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(awake_inner(sleeper))
+fn awake(
+    context: Arc<Context>,
+    sleeper: Box<Sleeper>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(awake_inner(context, sleeper))
 }
 
-async fn awake_inner(sleeper: Box<Sleeper>) {
+async fn awake_inner(context: Arc<Context>, sleeper: Box<Sleeper>) {
     let Sleeper {
         socket,
         endpoint,
         lease,
-        peer,
+        proxied,
         guard,
-        context,
         _running,
     } = *sleeper;
     endpoint.inbox.wake_up();
-    let stream = match TcpStream::from_std(socket) {
-        Ok(stream) => stream,
+    let peer = match proxied {
+        Some(peer) => Ok(*peer),
+        None => socket.peer_addr(),
+    };
+    let (stream, peer) = match peer.and_then(|peer| Ok((TcpStream::from_std(socket)?, peer))) {
+        Ok(awake) => awake,
         Err(error) => {
-            lost(&context, endpoint, lease, peer, guard, error).await;
+            // The address is unknown once the socket is gone.
+            let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+            lost(&context, endpoint, lease, unknown, guard, error).await;
             return;
         }
     };
@@ -375,7 +394,7 @@ where
     W: tokio::io::AsyncWrite + Unpin,
     (R, W): Halves,
 {
-    let Some(shared) = context.core.hibernation.shared() else {
+    let Some(shared) = context.core.hibernation.shared(context) else {
         return Err(session);
     };
     let Session {
@@ -398,13 +417,13 @@ where
         .map(tokio::time::Instant::into_std);
     let inbox = Arc::clone(&endpoint.inbox);
     let fd = socket.as_raw_fd();
+    let proxied = (socket.peer_addr().ok() != Some(peer)).then(|| Box::new(peer));
     let sleeper = Box::new(Sleeper {
         socket,
         endpoint,
         lease,
-        peer,
+        proxied,
         guard,
-        context: Arc::clone(context),
         _running: context.core.tasks.hold(),
     });
     let metrics = &context.core.metrics;
