@@ -125,7 +125,7 @@ pub struct Running {
     listeners: Vec<RunningListener>,
     bridges: Vec<RunningBridge>,
     /// The next listener's number.
-    next_listener: u64,
+    next_listener: u32,
 }
 
 impl Running {
@@ -141,7 +141,7 @@ impl Running {
             id: self.next_listener,
             closed: context.core.tasks.token().child_token(),
         };
-        self.next_listener += 1;
+        self.next_listener = self.next_listener.wrapping_add(1);
         let tls = listener.tls.clone();
         let accept = crate::server::accept_loop(
             Arc::clone(context),
@@ -303,7 +303,7 @@ fn close_listeners(
     running: &mut Running,
     listeners: &[ListenerConfig],
     report: &mut Vec<String>,
-) -> Vec<u64> {
+) -> Vec<u32> {
     let mut closed = Vec::new();
     let before: Vec<ListenerConfig> = running
         .listeners

@@ -63,12 +63,16 @@ async fn the_container_configuration_serves_ipv4_and_ipv6_on_one_port() {
             let mut lines = BufReader::new(stdout).lines();
             let mut listening = 0;
             let mut skipped = false;
-            while listening + usize::from(skipped) < 2 {
+            // The admin listener makes its token as it starts, beside the
+            // MQTT listeners: wait for that too before reading it.
+            let mut token = false;
+            while listening + usize::from(skipped) < 2 || !token {
                 let Some(Ok(line)) = lines.next() else {
                     panic!("petrel exited before listening");
                 };
                 listening += usize::from(line.contains("listening"));
                 skipped |= line.contains("skipping it");
+                token |= line.contains("admin token made");
             }
             std::thread::spawn(move || for _ in lines {});
             skipped

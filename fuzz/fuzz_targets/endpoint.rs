@@ -65,7 +65,6 @@ fn endpoint(context: &Context, client_id: &str, version: ProtocolVersion, role: 
     let inbox = Inbox::new(Arc::from(client_id), limits);
     let mut endpoint = Endpoint::new(
         Outbox::new(version),
-        Arc::from(client_id),
         SessionState::default(),
         inbox,
         role,
@@ -138,7 +137,7 @@ fuzz_target!(|data: &[u8]| {
         let polled = fuzzed.poll(&context, now);
         let _ = watcher.poll(&context, now);
         assert!(
-            fuzzed.state.inflight.len() - fuzzed.state.unsent() <= usize::from(fuzzed.limits.send_window),
+            fuzzed.state.inflight().len() - fuzzed.state.unsent() <= usize::from(fuzzed.limits.send_window),
             "more in flight than the window"
         );
         drain(&mut fuzzed);

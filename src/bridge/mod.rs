@@ -59,8 +59,9 @@ pub fn sweep(core: &Core) {
     for (client_id, parked) in gone {
         tracing::info!(
             bridge = client_id.strip_prefix(BRIDGE_ID_PREFIX),
-            dropped =
-                parked.state.pending.len() + parked.state.inflight.len() + parked.receiver.len(),
+            dropped = parked.state.pending().len()
+                + parked.state.inflight().len()
+                + parked.receiver.len(),
             "a bridge no longer configured: its queue is dropped"
         );
         parked.discard(core, &client_id);
@@ -93,7 +94,7 @@ fn open(
                 store.unsubscribed(&client_id, filter);
             }
         }
-        old.receiver.drain_into(&mut old.state.pending, usize::MAX);
+        old.receiver.drain_into(old.state.pending_mut(), usize::MAX);
         state = old.state;
         state.subscriptions = Default::default();
         state.rebuild_index();
@@ -134,7 +135,7 @@ fn open(
         Arc::clone(stats),
     )));
     let outbox = Outbox::new(ProtocolVersion::V3_1_1);
-    let mut endpoint = Endpoint::new(outbox, client_id, state, (inbox, receiver), role);
+    let mut endpoint = Endpoint::new(outbox, state, (inbox, receiver), role);
     endpoint.session_expiry = u32::MAX;
     endpoint.keep_alive = config.keep_alive;
     endpoint

@@ -67,7 +67,7 @@ where
         // [MQTT-3.1.2-6] (v3.1.1): a clean session ends with its connection.
         for filter in endpoint.state.subscriptions.keys() {
             core.router
-                .unsubscribe(filter.as_str(), &endpoint.client_id);
+                .unsubscribe(filter.as_str(), endpoint.client_id());
         }
     }
     hand_over_shared(core, &mut endpoint);
@@ -120,7 +120,7 @@ fn will(
     // outlives the broker, and its will keeps waiting across the restart.
     let ends_here = matches!(exit, Exit::Shutdown) && core.store.is_none();
     if delay == 0 || endpoint.session_expiry == 0 || ends_here {
-        publish_will(core, *will, &endpoint.client_id);
+        publish_will(core, *will, endpoint.client_id());
         return None;
     }
     let wait = delay.min(endpoint.session_expiry);
@@ -147,17 +147,18 @@ pub fn park(
             let wait = at.saturating_duration_since(now);
             (&**will, std::time::SystemTime::now() + wait)
         });
-        store.session_closed(&endpoint.client_id, endpoint.session_expiry, stored_will);
+        store.session_closed(endpoint.client_id(), endpoint.session_expiry, stored_will);
     }
     let (will, will_at) = will.unzip();
+    let client_id = Arc::clone(endpoint.client_id());
     let Endpoint {
-        client_id,
-        state,
+        mut state,
         inbox,
         receiver,
         session_expiry,
         ..
     } = endpoint;
+    state.compact();
     let parked = Parked {
         state,
         inbox,
@@ -242,32 +243,32 @@ fn hand_over_shared(core: &Core, endpoint: &mut Endpoint) {
     if !has_shared
         && endpoint
             .state
-            .inflight
+            .inflight()
             .iter()
             .all(|i| i.delivery.shared().is_none())
     {
         return;
     }
     let store = endpoint.store(core).cloned();
-    let client_id = Arc::clone(&endpoint.client_id);
+    let client_id = Arc::clone(endpoint.client_id());
     endpoint
         .receiver
-        .drain_into(&mut endpoint.state.pending, usize::MAX);
-    let pending = std::mem::take(&mut endpoint.state.pending);
+        .drain_into(endpoint.state.pending_mut(), usize::MAX);
+    let pending = std::mem::take(endpoint.state.pending_mut());
     for delivery in pending {
         let message_id = delivery.message.id;
         let qos = delivery.qos;
         if delivery.shared().is_none()
             || !core.router.redeliver_shared(delivery.clone(), &client_id)
         {
-            endpoint.state.pending.push_back(delivery);
+            endpoint.state.pending_mut().push_back(delivery);
         } else if let Some(store) = store.as_ref().filter(|_| qos != QoS::AtMostOnce) {
             store.completed(&client_id, message_id);
         }
     }
     let handed: Vec<_> = endpoint
         .state
-        .inflight
+        .inflight()
         .iter()
         .filter(|inflight| {
             inflight.delivery.shared().is_some()

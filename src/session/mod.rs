@@ -57,7 +57,7 @@ impl<R, W> Session<R, W> {
     /// to log rather than kept for the connection's life: a live span costs
     /// a few hundred bytes per idle connection.
     pub fn span(&self) -> tracing::Span {
-        connection_span(self.peer, Some(&self.endpoint.client_id))
+        connection_span(self.peer, Some(self.endpoint.client_id()))
     }
 }
 
@@ -80,8 +80,9 @@ pub struct Origin {
 /// stops accepting (a reload removed it, or the broker stops).
 #[derive(Debug, Clone)]
 pub struct ListenerTag {
-    /// Unique among the listeners the broker has run.
-    pub id: u64,
+    /// Unique among the listeners the broker runs (32 bits: it is kept
+    /// with every connected session; it wraps after four billion reloads).
+    pub id: u32,
     /// Cancelled when the listener closes.
     pub closed: tokio_util::sync::CancellationToken,
 }

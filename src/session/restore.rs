@@ -86,10 +86,11 @@ fn restore_session(core: &Core, stored: StoredSession) {
                     unsent: false,
                 });
             }
-            _ => state.pending.push_back(entry.delivery),
+            _ => state.pending_mut().push_back(entry.delivery),
         }
     }
-    state.awaiting_pubrel = awaiting_pubrel.into_iter().collect();
+    *state.awaiting_pubrel_mut() = awaiting_pubrel.into_iter().collect();
+    state.compact();
     let now = Instant::now();
     let expires_at = (expiry_interval != u32::MAX).then(|| {
         let expiry = Duration::from_secs(u64::from(expiry_interval));

@@ -116,97 +116,207 @@ impl Inflight {
     }
 }
 
-/// A session's state.
+/// What a session has in flight: empty in an idle session, so it is
+/// boxed and made on first use, and dropped again ([`SessionState::compact`])
+/// when a connection hibernates or a session is parked empty. Inline it
+/// cost every idle connection 120 bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionState {
-    /// Subscriptions with the options granted.
-    pub subscriptions: Subscriptions,
-    /// Outbound QoS 1/2 messages in the order they were first sent.
-    pub inflight: VecDeque<Inflight>,
-    /// Inbound QoS 2 packet ids whose PUBLISH was delivered and whose
-    /// PUBREL has not arrived: a re-sent PUBLISH with one of these ids is
-    /// not delivered again.
-    pub awaiting_pubrel: BTreeSet<u16>,
-    /// The packet id after the last one used.
-    pub next_packet_id: u16,
-    /// Deliveries taken for this session but not yet sent.
-    pub pending: VecDeque<Delivery>,
-    /// Retained messages new subscriptions have still to be sent (boxed:
-    /// most sessions have none, most of the time).
-    pub retained: Option<Box<crate::session::retained::Backlogs>>,
-    /// The packet ids in `inflight`, for O(1) allocation; derived, so not
-    /// stored (see [`SessionState::rebuild_index`]).
+struct Flight {
+    inflight: VecDeque<Inflight>,
+    awaiting_pubrel: BTreeSet<u16>,
+    pending: VecDeque<Delivery>,
     ids_in_use: PacketIds,
-    /// How many of `inflight` are `unsent` (at most 65,535, like packet
-    /// ids); derived.
     unsent: u16,
 }
 
+impl Flight {
+    fn is_empty(&self) -> bool {
+        self.inflight.is_empty() && self.awaiting_pubrel.is_empty() && self.pending.is_empty()
+    }
+}
+
+/// The flight of a session that has none.
+static EMPTY: Flight = Flight {
+    inflight: VecDeque::new(),
+    awaiting_pubrel: BTreeSet::new(),
+    pending: VecDeque::new(),
+    ids_in_use: HashSet::with_hasher(std::hash::BuildHasherDefault::new()),
+    unsent: 0,
+};
+
+/// A session's state.
+#[derive(Debug, Clone, Default)]
+pub struct SessionState {
+    /// Subscriptions with the options granted.
+    pub subscriptions: Subscriptions,
+    /// Outbound QoS 1/2 messages in the order they were first sent
+    /// ([`SessionState::inflight`]); inbound QoS 2 packet ids whose PUBLISH
+    /// was delivered and whose PUBREL has not arrived, so that a re-sent
+    /// PUBLISH with one of them is not delivered again
+    /// ([`SessionState::awaiting_pubrel`]); deliveries taken for this
+    /// session but not yet sent ([`SessionState::pending`]).
+    flight: Option<Box<Flight>>,
+    /// The packet id after the last one used.
+    pub next_packet_id: u16,
+    /// Retained messages new subscriptions have still to be sent (boxed:
+    /// most sessions have none, most of the time).
+    pub retained: Option<Box<crate::session::retained::Backlogs>>,
+}
+
+impl PartialEq for SessionState {
+    /// Equal when they hold the same: an empty flight equals none.
+    fn eq(&self, other: &Self) -> bool {
+        self.subscriptions == other.subscriptions
+            && self.flight() == other.flight()
+            && self.next_packet_id == other.next_packet_id
+            && self.retained == other.retained
+    }
+}
+
+impl Eq for SessionState {}
+
 impl SessionState {
+    fn flight(&self) -> &Flight {
+        self.flight.as_deref().unwrap_or(&EMPTY)
+    }
+
+    fn flight_mut(&mut self) -> &mut Flight {
+        self.flight.get_or_insert_with(Default::default)
+    }
+
+    /// Drops what holds nothing in flight (and the capacity it kept).
+    pub fn compact(&mut self) {
+        if self.flight.as_ref().is_some_and(|flight| flight.is_empty()) {
+            self.flight = None;
+        }
+    }
+
+    /// Outbound QoS 1/2 messages in the order they were first sent.
+    pub fn inflight(&self) -> &VecDeque<Inflight> {
+        &self.flight().inflight
+    }
+
+    /// Takes every in-flight message out (the id index empties with them).
+    pub fn take_inflight(&mut self) -> VecDeque<Inflight> {
+        let Some(flight) = self.flight.as_mut() else {
+            return VecDeque::new();
+        };
+        flight.ids_in_use = PacketIds::default();
+        flight.unsent = 0;
+        std::mem::take(&mut flight.inflight)
+    }
+
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    pub fn awaiting_pubrel(&self) -> &BTreeSet<u16> {
+        &self.flight().awaiting_pubrel
+    }
+
+    /// The same, to change.
+    pub fn awaiting_pubrel_mut(&mut self) -> &mut BTreeSet<u16> {
+        &mut self.flight_mut().awaiting_pubrel
+    }
+
+    /// Deliveries taken for this session but not yet sent.
+    pub fn pending(&self) -> &VecDeque<Delivery> {
+        &self.flight().pending
+    }
+
+    /// The same, to change.
+    pub fn pending_mut(&mut self) -> &mut VecDeque<Delivery> {
+        &mut self.flight_mut().pending
+    }
+
+    /// The pending deliveries and the retained backlogs together, to
+    /// take turns between them.
+    #[allow(clippy::type_complexity)]
+    pub fn pending_and_retained(
+        &mut self,
+    ) -> (
+        &mut VecDeque<Delivery>,
+        &mut Option<Box<crate::session::retained::Backlogs>>,
+    ) {
+        let flight = self.flight.get_or_insert_with(Default::default);
+        (&mut flight.pending, &mut self.retained)
+    }
+
     /// A packet id not used by any message in flight [MQTT-2.3.1-2]
     /// (v3.1.1), or none if all 65,535 are in use.
     pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        let ids_in_use = &self.flight().ids_in_use;
+        let mut next = self.next_packet_id;
         // 65,536 steps visit every non-zero id once, the current one last.
         for _ in 0..=u16::MAX {
-            self.next_packet_id = self.next_packet_id.wrapping_add(1);
-            let Some(candidate) = PacketId::new(self.next_packet_id) else {
+            next = next.wrapping_add(1);
+            let Some(candidate) = PacketId::new(next) else {
                 continue;
             };
-            if !self.ids_in_use.contains(&candidate.get()) {
+            if !ids_in_use.contains(&candidate.get()) {
+                self.next_packet_id = next;
                 return Some(candidate);
             }
         }
+        self.next_packet_id = next;
         None
     }
 
     /// Adds an outbound message to the in-flight list, in sending order.
     pub fn track(&mut self, inflight: Inflight) {
-        self.ids_in_use.insert(inflight.packet_id.get());
-        self.unsent += u16::from(inflight.unsent);
-        self.inflight.push_back(inflight);
+        let flight = self.flight_mut();
+        flight.ids_in_use.insert(inflight.packet_id.get());
+        flight.unsent += u16::from(inflight.unsent);
+        flight.inflight.push_back(inflight);
     }
 
     /// In-flight messages waiting to be re-sent.
     pub fn unsent(&self) -> usize {
-        usize::from(self.unsent)
+        usize::from(self.flight().unsent)
     }
 
     /// The oldest in-flight message waiting to be re-sent, now counted as
     /// sent.
     pub fn next_unsent(&mut self) -> Option<&Inflight> {
-        let entry = self.inflight.iter_mut().find(|i| i.unsent)?;
+        let flight = self.flight.as_mut()?;
+        let entry = flight.inflight.iter_mut().find(|i| i.unsent)?;
         entry.unsent = false;
-        self.unsent -= 1;
+        flight.unsent -= 1;
         Some(entry)
     }
 
     /// Recomputes the derived id index, after the state was loaded.
     pub fn rebuild_index(&mut self) {
-        self.ids_in_use = self.inflight.iter().map(|i| i.packet_id.get()).collect();
-        let unsent = self.inflight.iter().filter(|i| i.unsent).count();
-        self.unsent = u16::try_from(unsent).unwrap_or(u16::MAX);
+        let Some(flight) = self.flight.as_mut() else {
+            return;
+        };
+        flight.ids_in_use = flight.inflight.iter().map(|i| i.packet_id.get()).collect();
+        let unsent = flight.inflight.iter().filter(|i| i.unsent).count();
+        flight.unsent = u16::try_from(unsent).unwrap_or(u16::MAX);
     }
 
     /// The in-flight entry with `packet_id`.
     pub fn inflight_mut(&mut self, packet_id: PacketId) -> Option<&mut Inflight> {
-        self.inflight.iter_mut().find(|i| i.packet_id == packet_id)
+        let flight = self.flight.as_mut()?;
+        flight
+            .inflight
+            .iter_mut()
+            .find(|i| i.packet_id == packet_id)
     }
 
     /// Removes and returns the in-flight entry with `packet_id`, if it is
     /// a `qos` delivery in `phase` (a PUBACK completes only QoS 1, a
     /// PUBCOMP only a released QoS 2).
     pub fn complete(&mut self, packet_id: PacketId, qos: QoS, phase: Phase) -> Option<Inflight> {
-        let index = self
+        let flight = self.flight.as_mut()?;
+        let index = flight
             .inflight
             .iter()
             .position(|i| i.packet_id == packet_id && i.phase == phase && i.delivery.qos == qos)?;
-        self.ids_in_use.remove(&packet_id.get());
-        if self.inflight[index].unsent {
-            self.unsent -= 1;
+        flight.ids_in_use.remove(&packet_id.get());
+        if flight.inflight[index].unsent {
+            flight.unsent -= 1;
         }
-        if self.ids_in_use.is_empty() && self.ids_in_use.capacity() > 64 {
-            self.ids_in_use = PacketIds::default();
+        if flight.ids_in_use.is_empty() && flight.ids_in_use.capacity() > 64 {
+            flight.ids_in_use = PacketIds::default();
         }
-        self.inflight.remove(index)
+        flight.inflight.remove(index)
     }
 }

@@ -147,15 +147,15 @@ impl Endpoint {
     /// QoS 1 messages (QoS 2 ones are written as they are sent), and the
     /// QoS 1/2 deliveries it had taken from its inbox but not sent.
     pub fn record_inflight(&self, store: &Store) {
-        for delivery in &self.state.pending {
+        for delivery in self.state.pending() {
             if delivery.qos != QoS::AtMostOnce {
-                store.kept(&self.client_id, delivery);
+                store.kept(self.client_id(), delivery);
             }
         }
-        for inflight in &self.state.inflight {
+        for inflight in self.state.inflight() {
             if inflight.delivery.qos == QoS::AtLeastOnce {
                 store.sent(
-                    &self.client_id,
+                    self.client_id(),
                     &inflight.delivery,
                     inflight.packet_id,
                     inflight.phase == super::super::state::Phase::Released,

@@ -55,7 +55,7 @@ impl Endpoint {
             }
             Packet::SubAck(suback) if !server => {
                 for code in suback.reason_codes.iter().filter(|code| code.is_error()) {
-                    tracing::warn!(client_id = %self.client_id, ?code, "bridge: the remote refused a subscription");
+                    tracing::warn!(client_id = %self.client_id(), ?code, "bridge: the remote refused a subscription");
                 }
             }
             Packet::UnsubAck(_) | Packet::PingResp if !server => {}
@@ -82,7 +82,7 @@ impl Endpoint {
             return;
         };
         if let Some(store) = self.store(core) {
-            store.completed(&self.client_id, done.delivery.message.id);
+            store.completed(self.client_id(), done.delivery.message.id);
         }
     }
 
@@ -100,7 +100,7 @@ impl Endpoint {
                 let delivery = inflight.delivery.clone();
                 let store = self.store(core).filter(|_| first);
                 if let Some(store) = store {
-                    store.sent(&self.client_id, &delivery, ack.packet_id, true);
+                    store.sent(self.client_id(), &delivery, ack.packet_id, true);
                 }
                 let ticket = ticket(core, store.is_some());
                 self.send_after(core, Packet::PubRel(Ack::new(ack.packet_id)), ticket);
@@ -117,7 +117,10 @@ impl Endpoint {
     /// PUBREL for a QoS 2 message the peer sent: the id is released and
     /// PUBCOMP answers [MQTT-4.3.3-2] (v3.1.1).
     fn pubrel(&mut self, core: &Core, ack: Ack) {
-        let known = self.state.awaiting_pubrel.remove(&ack.packet_id.get());
+        let known = self
+            .state
+            .awaiting_pubrel_mut()
+            .remove(&ack.packet_id.get());
         let reason_code = if known {
             ReasonCode::Success
         } else {
@@ -127,7 +130,7 @@ impl Endpoint {
         // must not hold it as awaited after a crash.
         let store = self.store(core).filter(|_| known);
         if let Some(store) = store {
-            store.pubrel(&self.client_id, ack.packet_id, false);
+            store.pubrel(self.client_id(), ack.packet_id, false);
         }
         let ticket = ticket(core, store.is_some());
         let pubcomp = self.ack_with(ack.packet_id, reason_code);
@@ -186,7 +189,7 @@ impl Endpoint {
         // A QoS 2 PUBLISH whose id awaits PUBREL is a re-send: acknowledged,
         // not delivered again [MQTT-4.3.3-2] (v3.1.1).
         let duplicate = qos == QoS::ExactlyOnce
-            && packet_id.is_some_and(|id| self.state.awaiting_pubrel.contains(&id.get()));
+            && packet_id.is_some_and(|id| self.state.awaiting_pubrel().contains(&id.get()));
         let (topic, mut reason_code) = match &self.role {
             Role::Server(_) => self.admit(
                 context,
@@ -213,7 +216,7 @@ impl Endpoint {
                     subscription_identifiers: Vec::new(),
                     ..properties
                 },
-                Some(Arc::clone(&self.client_id)),
+                Some(Arc::clone(self.client_id())),
             ));
             let routed = core.router.publish(message);
             changed_store = routed.journaled;
@@ -292,7 +295,7 @@ impl Endpoint {
         if v5
             && qos == QoS::ExactlyOnce
             && !duplicate
-            && self.state.awaiting_pubrel.len() >= usize::from(config.receive_maximum)
+            && self.state.awaiting_pubrel().len() >= usize::from(config.receive_maximum)
         {
             return Err(Exit::Violation(
                 ReasonCode::ReceiveMaximumExceeded,
@@ -304,7 +307,7 @@ impl Endpoint {
             // which has no way to hear it, gets its usual acknowledgement and
             // the message is dropped, as Mosquitto does.
             core.metrics.acl_denied.increment();
-            tracing::info!(client_id = %self.client_id, %topic, "ACL: publish denied");
+            tracing::info!(client_id = %self.client_id(), %topic, "ACL: publish denied");
             return Ok((None, ReasonCode::NotAuthorized));
         }
         if v5
@@ -315,7 +318,7 @@ impl Endpoint {
             // 3.3.2.3.2 (v5.0): a payload said to be UTF-8 that is not.
             core.metrics
                 .protocol_error(ReasonCode::PayloadFormatInvalid as u8);
-            tracing::info!(client_id = %self.client_id, %topic, "payload marked UTF-8 is not UTF-8: refused");
+            tracing::info!(client_id = %self.client_id(), %topic, "payload marked UTF-8 is not UTF-8: refused");
             return Ok((None, ReasonCode::PayloadFormatInvalid));
         }
         // The broker's own tree: acknowledged, not delivered.
@@ -363,9 +366,9 @@ impl Endpoint {
                 self.send_after(core, Packet::PubAck(puback), ticket(core, changed_store));
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                if !reason_code.is_error() && self.state.awaiting_pubrel.insert(id.get()) {
+                if !reason_code.is_error() && self.state.awaiting_pubrel_mut().insert(id.get()) {
                     if let Some(store) = self.store(core) {
-                        store.pubrel(&self.client_id, id, true);
+                        store.pubrel(self.client_id(), id, true);
                         changed_store = true;
                     }
                 }
@@ -400,7 +403,7 @@ impl Endpoint {
     /// broker answers AUTH 0x18 while it needs more, AUTH 0x00 on success,
     /// and closes the connection on failure [MQTT-4.12.1-2] (v5.0).
     fn reauthenticate(&mut self, auth: Auth) -> Result<(), Exit> {
-        let client_id = Arc::clone(&self.client_id);
+        let client_id = Arc::clone(self.client_id());
         let state = match &mut self.role {
             Role::Server(server) => server
                 .extras

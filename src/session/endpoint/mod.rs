@@ -190,8 +190,6 @@ impl ClientLimits {
 pub struct Endpoint {
     /// What is to be sent to the peer.
     pub outbox: Outbox,
-    /// The client id (a bridge's own session: `$bridge/<name>`).
-    pub client_id: Arc<str>,
     /// Subscriptions, the in-flight windows, QoS 2 ids awaiting PUBREL,
     /// what waits to be sent.
     pub state: SessionState,
@@ -247,19 +245,17 @@ fn instant(ticks: u64) -> Instant {
 }
 
 impl Endpoint {
-    /// An endpoint for `client_id`'s session `state` and inbox, speaking
+    /// An endpoint for the session `state` of its inbox's client id, speaking
     /// through `outbox`; keep-alive, expiry, will and limits are for the
     /// caller to set.
     pub fn new(
         outbox: Outbox,
-        client_id: Arc<str>,
         state: SessionState,
         (inbox, receiver): (Arc<Inbox>, InboxReceiver),
         role: Role,
     ) -> Endpoint {
         Endpoint {
             outbox,
-            client_id,
             state,
             inbox,
             receiver,
@@ -274,6 +270,12 @@ impl Endpoint {
             last_heard: clock(Instant::now()),
             last_active: clock(Instant::now()),
         }
+    }
+
+    /// The client id (a bridge's own session: `$bridge/<name>`): the
+    /// inbox's, kept once.
+    pub fn client_id(&self) -> &Arc<str> {
+        self.inbox.client_id()
     }
 
     /// Whether this is a bridge's side (the client of a remote broker).
@@ -294,7 +296,7 @@ impl Endpoint {
         };
         Client {
             username,
-            client_id: &self.client_id,
+            client_id: self.client_id(),
         }
     }
 
@@ -395,7 +397,7 @@ impl Endpoint {
             context
                 .core
                 .sessions
-                .answer_report(&self.client_id, self.report());
+                .answer_report(self.client_id(), self.report());
         }
         self.release_held(context);
         self.pull_deliveries(context);
@@ -503,14 +505,14 @@ impl Endpoint {
     /// publisher here is lost. Call it before [`Endpoint::reconnected`].
     pub fn remote_session_lost(&mut self, core: &Core) {
         let store = self.store(core).cloned();
-        for packet_id in std::mem::take(&mut self.state.awaiting_pubrel) {
+        for packet_id in std::mem::take(self.state.awaiting_pubrel_mut()) {
             if let (Some(store), Some(packet_id)) = (&store, PacketId::new(packet_id)) {
-                store.pubrel(&self.client_id, packet_id, false);
+                store.pubrel(self.client_id(), packet_id, false);
             }
         }
         let released: Vec<_> = self
             .state
-            .inflight
+            .inflight()
             .iter()
             .filter(|entry| entry.phase == Phase::Released)
             .map(|entry| entry.packet_id)
@@ -531,7 +533,7 @@ impl Endpoint {
             && self.congestion.is_none()
             && self.held.is_none()
             && self.throttled_until().is_none()
-            && self.state.pending.is_empty()
+            && self.state.pending().is_empty()
             && self.state.unsent() == 0
             && self.state.retained.is_none()
     }

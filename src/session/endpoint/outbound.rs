@@ -29,7 +29,7 @@ impl Endpoint {
         // than the peer's Receive Maximum.
         let window = usize::from(self.limits.send_window);
         self.send_unsent(&context.core, window);
-        while self.state.inflight.len() < window && self.outbox.len() < WRITE_HIGH_WATER {
+        while self.state.inflight().len() < window && self.outbox.len() < WRITE_HIGH_WATER {
             if self.holds_publish() {
                 return;
             }
@@ -49,10 +49,10 @@ impl Endpoint {
     /// keeps them with the queue across a restart; the rest stay for the
     /// next connection in memory.
     pub fn queue_backlog(&mut self, core: &Core) {
+        let queued = self.state.pending().len() + self.receiver.len();
         let Some(backlogs) = self.state.retained.as_mut() else {
             return;
         };
-        let queued = self.state.pending.len() + self.receiver.len();
         let room = core.config().max_queued_messages.saturating_sub(queued);
         let mut taken = Vec::new();
         while taken.len() < room {
@@ -65,7 +65,7 @@ impl Endpoint {
             }
         }
         for retained in taken.into_iter().rev() {
-            self.state.pending.push_front(retained);
+            self.state.pending_mut().push_front(retained);
         }
     }
 
@@ -75,27 +75,27 @@ impl Endpoint {
     /// that must go just ahead of a live message on its topic (live
     /// messages may go before the SUBACK, as section 3.8.4 allows).
     fn next_delivery(&mut self, core: &Core) -> Option<Delivery> {
-        let state = &mut self.state;
-        if state.pending.is_empty() {
-            self.receiver.drain_into(&mut state.pending, PULL_BATCH);
+        let (pending, retained) = self.state.pending_and_retained();
+        if pending.is_empty() {
+            self.receiver.drain_into(pending, PULL_BATCH);
         }
-        let Some(backlogs) = state.retained.as_mut() else {
-            return state.pending.pop_front();
+        let Some(backlogs) = retained.as_mut() else {
+            return pending.pop_front();
         };
-        let backlog_first = backlogs.take_turn() || state.pending.is_empty();
+        let backlog_first = backlogs.take_turn() || pending.is_empty();
         if backlog_first && self.held.is_none() {
             match backlogs.next(&core.router) {
                 Some(retained) => return Some(retained),
                 None => {
-                    state.retained = None;
-                    return state.pending.pop_front();
+                    *retained = None;
+                    return pending.pop_front();
                 }
             }
         }
-        let live = state.pending.pop_front()?;
+        let live = pending.pop_front()?;
         match backlogs.ahead_of(&core.router, &live.message) {
             Some(retained) => {
-                state.pending.push_front(live);
+                pending.push_front(live);
                 Some(retained)
             }
             None => Some(live),
@@ -129,7 +129,7 @@ impl Endpoint {
         } else {
             let Some(packet_id) = self.state.allocate_packet_id() else {
                 // All 65,535 ids in flight: keep the message for later.
-                self.state.pending.push_front(delivery);
+                self.state.pending_mut().push_front(delivery);
                 return false;
             };
             Some(packet_id)
@@ -139,7 +139,7 @@ impl Endpoint {
                 // A QoS 2 message's packet id must survive a crash before the
                 // peer sees it: sent again under another id, it would be a
                 // second message to the peer.
-                store.sent(&self.client_id, &delivery, packet_id, false);
+                store.sent(self.client_id(), &delivery, packet_id, false);
                 let ticket = super::held::ticket(core, true).filter(|t| *t > store.durable());
                 if let Some(ticket) = ticket {
                     self.state.track(Inflight::published(packet_id, delivery));
@@ -184,7 +184,7 @@ impl Endpoint {
             return;
         }
         if let Some(store) = self.store(core) {
-            store.completed(&self.client_id, delivery.message.id);
+            store.completed(self.client_id(), delivery.message.id);
         }
     }
 
@@ -194,7 +194,7 @@ impl Endpoint {
         let core = &context.core;
         let Some(entry) = self
             .state
-            .inflight
+            .inflight()
             .iter()
             .find(|i| i.packet_id == packet_id && i.phase == Phase::Published)
         else {
@@ -278,14 +278,14 @@ impl Endpoint {
         if let EncodeError::OverPeerMaximum { size, maximum } = error {
             core.metrics.messages_too_large.increment();
             tracing::debug!(
-                client_id = %self.client_id,
+                client_id = %self.client_id(),
                 size,
                 maximum,
                 topic = %message.topic,
                 "[MQTT-3.1.2-25] message over the peer's Maximum Packet Size: not sent"
             );
         } else {
-            tracing::error!(client_id = %self.client_id, %error, "could not encode PUBLISH");
+            tracing::error!(client_id = %self.client_id(), %error, "could not encode PUBLISH");
         }
         false
     }
@@ -293,7 +293,8 @@ impl Endpoint {
     /// Sends in-flight messages that waited for room in the peer's window
     /// (after a reconnect), as acknowledgements free it.
     fn send_unsent(&mut self, core: &Core, window: usize) {
-        while self.state.unsent() > 0 && self.state.inflight.len() - self.state.unsent() < window {
+        while self.state.unsent() > 0 && self.state.inflight().len() - self.state.unsent() < window
+        {
             let Some(entry) = self.state.next_unsent().cloned() else {
                 return;
             };
@@ -315,7 +316,7 @@ impl Endpoint {
     /// free the window.
     pub fn resend_inflight(&mut self, context: &Context) {
         let core = &context.core;
-        let inflight = std::mem::take(&mut self.state.inflight);
+        let inflight = self.state.take_inflight();
         self.state.rebuild_index();
         let window = usize::from(self.limits.send_window);
         let mut sent = 0;

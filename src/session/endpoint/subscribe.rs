@@ -81,7 +81,7 @@ impl Endpoint {
         let core = &context.core;
         let options = match admit(
             &core.config(),
-            &self.client_id,
+            self.client_id(),
             filter,
             options,
             has_identifier,
@@ -95,7 +95,7 @@ impl Endpoint {
         };
         if !context.auth.may_subscribe(self.acl_client(), inner) {
             core.metrics.acl_denied.increment();
-            tracing::info!(client_id = %self.client_id, %filter, "ACL: subscription denied");
+            tracing::info!(client_id = %self.client_id(), %filter, "ACL: subscription denied");
             return Err(Ok(ReasonCode::NotAuthorized));
         }
         if !repeated
@@ -104,7 +104,7 @@ impl Endpoint {
         {
             core.metrics.subscriptions_refused.increment();
             tracing::info!(
-                client_id = %self.client_id,
+                client_id = %self.client_id(),
                 %filter,
                 "max_subscriptions_per_client reached: subscription refused"
             );
@@ -155,7 +155,7 @@ impl Endpoint {
         }
         let store = self.store(core);
         if let Some(store) = store {
-            store.subscribed(&self.client_id, &filter, options, identifier);
+            store.subscribed(self.client_id(), &filter, options, identifier);
         }
         self.state.subscriptions.insert(filter, options, identifier);
         store.is_some()
@@ -167,7 +167,7 @@ impl Endpoint {
         let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
         let mut changed_store = false;
         for filter in &unsubscribe.filters {
-            let existed = core.router.unsubscribe(filter.as_str(), &self.client_id);
+            let existed = core.router.unsubscribe(filter.as_str(), self.client_id());
             if let Some(backlogs) = self.state.retained.as_mut() {
                 backlogs.remove(filter);
                 if backlogs.is_empty() {
@@ -176,7 +176,7 @@ impl Endpoint {
             }
             if self.state.subscriptions.remove(filter) {
                 if let Some(store) = self.store(core) {
-                    store.unsubscribed(&self.client_id, filter);
+                    store.unsubscribed(self.client_id(), filter);
                     changed_store = true;
                 }
             }

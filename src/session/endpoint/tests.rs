@@ -49,13 +49,7 @@ fn client_with(
     let limits = crate::session::restore::inbox_limits(&context.core.config());
     let inbox = Inbox::new(Arc::from(client_id), limits);
     let role = Role::Server(ServerSide::default());
-    let mut endpoint = Endpoint::new(
-        Outbox::new(version),
-        Arc::from(client_id),
-        state,
-        inbox,
-        role,
-    );
+    let mut endpoint = Endpoint::new(Outbox::new(version), state, inbox, role);
     endpoint.limits = ClientLimits::plain(u16::MAX);
     endpoint
 }
@@ -181,7 +175,7 @@ fn a_qos2_exchange_both_ways() {
         &mut subscriber,
         Packet::PubComp(Ack::new(packet_id)),
     );
-    assert!(subscriber.state.inflight.is_empty());
+    assert!(subscriber.state.inflight().is_empty());
     poll(&context, &mut subscriber);
     assert!(sent(&mut subscriber).is_empty(), "sent once");
 }
@@ -371,7 +365,6 @@ fn bridge(context: &Context) -> Endpoint {
     )));
     let mut bridge = Endpoint::new(
         Outbox::new(ProtocolVersion::V5),
-        Arc::from("$bridge/b"),
         SessionState::default(),
         inbox,
         role,

@@ -231,7 +231,7 @@ fn claim_session(
     lease: &Lease,
     (shutdown, listener, peer): (
         &tokio_util::sync::CancellationToken,
-        Option<u64>,
+        Option<u32>,
         std::net::SocketAddr,
     ),
     parked: Option<super::manager::Parked>,
@@ -281,7 +281,7 @@ fn claim_session(
     });
     let throttle = super::throttle::Throttle::new(&core.config());
     let role = Role::Server(ServerSide::new(username, auth, throttle));
-    let mut endpoint = Endpoint::new(outbox, client_id, state, (inbox, receiver), role);
+    let mut endpoint = Endpoint::new(outbox, state, (inbox, receiver), role);
     endpoint.keep_alive = negotiated.keep_alive;
     endpoint.session_expiry = negotiated.session_expiry;
     endpoint.will = connect.will.clone().map(Box::new);

@@ -56,7 +56,7 @@ struct Active {
     /// Taken over before it attached its inbox.
     kicked: bool,
     /// The listener the connection came in on ([`crate::session::ListenerTag`]).
-    listener: Option<u64>,
+    listener: Option<u32>,
     /// Who is connected, for the admin API (none for a bridge).
     info: Option<Box<ClientInfo>>,
 }
@@ -69,16 +69,20 @@ struct SlotInner {
     /// Set when the slot is being removed from the map: an acquirer that
     /// finds it set starts over with a fresh slot.
     removed: bool,
+    /// Woken when the active connection lets go of the session: made by
+    /// the first CONNECT that has to wait for a takeover, so the slot of
+    /// a client id that was never taken over holds none.
+    released: Option<Arc<Notify>>,
 }
 
+/// One client id's session, in every connection's lease: 80 bytes with
+/// its reference counts (an allocator size class; a test checks).
 #[derive(Debug, Default)]
 struct Slot {
-    /// Serialises CONNECT handovers for one client id.
-    connect: tokio::sync::Mutex<()>,
     inner: Mutex<SlotInner>,
-    /// Woken when the active connection lets go of the session.
-    released: Notify,
 }
+
+const _: () = assert!(std::mem::size_of::<Slot>() <= 64);
 
 impl Slot {
     fn inner(&self) -> MutexGuard<'_, SlotInner> {
@@ -114,8 +118,11 @@ impl Slot {
                 removed = true;
             }
         }
+        let released = inner.released.clone();
         drop(inner);
-        self.released.notify_waiters();
+        if let Some(released) = released {
+            released.notify_waiters();
+        }
         removed
     }
 }
@@ -174,50 +181,61 @@ impl SessionManager {
     /// connection that holds it, if any, waits for it to hand back, and
     /// returns the parked session, if there is one.
     pub async fn acquire(&self, client_id: &Arc<str>) -> (Lease, Option<Parked>) {
-        loop {
+        'fresh: loop {
             let slot = Arc::clone(self.slots.entry(Arc::clone(client_id)).or_default().value());
-            let _handover = slot.connect.lock().await;
             loop {
-                // Listen before looking, so a release between the look and
-                // the wait is not missed.
-                let released = slot.released.notified();
-                tokio::pin!(released);
-                released.as_mut().enable();
-                {
+                let (holder, released) = {
                     let mut inner = slot.inner();
+                    if inner.removed {
+                        drop(inner);
+                        self.slots
+                            .remove_if(client_id, |_, current| Arc::ptr_eq(current, &slot));
+                        continue 'fresh;
+                    }
                     let Some(active) = inner.active.as_mut() else {
-                        break;
+                        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+                        inner.active = Some(Active {
+                            generation,
+                            inbox: None,
+                            kicked: false,
+                            listener: None,
+                            info: None,
+                        });
+                        let parked = inner.parked.take().map(|parked| *parked);
+                        drop(inner);
+                        let lease = Lease {
+                            generation,
+                            slot: Arc::clone(&slot),
+                            released: false,
+                        };
+                        return (lease, parked);
                     };
                     match &active.inbox {
                         Some(inbox) => inbox.interrupt(Interrupt::TakenOver),
                         None => active.kicked = true,
                     }
+                    let holder = active.generation;
+                    (
+                        holder,
+                        Arc::clone(inner.released.get_or_insert_with(Default::default)),
+                    )
+                };
+                // Listen, then look again, so a release between the look
+                // and the wait is not missed. Concurrent CONNECTs for one id
+                // are served one after the other: each that finds another
+                // holding the session interrupts it and waits its turn.
+                let wait = released.notified();
+                tokio::pin!(wait);
+                wait.as_mut().enable();
+                let held = slot
+                    .inner()
+                    .active
+                    .as_ref()
+                    .is_some_and(|active| active.generation == holder);
+                if held {
+                    wait.await;
                 }
-                released.await;
             }
-            let mut inner = slot.inner();
-            if inner.removed {
-                drop(inner);
-                self.slots
-                    .remove_if(client_id, |_, current| Arc::ptr_eq(current, &slot));
-                continue;
-            }
-            let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-            inner.active = Some(Active {
-                generation,
-                inbox: None,
-                kicked: false,
-                listener: None,
-                info: None,
-            });
-            let parked = inner.parked.take().map(|parked| *parked);
-            drop(inner);
-            let lease = Lease {
-                generation,
-                slot: Arc::clone(&slot),
-                released: false,
-            };
-            return (lease, parked);
         }
     }
 
@@ -244,7 +262,7 @@ impl SessionManager {
         lease: &Lease,
         inbox: &Arc<Inbox>,
         shutdown: &tokio_util::sync::CancellationToken,
-        listener: Option<u64>,
+        listener: Option<u32>,
     ) {
         inbox.clear_interrupt();
         let mut inner = lease.slot.inner();
@@ -281,7 +299,7 @@ impl SessionManager {
 
     /// Interrupts the sessions that came in on the listeners `ids` (a
     /// reload removed them, and their grace period is over).
-    pub fn interrupt_listeners(&self, ids: &[u64]) {
+    pub fn interrupt_listeners(&self, ids: &[u32]) {
         for slot in self.slots.iter() {
             let inner = slot.inner();
             let Some(active) = inner.active.as_ref() else {

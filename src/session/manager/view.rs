@@ -109,9 +109,9 @@ impl Report {
             .collect();
         Report {
             subscriptions,
-            inflight: state.inflight.len(),
-            queued: state.pending.len() + inbox,
-            awaiting_pubrel: state.awaiting_pubrel.len(),
+            inflight: state.inflight().len(),
+            queued: state.pending().len() + inbox,
+            awaiting_pubrel: state.awaiting_pubrel().len(),
             session_expiry,
         }
     }
@@ -151,7 +151,7 @@ pub struct SessionSummary {
 impl Parked {
     /// Its summary; with `report`, what it holds in full.
     fn summary(&self, client_id: &Arc<str>, now: Instant, report: bool) -> SessionSummary {
-        let queued = self.state.pending.len() + self.receiver.len();
+        let queued = self.state.pending().len() + self.receiver.len();
         SessionSummary {
             client_id: Arc::clone(client_id),
             connected: false,
@@ -159,7 +159,7 @@ impl Parked {
             counts: Some(Counts {
                 subscriptions: self.state.subscriptions.len(),
                 queued,
-                inflight: self.state.inflight.len(),
+                inflight: self.state.inflight().len(),
             }),
             report: report.then(|| {
                 let remaining = self.expires_at.map_or(u32::MAX, |at| {
@@ -320,7 +320,7 @@ impl SessionManager {
         let inner = slot.inner();
         match (&inner.active, &inner.parked) {
             (Some(active), _) => active.inbox.as_ref().map_or(0, |inbox| inbox.queued()),
-            (None, Some(parked)) => parked.state.pending.len() + parked.receiver.len(),
+            (None, Some(parked)) => parked.state.pending().len() + parked.receiver.len(),
             (None, None) => 0,
         }
     }
