@@ -270,7 +270,7 @@ fn claim_session(
             username: username.clone(),
             keep_alive: negotiated.keep_alive,
             clean_start: connect.clean_start,
-            connected_at: std::time::SystemTime::now(),
+            connected_at: crate::session::manager::unix_now(),
         },
     );
     outbox.set_max_packet(negotiated.max_outgoing_packet);

@@ -501,7 +501,7 @@ impl SessionManager {
 }
 
 mod view;
-pub use view::{ClientInfo, Counts, Report, SessionSummary, SubscriptionView};
+pub use view::{unix_now, ClientInfo, Counts, Report, SessionSummary, SubscriptionView};
 
 #[cfg(test)]
 mod tests;

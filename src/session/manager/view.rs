@@ -35,9 +35,20 @@ pub struct ClientInfo {
     pub keep_alive: u16,
     /// Whether it asked for a clean start.
     pub clean_start: bool,
-    /// When it connected, in seconds since the Unix epoch.
-    #[serde(serialize_with = "unix_seconds")]
-    pub connected_at: SystemTime,
+    /// When it connected, in seconds since the Unix epoch (eight bytes
+    /// rather than a `SystemTime`'s sixteen: it is kept per connection).
+    pub connected_at: u64,
+}
+
+// 64 bytes: an allocator size class.
+const _: () = assert!(std::mem::size_of::<ClientInfo>() <= 64);
+
+/// Now, in seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 fn protocol_name<S: serde::Serializer>(
@@ -49,13 +60,6 @@ fn protocol_name<S: serde::Serializer>(
         ProtocolVersion::V3_1_1 => "3.1.1",
         ProtocolVersion::V5 => "5.0",
     })
-}
-
-fn unix_seconds<S: serde::Serializer>(at: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    let seconds = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    serializer.serialize_u64(seconds.as_secs())
 }
 
 /// One subscription of a session.
