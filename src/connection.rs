@@ -257,6 +257,11 @@ where
         }
     }
 
+    /// The largest packet the peer may send.
+    pub fn max_packet_size(&self) -> u32 {
+        self.max_packet_size
+    }
+
     /// Whether nothing is half read nor half written: the connection
     /// could be taken apart without losing a byte.
     pub fn is_idle(&self) -> bool {

@@ -79,8 +79,16 @@
 //! It moved one thing: the connection's admission guard (its place in
 //! `max_connections`) belongs to the [`session::Session`], not to the
 //! task that accepted it, so it goes where the session goes and is let go
-//! only when the session closes. TLS and WebSocket connections keep their
-//! tasks (their streams hold state a bare socket cannot carry).
+//! only when the session closes. TLS, WebSocket and PROXY-protocol
+//! connections keep their tasks (their streams hold state a bare socket
+//! cannot carry). What an
+//! idle session keeps is shaped for idleness the same way: what only a
+//! busy one uses (its in-flight window, the deliveries it has taken, the
+//! QoS 2 ids awaiting PUBREL) is made on first use and let go when the
+//! connection hibernates or the session parks, a fact kept in two places
+//! is kept in one (the client id lives in the inbox), and a wait that is
+//! rare (a CONNECT waiting for a takeover) makes its own `Notify` rather
+//! than every session carrying one.
 //!
 //! The admin listener ([`admin`]) is the one way in that is not MQTT: an
 //! HTTP server (hyper under axum) on the broker's runtime, its own

@@ -299,3 +299,36 @@ async fn zero_turns_hibernation_off() {
     })
     .await;
 }
+
+// A reload that lowers `max_packet_size` applies to new connections only:
+// a connection that hibernated keeps the limit it connected with (at MQTT
+// 5, the Maximum Packet Size its CONNACK granted [MQTT-3.2.2-15] (v5.0)).
+#[tokio::test]
+async fn a_hibernated_connection_keeps_its_packet_size_limit_across_a_reload() {
+    timed(async {
+        let config = |max_packet_size| petrel::Config {
+            hibernate_after_ms: HIBERNATE_AFTER_MS,
+            max_packet_size,
+            ..test_config()
+        };
+        let broker = TestBroker::with_config(config(4096)).await;
+        let mut subscriber = RawClient::connect(broker.addr, "subscriber").await;
+        subscriber.subscribe(1, &[("big/#", QoS::AtMostOnce)]).await;
+        let mut publisher = RawClient::connect(broker.addr, "publisher").await;
+        hibernating(&broker, 2).await;
+        let lowered = config(256);
+        let checked = petrel::reload::Checked::of(&lowered).expect("a valid configuration");
+        broker.broker.apply(lowered, checked).await;
+        publisher
+            .publish("big/a", &[7; 1024], QoS::AtMostOnce, false, 0)
+            .await;
+        let publish = subscriber.recv_publish().await;
+        assert_eq!(publish.payload.len(), 1024);
+        // A new connection has the new limit.
+        let mut late = RawClient::connect(broker.addr, "late").await;
+        late.publish("big/b", &[7; 1024], QoS::AtMostOnce, false, 0)
+            .await;
+        late.expect_closed().await;
+    })
+    .await;
+}

@@ -192,7 +192,7 @@ pub struct Config {
     /// Sets TCP_NODELAY on client sockets.
     pub tcp_nodelay: bool,
     /// Milliseconds a plain TCP connection may sit idle (nothing read,
-    /// written or delivered, nothing in flight to send) before it
+    /// written or delivered, nothing waiting to be sent) before it
     /// hibernates: it waits without a task of its own until its socket,
     /// its inbox or its keep-alive deadline wakes it; 0: never.
     pub hibernate_after_ms: u64,

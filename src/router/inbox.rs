@@ -229,8 +229,10 @@ impl Inbox {
         true
     }
 
-    /// Forgets the hibernating connection's waker (it woke).
-    pub fn wake_up(&self) {
+    /// Forgets the waker of whoever last waited for the session: a
+    /// hibernating connection's (it woke), or an ended task's (the session
+    /// parks; a task's waker would keep the task's memory).
+    pub fn forget_waker(&self) {
         self.lock().waker = None;
     }
 

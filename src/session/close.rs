@@ -159,6 +159,7 @@ pub fn park(
         ..
     } = endpoint;
     state.compact();
+    inbox.forget_waker();
     let parked = Parked {
         state,
         inbox,

@@ -18,8 +18,9 @@
 //! which finds what woke it as it would have had it been awake. A
 //! hibernating connection counts as a running task for shutdown.
 //!
-//! TLS and WebSocket connections never hibernate: their streams keep
-//! state (a TLS session, a frame decoder) a plain socket cannot hold.
+//! TLS, WebSocket and PROXY-protocol connections never hibernate: their
+//! streams keep state (a TLS session, a frame decoder, bytes read past
+//! the PROXY header) a plain socket cannot hold.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -83,12 +84,12 @@ struct Sleeper {
     socket: std::net::TcpStream,
     endpoint: Endpoint,
     lease: Lease,
-    /// The client's address when it is not the socket's peer (it came
-    /// through a proxy): boxed, as most connections have none.
-    proxied: Option<Box<SocketAddr>>,
     guard: Option<OpenConnection>,
     /// Counts it as a running task until it wakes (for shutdown).
     _running: TaskTrackerToken,
+    /// The largest packet the client may send, as its CONNACK granted
+    /// (a reload since changes it for new connections only).
+    max_packet: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Sleeper>() <= 256);
@@ -152,6 +153,21 @@ impl State {
         self.deadlines = BinaryHeap::from(deadlines);
     }
 
+    /// The key an event's token names: the token is the key where a
+    /// pointer-sized token holds it, and the slot's index alone on 32-bit
+    /// targets, where the slot's connection now is meant (an event for the
+    /// one before it there wakes it early, which is harmless).
+    fn key_of(&self, token: Token) -> u64 {
+        let raw = token.0 as u64;
+        if raw >> 32 != 0 {
+            return raw;
+        }
+        let index = raw & u64::from(u32::MAX);
+        self.slots
+            .get(index as usize)
+            .map_or(raw, |slot| (u64::from(slot.generation) << 32) | index)
+    }
+
     fn take(&mut self, key: u64) -> Option<Box<Sleeper>> {
         let index = (key & u64::from(u32::MAX)) as u32;
         let slot = self.slots.get_mut(index as usize)?;
@@ -162,6 +178,12 @@ impl State {
         self.free.push(index);
         Some(sleeper)
     }
+}
+
+/// The token a socket is registered with: its key, or where a token is
+/// narrower than a key, its slot's index ([`State::key_of`]).
+fn token(key: u64) -> Token {
+    Token(usize::try_from(key).unwrap_or((key & u64::from(u32::MAX)) as usize))
 }
 
 /// What the thread and the wakers share.
@@ -295,15 +317,11 @@ fn watch(mut poll: Poll, shared: Arc<Shared>) {
             }
             continue;
         }
-        due.extend(
-            events
-                .iter()
-                .map(|event| event.token())
-                .filter(|token| *token != WAKE)
-                .map(|token| token.0 as u64),
-        );
         let waking: Vec<Box<Sleeper>> = {
             let mut state = shared.lock();
+            let readable = events.iter().map(|event| event.token());
+            let readable = readable.filter(|token| *token != WAKE);
+            due.extend(readable.map(|token| state.key_of(token)));
             due.append(&mut state.woken);
             let now = Instant::now();
             while let Some(Reverse((at, key))) = state.deadlines.peek().copied() {
@@ -357,15 +375,14 @@ async fn awake_inner(context: Arc<Context>, sleeper: Box<Sleeper>) {
         socket,
         endpoint,
         lease,
-        proxied,
         guard,
         _running,
+        max_packet,
     } = *sleeper;
-    endpoint.inbox.wake_up();
-    let peer = match proxied {
-        Some(peer) => Ok(*peer),
-        None => socket.peer_addr(),
-    };
+    endpoint.inbox.forget_waker();
+    // The client's address is the socket's peer: a connection that came
+    // through a proxy (with a PROXY header) never hibernates.
+    let peer = socket.peer_addr();
     let (stream, peer) = match peer.and_then(|peer| Ok((TcpStream::from_std(socket)?, peer))) {
         Ok(awake) => awake,
         Err(error) => {
@@ -376,7 +393,14 @@ async fn awake_inner(context: Arc<Context>, sleeper: Box<Sleeper>) {
         }
     };
     let (reader, writer) = stream.into_split();
-    let session = rebuild(&context, reader, writer, endpoint, lease, peer, guard);
+    let session = rebuild(
+        &context,
+        (reader, writer, max_packet),
+        endpoint,
+        lease,
+        peer,
+        guard,
+    );
     drop(_running);
     super::driver::run(&context, session).await;
 }
@@ -404,6 +428,7 @@ where
         peer,
         guard,
     } = *session;
+    let max_packet = connection.max_packet_size();
     let socket = match connection.into_halves().into_socket() {
         Ok(socket) => socket,
         Err(error) => {
@@ -418,28 +443,44 @@ where
         .map(tokio::time::Instant::into_std);
     let inbox = Arc::clone(&endpoint.inbox);
     let fd = socket.as_raw_fd();
-    let proxied = (socket.peer_addr().ok() != Some(peer)).then(|| Box::new(peer));
     let sleeper = Box::new(Sleeper {
         socket,
         endpoint,
         lease,
-        proxied,
         guard,
         _running: context.core.tasks.hold(),
+        max_packet,
     });
     let metrics = &context.core.metrics;
     // Counted before the thread can see it: it counts the waking.
     metrics.connections_hibernating.increment();
     let mut state = shared.lock();
     let key = state.insert(sleeper);
-    // Edge-triggered: bytes that came before this still make it readable.
-    if let Err(error) =
-        shared
-            .registry
-            .register(&mut SourceFd(&fd), Token(key as usize), Interest::READABLE)
-    {
-        tracing::debug!(%error, "could not register a socket for hibernation");
-        // The session goes on awake, in a task of its own again.
+    // The inbox's waker goes in before anything can wake the connection
+    // (under the lock, the thread cannot take it yet): put in later, it
+    // could replace the waker of the task the connection woke into. The
+    // lock order is the slab's, then the queue's: an inbox calls its
+    // waker only after letting go of its queue.
+    let waker = Arc::new(InboxWaker {
+        shared: Arc::downgrade(shared),
+        key,
+    });
+    let awake = !inbox.hibernate(waker.into())
+        // Edge-triggered: bytes that came before this still make it readable.
+        || match shared.registry.register(
+            &mut SourceFd(&fd),
+            token(key),
+            Interest::READABLE,
+        ) {
+            Ok(()) => false,
+            Err(error) => {
+                tracing::debug!(%error, "could not register a socket for hibernation");
+                true
+            }
+        };
+    if awake {
+        // Something waits for the session already, or its socket could
+        // not be watched: it goes on awake, in a task of its own again.
         if let Some(sleeper) = state.take(key) {
             drop(state);
             wake(shared, sleeper);
@@ -463,15 +504,6 @@ where
         shared.notify();
     }
     metrics.hibernations.increment();
-    // Last: a wake-up from the inbox finds the connection in the slab.
-    let waker = Arc::new(InboxWaker {
-        shared: Arc::downgrade(shared),
-        key,
-    });
-    if !inbox.hibernate(waker.into()) {
-        // Something came in the meantime: wake at once.
-        shared.wake(key);
-    }
     Ok(())
 }
 
@@ -488,8 +520,7 @@ async fn lost(
     tracing::warn!(%error, client_id = %endpoint.client_id(), "lost a socket while it hibernated");
     let session = rebuild(
         context,
-        tokio::io::empty(),
-        tokio::io::sink(),
+        (tokio::io::empty(), tokio::io::sink(), 0),
         endpoint,
         lease,
         peer,
@@ -501,8 +532,7 @@ async fn lost(
 /// A session again from its hibernated parts, on a new reader and writer.
 fn rebuild<R, W>(
     context: &Context,
-    reader: R,
-    writer: W,
+    (reader, writer, max_packet): (R, W, u32),
     endpoint: Endpoint,
     lease: Lease,
     peer: SocketAddr,
@@ -515,7 +545,7 @@ where
     let mut connection = Connection::new(
         reader,
         writer,
-        context.core.config().max_packet_size,
+        max_packet as usize,
         Arc::clone(&context.core.metrics),
     );
     connection.version = endpoint.outbox.version();

@@ -184,6 +184,11 @@ impl SessionState {
         self.flight.get_or_insert_with(Default::default)
     }
 
+    /// Whether room for what is in flight has been made.
+    pub fn has_flight(&self) -> bool {
+        self.flight.is_some()
+    }
+
     /// Drops what holds nothing in flight (and the capacity it kept).
     pub fn compact(&mut self) {
         if self.flight.as_ref().is_some_and(|flight| flight.is_empty()) {

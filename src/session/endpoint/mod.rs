@@ -536,6 +536,7 @@ impl Endpoint {
             && self.state.pending().is_empty()
             && self.state.unsent() == 0
             && self.state.retained.is_none()
+            && self.receiver.is_empty()
     }
 
     /// Whether packets still wait for the store.

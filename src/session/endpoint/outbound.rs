@@ -75,6 +75,11 @@ impl Endpoint {
     /// that must go just ahead of a live message on its topic (live
     /// messages may go before the SUBACK, as section 3.8.4 allows).
     fn next_delivery(&mut self, core: &Core) -> Option<Delivery> {
+        // A session with nothing in flight has no room made for it yet:
+        // none is made for nothing.
+        if !self.state.has_flight() && self.state.retained.is_none() && self.receiver.is_empty() {
+            return None;
+        }
         let (pending, retained) = self.state.pending_and_retained();
         if pending.is_empty() {
             self.receiver.drain_into(pending, PULL_BATCH);
