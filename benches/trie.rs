@@ -20,11 +20,11 @@ const BUILDINGS: usize = 100;
 const FLOORS: usize = 10;
 const DEVICES: usize = 70;
 
-fn tree() -> TopicTree<u32> {
+fn tree() -> TopicTree<(Arc<str>, u32)> {
     let mut tree = TopicTree::new();
     let mut id = 0u32;
-    let mut add = |tree: &mut TopicTree<u32>, filter: String| {
-        tree.insert(None, &filter, Arc::from(format!("client-{id}")), id);
+    let mut add = |tree: &mut TopicTree<(Arc<str>, u32)>, filter: String| {
+        tree.insert(None, &filter, (Arc::from(format!("client-{id}")), id));
         id += 1;
     };
     for s in 0..SITES {
@@ -67,7 +67,7 @@ fn tree() -> TopicTree<u32> {
     tree
 }
 
-fn count(tree: &TopicTree<u32>, topic: &str) -> usize {
+fn count(tree: &TopicTree<(Arc<str>, u32)>, topic: &str) -> usize {
     let mut matched = 0;
     tree.for_each_match(topic, |found| {
         matched += match found {
@@ -99,8 +99,7 @@ fn trie(c: &mut Criterion) {
             tree.insert(
                 None,
                 black_box("site/3/building/42/floor/7/device/999/humidity"),
-                Arc::clone(&client),
-                1,
+                (Arc::clone(&client), 1),
             );
             tree.remove(
                 None,

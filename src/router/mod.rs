@@ -46,6 +46,16 @@ pub struct Subscriber {
     pub shared: Option<Arc<str>>,
 }
 
+impl topic_tree::Member for Subscriber {
+    fn client_id(&self) -> &str {
+        self.inbox.client_id()
+    }
+}
+
+// With the trie keeping no client id beside it, 32 bytes a subscription:
+// an allocator size class.
+const _: () = assert!(std::mem::size_of::<Subscriber>() <= 32);
+
 /// What [`Router::publish`] did with a message.
 #[derive(Debug, Default)]
 pub struct Routed {
@@ -151,10 +161,12 @@ impl Router {
         let publisher = message.publisher.as_deref();
         let mut targets: Vec<Target> = Vec::new();
         read(&self.tree).for_each_match(message.topic.as_str(), |found| match found {
-            Match::One(client, subscriber) => {
+            Match::One(subscriber) => {
                 // [MQTT-3.8.3-3] (v5.0): No Local keeps a client's own
                 // messages from it.
-                if !(subscriber.options.no_local && publisher == Some(&**client)) {
+                if !(subscriber.options.no_local
+                    && publisher == Some(&**subscriber.inbox.client_id()))
+                {
                     targets.push(Target::new(subscriber));
                 }
             }
@@ -294,7 +306,6 @@ impl Router {
     /// Adds or replaces a subscription; true if the client already had one
     /// to this filter. A `$share/{group}/{filter}` filter joins the group.
     pub fn subscribe(&self, filter: &str, mut subscriber: Subscriber) -> bool {
-        let client = Arc::clone(subscriber.inbox.client_id());
         let (group, inner) = match shared::parse(filter) {
             Ok(Some((group, inner))) => {
                 subscriber.shared = Some(Arc::from(filter));
@@ -302,9 +313,7 @@ impl Router {
             }
             _ => (None, filter),
         };
-        write(&self.tree)
-            .insert(group, inner, client, subscriber)
-            .is_some()
+        write(&self.tree).insert(group, inner, subscriber).is_some()
     }
 
     /// Removes a subscription (or a membership of a shared group); true if
@@ -448,19 +457,18 @@ pub struct SubscriptionEntry {
 
 impl SubscriptionEntry {
     fn of(filter: &str, found: topic_tree::Match<'_, Subscriber>) -> Vec<SubscriptionEntry> {
-        let entry =
-            |client: &Arc<str>, subscriber: &Subscriber, group: Option<&str>| SubscriptionEntry {
-                client_id: Arc::clone(client),
-                filter: filter.to_owned(),
-                group: group.map(str::to_owned),
-                qos: subscriber.options.qos as u8,
-            };
+        let entry = |subscriber: &Subscriber, group: Option<&str>| SubscriptionEntry {
+            client_id: Arc::clone(subscriber.inbox.client_id()),
+            filter: filter.to_owned(),
+            group: group.map(str::to_owned),
+            qos: subscriber.options.qos as u8,
+        };
         match found {
-            topic_tree::Match::One(client, subscriber) => vec![entry(client, subscriber, None)],
+            topic_tree::Match::One(subscriber) => vec![entry(subscriber, None)],
             topic_tree::Match::Group(group) => group
                 .members
                 .iter()
-                .map(|(client, subscriber)| entry(client, subscriber, Some(&group.name)))
+                .map(|subscriber| entry(subscriber, Some(&group.name)))
                 .collect(),
         }
     }

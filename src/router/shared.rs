@@ -54,10 +54,10 @@ pub fn choose<'a>(
     } % count;
     let candidates = (0..count)
         .map(|step| (start + step) % count)
-        .filter(|&index| exclude != Some(&*members[index].0));
+        .filter(|&index| exclude != Some(members[index].inbox.client_id()));
     let mut fallback = None;
     for index in candidates {
-        let subscriber = &members[index].1;
+        let subscriber = &members[index];
         fallback.get_or_insert(index);
         if subscriber.inbox.is_online() && subscriber.inbox.has_room() {
             if strategy == SharedStrategy::Sticky && index != start {
@@ -66,7 +66,7 @@ pub fn choose<'a>(
             return Some(subscriber);
         }
     }
-    fallback.map(|index| &members[index].1)
+    fallback.map(|index| &members[index])
 }
 
 #[cfg(test)]

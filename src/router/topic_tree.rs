@@ -8,6 +8,21 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+/// A subscriber as the trie holds it: it knows its client, so the trie
+/// keeps no second copy of the id beside it (every subscription pays for
+/// what an entry holds).
+pub trait Member {
+    /// The client the subscription is of.
+    fn client_id(&self) -> &str;
+}
+
+/// A client id and a value: a member for trees that hold plain values.
+impl<T> Member for (Arc<str>, T) {
+    fn client_id(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A trie of topic filters to subscribers of type `S`, keyed by client id.
 #[derive(Debug)]
 pub struct TopicTree<S> {
@@ -26,7 +41,7 @@ struct Node<S> {
     /// entry 40 bytes smaller (measured with the connections benchmark).
     #[allow(clippy::box_collection)]
     children: Option<Box<HashMap<Box<str>, Node<S>>>>,
-    subscribers: Vec<(Arc<str>, S)>,
+    subscribers: Vec<S>,
     /// Shared subscription groups whose filter ends here; boxed and absent
     /// in almost every node.
     #[allow(clippy::box_collection)]
@@ -39,8 +54,8 @@ struct Node<S> {
 pub struct Group<S> {
     /// The group's name (`{group}` in `$share/{group}/{filter}`).
     pub name: Box<str>,
-    /// The members, by client id.
-    pub members: Vec<(Arc<str>, S)>,
+    /// The members (one per client id).
+    pub members: Vec<S>,
     /// Where the choice of member continues (round robin) or stays
     /// (sticky).
     pub cursor: AtomicUsize,
@@ -50,7 +65,7 @@ pub struct Group<S> {
 #[derive(Debug)]
 pub enum Match<'a, S> {
     /// A subscriber whose filter matches.
-    One(&'a Arc<str>, &'a S),
+    One(&'a S),
     /// A shared group whose filter matches.
     Group(&'a Group<S>),
 }
@@ -65,7 +80,7 @@ impl<S> Default for Node<S> {
     }
 }
 
-impl<S> Node<S> {
+impl<S: Member> Node<S> {
     fn child(&self, level: &str) -> Option<&Node<S>> {
         self.children.as_ref()?.get(level)
     }
@@ -97,8 +112,8 @@ impl<S> Node<S> {
     }
 
     fn visit_all<'a>(&'a self, visit: &mut impl FnMut(Match<'a, S>)) {
-        for (client, subscriber) in &self.subscribers {
-            visit(Match::One(client, subscriber));
+        for subscriber in &self.subscribers {
+            visit(Match::One(subscriber));
         }
         for group in self.groups.iter().flat_map(|groups| groups.iter()) {
             visit(Match::Group(group));
@@ -106,14 +121,14 @@ impl<S> Node<S> {
     }
 }
 
-fn remove_member<S>(
-    members: &mut Vec<(Arc<str>, S)>,
+fn remove_member<S: Member>(
+    members: &mut Vec<S>,
     client: &str,
     which: &dyn Fn(&S) -> bool,
 ) -> bool {
     let Some(index) = members
         .iter()
-        .position(|(id, subscriber)| &**id == client && which(subscriber))
+        .position(|subscriber| subscriber.client_id() == client && which(subscriber))
     else {
         return false;
     };
@@ -135,7 +150,7 @@ impl<S> Default for TopicTree<S> {
     }
 }
 
-impl<S> TopicTree<S> {
+impl<S: Member> TopicTree<S> {
     /// An empty tree.
     pub fn new() -> Self {
         TopicTree::default()
@@ -151,16 +166,10 @@ impl<S> TopicTree<S> {
         self.subscriptions == 0
     }
 
-    /// Adds or replaces `client`'s subscription to `filter`, as a member
+    /// Adds or replaces its client's subscription to `filter`, as a member
     /// of shared group `group` if one is given. Returns the subscriber it
     /// replaced, if any.
-    pub fn insert(
-        &mut self,
-        group: Option<&str>,
-        filter: &str,
-        client: Arc<str>,
-        subscriber: S,
-    ) -> Option<S> {
+    pub fn insert(&mut self, group: Option<&str>, filter: &str, subscriber: S) -> Option<S> {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = node
@@ -188,12 +197,13 @@ impl<S> TopicTree<S> {
                 &mut groups[index].members
             }
         };
-        if let Some(slot) = members.iter_mut().find(|(id, _)| *id == client) {
-            return Some(std::mem::replace(&mut slot.1, subscriber));
+        let client = subscriber.client_id();
+        if let Some(slot) = members.iter_mut().find(|s| s.client_id() == client) {
+            return Some(std::mem::replace(slot, subscriber));
         }
         // Grow one at a time: most nodes keep a single subscriber.
         members.reserve_exact(1);
-        members.push((client, subscriber));
+        members.push(subscriber);
         self.subscriptions += 1;
         None
     }
@@ -292,8 +302,8 @@ impl<S> TopicTree<S> {
         visit: &mut impl FnMut(&str, Match<'a, S>) -> bool,
     ) -> bool {
         if depth > 0 {
-            for (client, subscriber) in &node.subscribers {
-                if !visit(filter, Match::One(client, subscriber)) {
+            for subscriber in &node.subscribers {
+                if !visit(filter, Match::One(subscriber)) {
                     return false;
                 }
             }
@@ -357,10 +367,10 @@ mod tests {
     use crate::protocol::filter_matches;
     use std::sync::Arc;
 
-    fn matches(tree: &TopicTree<u32>, topic: &str) -> Vec<u32> {
+    fn matches(tree: &TopicTree<(Arc<str>, u32)>, topic: &str) -> Vec<u32> {
         let mut found = Vec::new();
         tree.for_each_match(topic, |found_match| match found_match {
-            Match::One(_, value) => found.push(*value),
+            Match::One((_, value)) => found.push(*value),
             Match::Group(group) => found.extend(group.members.iter().map(|(_, v)| *v)),
         });
         found.sort();
@@ -405,7 +415,7 @@ mod tests {
         assert!(!CASES.is_empty());
         for (filter, topic, expected) in CASES {
             let mut tree = TopicTree::new();
-            tree.insert(None, filter, Arc::from("c"), 1u32);
+            tree.insert(None, filter, (Arc::from("c"), 1u32));
             assert_eq!(
                 !matches(&tree, topic).is_empty(),
                 *expected,
@@ -422,10 +432,13 @@ mod tests {
     #[test]
     fn insert_replace_remove_and_prune() {
         let mut tree = TopicTree::new();
-        assert_eq!(tree.insert(None, "a/+", Arc::from("c1"), 1), None);
-        assert_eq!(tree.insert(None, "a/#", Arc::from("c1"), 2), None);
-        assert_eq!(tree.insert(None, "a/b", Arc::from("c2"), 3), None);
-        assert_eq!(tree.insert(None, "a/b", Arc::from("c2"), 4), Some(3));
+        assert_eq!(tree.insert(None, "a/+", (Arc::from("c1"), 1)), None);
+        assert_eq!(tree.insert(None, "a/#", (Arc::from("c1"), 2)), None);
+        assert_eq!(tree.insert(None, "a/b", (Arc::from("c2"), 3)), None);
+        assert_eq!(
+            tree.insert(None, "a/b", (Arc::from("c2"), 4)),
+            Some((Arc::from("c2"), 3))
+        );
         assert_eq!(tree.len(), 3);
         assert_eq!(matches(&tree, "a/b"), vec![1, 2, 4]);
         assert!(tree.remove(None, "a/+", "c1"));
@@ -443,15 +456,15 @@ mod tests {
     #[test]
     fn shared_groups_are_matched_and_pruned() {
         let mut tree = TopicTree::new();
-        tree.insert(Some("g"), "a/+", Arc::from("c1"), 1u32);
-        tree.insert(Some("g"), "a/+", Arc::from("c2"), 2);
-        tree.insert(Some("h"), "a/+", Arc::from("c1"), 3);
-        tree.insert(None, "a/+", Arc::from("c1"), 4);
+        tree.insert(Some("g"), "a/+", (Arc::from("c1"), 1u32));
+        tree.insert(Some("g"), "a/+", (Arc::from("c2"), 2));
+        tree.insert(Some("h"), "a/+", (Arc::from("c1"), 3));
+        tree.insert(None, "a/+", (Arc::from("c1"), 4));
         assert_eq!(tree.len(), 4);
         let mut groups = Vec::new();
         let mut plain = Vec::new();
         tree.for_each_match("a/b", |found| match found {
-            Match::One(_, value) => plain.push(*value),
+            Match::One((_, value)) => plain.push(*value),
             Match::Group(group) => groups.push((
                 group.name.to_string(),
                 group.members.iter().map(|(_, v)| *v).collect::<Vec<_>>(),

@@ -231,17 +231,10 @@ impl SessionState {
         &mut self.flight_mut().pending
     }
 
-    /// The pending deliveries and the retained backlogs together, to
-    /// take turns between them.
-    #[allow(clippy::type_complexity)]
-    pub fn pending_and_retained(
-        &mut self,
-    ) -> (
-        &mut VecDeque<Delivery>,
-        &mut Option<Box<crate::session::retained::Backlogs>>,
-    ) {
-        let flight = self.flight.get_or_insert_with(Default::default);
-        (&mut flight.pending, &mut self.retained)
+    /// The next pending delivery, if any (making no room when there is
+    /// none).
+    pub fn pop_pending(&mut self) -> Option<Delivery> {
+        self.flight.as_mut()?.pending.pop_front()
     }
 
     /// A packet id not used by any message in flight [MQTT-2.3.1-2]

@@ -75,32 +75,34 @@ impl Endpoint {
     /// that must go just ahead of a live message on its topic (live
     /// messages may go before the SUBACK, as section 3.8.4 allows).
     fn next_delivery(&mut self, core: &Core) -> Option<Delivery> {
-        // A session with nothing in flight has no room made for it yet:
-        // none is made for nothing.
-        if !self.state.has_flight() && self.state.retained.is_none() && self.receiver.is_empty() {
-            return None;
+        // Room for pending deliveries is made only for some to go there
+        // (once made, it stays while the connection is awake: one lock).
+        if self.state.pending().is_empty() && (self.state.has_flight() || !self.receiver.is_empty())
+        {
+            self.receiver
+                .drain_into(self.state.pending_mut(), PULL_BATCH);
         }
-        let (pending, retained) = self.state.pending_and_retained();
-        if pending.is_empty() {
-            self.receiver.drain_into(pending, PULL_BATCH);
-        }
-        let Some(backlogs) = retained.as_mut() else {
-            return pending.pop_front();
+        let pending_empty = self.state.pending().is_empty();
+        let Some(backlogs) = self.state.retained.as_mut() else {
+            return self.state.pop_pending();
         };
-        let backlog_first = backlogs.take_turn() || pending.is_empty();
+        let backlog_first = backlogs.take_turn() || pending_empty;
         if backlog_first && self.held.is_none() {
             match backlogs.next(&core.router) {
                 Some(retained) => return Some(retained),
                 None => {
-                    *retained = None;
-                    return pending.pop_front();
+                    self.state.retained = None;
+                    return self.state.pop_pending();
                 }
             }
         }
-        let live = pending.pop_front()?;
+        let live = self.state.pop_pending()?;
+        let Some(backlogs) = self.state.retained.as_mut() else {
+            return Some(live);
+        };
         match backlogs.ahead_of(&core.router, &live.message) {
             Some(retained) => {
-                pending.push_front(live);
+                self.state.pending_mut().push_front(live);
                 Some(retained)
             }
             None => Some(live),
