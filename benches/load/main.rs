@@ -196,6 +196,24 @@ pub enum Scenario {
         #[arg(long, default_value_t = 20_000)]
         settle_ms: u64,
     },
+    /// A reconnect storm, as after a gateway reboot: S persistent
+    /// sessions, each subscribed at QoS 1 to a topic of its own, go
+    /// offline; M QoS 1 messages are queued for each; then every one
+    /// reconnects at once. Times how long until all are connected and
+    /// have their messages, and counts what was lost.
+    Reconnect {
+        #[arg(long, default_value_t = 19_000)]
+        sessions: usize,
+        /// Messages queued for each session while it is offline.
+        #[arg(long, default_value_t = 1)]
+        messages: usize,
+        /// Source addresses 127.0.0.2 .. 127.0.0.(1+N).
+        #[arg(long, default_value_t = 8)]
+        sources: u8,
+        /// Connections being set up at once.
+        #[arg(long, default_value_t = 256)]
+        parallel: usize,
+    },
 }
 
 fn main() {
@@ -405,6 +423,17 @@ fn check(cli: &Cli, report: &Report) -> Result<(), Error> {
             return Err(format!(
                 "check: {} of {connections} connections held",
                 figure("held")
+            )
+            .into());
+        }
+        return Ok(());
+    }
+    if let Scenario::Reconnect { .. } = cli.scenario {
+        if figure("lost") > 0.0 || figure("failed") > 0.0 {
+            return Err(format!(
+                "check: {} messages lost, {} reconnects failed",
+                figure("lost"),
+                figure("failed")
             )
             .into());
         }

@@ -133,6 +133,15 @@ pub async fn run(
             parallel,
             settle_ms,
         } => connections_scenario(addr, broker, connections, sources, parallel, settle_ms).await,
+        Scenario::Reconnect {
+            sessions,
+            messages,
+            sources,
+            parallel,
+        } => {
+            let spread = Spread { sources, parallel };
+            reconnect_scenario(addr, broker, sessions, messages, spread).await
+        }
     }
 }
 
@@ -1240,34 +1249,21 @@ async fn connections_scenario(
 ) -> Result<Report, Error> {
     let before = usage(broker);
     let started = Instant::now();
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    let mut tasks = JoinSet::new();
-    for index in 0..connections {
-        let permit = Arc::clone(&semaphore).acquire_owned().await?;
-        let source = IpAddr::V4(Ipv4Addr::new(
-            127,
-            0,
-            0,
-            2 + (index % sources.max(1) as usize) as u8,
-        ));
-        tasks.spawn(async move {
-            let result = async {
-                let mut client =
-                    Client::connect(addr, Some(source), &format!("load-idle-{index}"), 60).await?;
-                client
-                    .subscribe(&format!("idle/{index}"), QoS::AtMostOnce)
-                    .await?;
-                Ok::<Client, Error>(client)
-            }
-            .await;
-            drop(permit);
-            result
-        });
-    }
+    let spread = Spread { sources, parallel };
+    let connected = spread
+        .run(connections, |index| async move {
+            let id = format!("load-idle-{index}");
+            let mut client = Client::connect(addr, Some(spread.source(index)), &id, 60).await?;
+            client
+                .subscribe(&format!("idle/{index}"), QoS::AtMostOnce)
+                .await?;
+            Ok(client)
+        })
+        .await?;
     let mut clients = Vec::with_capacity(connections);
     let mut failed = 0u64;
-    while let Some(result) = tasks.join_next().await {
-        match result? {
+    for result in connected {
+        match result {
             Ok(client) => clients.push(client),
             Err(error) => {
                 if failed == 0 {
@@ -1333,6 +1329,180 @@ async fn connections_scenario(
         report
             .figures
             .push(("broker_cpu_seconds", after.cpu_seconds - before.cpu_seconds));
+    }
+    drop(clients);
+    Ok(report)
+}
+
+/// How a scenario's many clients come in: from how many source addresses,
+/// and how many setting up at once.
+#[derive(Clone, Copy)]
+struct Spread {
+    sources: u8,
+    parallel: usize,
+}
+
+impl Spread {
+    /// The source address of client `index`.
+    fn source(self, index: usize) -> IpAddr {
+        let host = 2 + (index % usize::from(self.sources.max(1))) as u8;
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, host))
+    }
+
+    /// Runs `each(index)` for every index below `count`, `parallel` at a
+    /// time; the results in completion order.
+    async fn run<T, F, Fut>(self, count: usize, each: F) -> Result<Vec<Result<T, Error>>, Error>
+    where
+        T: Send + 'static,
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(self.parallel.max(1)));
+        let mut tasks = JoinSet::new();
+        for index in 0..count {
+            let permit = Arc::clone(&semaphore).acquire_owned().await?;
+            let task = each(index);
+            tasks.spawn(async move {
+                let result = task.await;
+                drop(permit);
+                result
+            });
+        }
+        let mut results = Vec::with_capacity(count);
+        while let Some(result) = tasks.join_next().await {
+            results.push(result?);
+        }
+        Ok(results)
+    }
+}
+
+/// See [`Scenario::Reconnect`].
+async fn reconnect_scenario(
+    addr: SocketAddr,
+    broker: Option<&Broker>,
+    sessions: usize,
+    messages: usize,
+    spread: Spread,
+) -> Result<Report, Error> {
+    // The sessions, made and left.
+    let made = spread
+        .run(sessions, |index| async move {
+            let id = format!("load-storm-{index}");
+            let mut client =
+                Client::connect_session(addr, Some(spread.source(index)), &id, 60, false).await?;
+            client
+                .subscribe(&format!("storm/{index}"), QoS::AtLeastOnce)
+                .await?;
+            client.writer.disconnect().await;
+            Ok(())
+        })
+        .await?;
+    if let Some(Err(error)) = made.iter().find(|made| made.is_err()) {
+        return Err(format!("a session could not be made: {error}").into());
+    }
+    // Their messages, queued while they are offline: acknowledged by the
+    // broker before the storm begins.
+    let total = sessions * messages;
+    let mut publisher = Client::connect(addr, None, "load-storm-publisher", 60).await?;
+    const WINDOW: usize = 1_000;
+    let (mut sent, mut acked) = (0usize, 0usize);
+    while acked < total {
+        while sent < total && sent - acked < WINDOW {
+            let topic = format!("storm/{}", sent % sessions);
+            let id = packet_id(sent as u64).get();
+            push_publish(
+                publisher.writer.buffer(),
+                topic.as_bytes(),
+                QoS::AtLeastOnce,
+                id,
+                16,
+            );
+            sent += 1;
+        }
+        publisher.writer.flush().await?;
+        while acked < sent && (sent - acked >= WINDOW / 2 || sent == total) {
+            if let Packet::PubAck(_) = publisher.reader.next().await? {
+                acked += 1;
+            }
+        }
+    }
+    publisher.writer.disconnect().await;
+    // The storm.
+    let before = usage(broker);
+    let started = Instant::now();
+    let storm = spread
+        .run(sessions, |index| async move {
+            let id = format!("load-storm-{index}");
+            let mut client =
+                Client::connect_session(addr, Some(spread.source(index)), &id, 60, false).await?;
+            let mut received = 0usize;
+            while received < messages {
+                let next = tokio::time::timeout(Duration::from_secs(30), client.reader.next());
+                match next.await {
+                    Ok(Ok(Packet::Publish(publish))) => {
+                        received += 1;
+                        if let Some(packet_id) = publish.packet_id {
+                            let ack = petrel::protocol::Ack::new(packet_id);
+                            client.writer.push(&Packet::PubAck(ack))?;
+                            client.writer.flush().await?;
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return Err(error),
+                    // What has not come in 30 s counts as lost.
+                    Err(_) => break,
+                }
+            }
+            Ok((received, client))
+        })
+        .await?;
+    let storm_seconds = started.elapsed().as_secs_f64();
+    let after = usage(broker);
+    let mut received = 0usize;
+    let mut failed = 0usize;
+    let mut clients = Vec::with_capacity(sessions);
+    for result in storm {
+        match result {
+            Ok((count, client)) => {
+                received += count;
+                clients.push(client);
+            }
+            Err(error) => {
+                if failed == 0 {
+                    eprintln!("a reconnect failed: {error}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    let mut report = report(
+        "reconnect",
+        broker,
+        vec![
+            ("sessions", sessions.to_string()),
+            ("messages", messages.to_string()),
+            ("sources", spread.sources.to_string()),
+            ("parallel", spread.parallel.to_string()),
+        ],
+    );
+    report.figures.push(("reconnected", clients.len() as f64));
+    report.figures.push(("failed", failed as f64));
+    report.figures.push(("queued", total as f64));
+    report.figures.push(("received", received as f64));
+    report
+        .figures
+        .push(("lost", total.saturating_sub(received) as f64));
+    report.figures.push(("storm_seconds", storm_seconds));
+    report
+        .figures
+        .push(("reconnects_per_sec", clients.len() as f64 / storm_seconds));
+    if let (Some(before), Some(after)) = (before, after) {
+        report
+            .figures
+            .push(("broker_cpu_seconds", after.cpu_seconds - before.cpu_seconds));
+        report
+            .figures
+            .push(("broker_rss_after_bytes", after.rss_bytes as f64));
     }
     drop(clients);
     Ok(report)

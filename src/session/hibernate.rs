@@ -337,11 +337,11 @@ fn watch(mut poll: Poll, shared: Arc<Shared>) {
             wake(&shared, sleeper);
         }
     }
-    // The broker is gone; what still sleeps closes with its sockets.
-    let mut state = shared.lock();
-    for slot in &mut state.slots {
-        slot.sleeper = None;
-    }
+    // The broker is gone; what still sleeps closes with its sockets,
+    // dropped outside the lock (a sleeper's lease and inbox take locks of
+    // their own).
+    let slots = std::mem::take(&mut shared.lock().slots);
+    drop(slots);
 }
 
 /// Hands a woken connection back to the runtime, in a task of its own.
@@ -460,7 +460,8 @@ where
     // (under the lock, the thread cannot take it yet): put in later, it
     // could replace the waker of the task the connection woke into. The
     // lock order is the slab's, then the queue's: an inbox calls its
-    // waker only after letting go of its queue.
+    // waker only after letting go of its queue, and drops wakers under it,
+    // which for an `InboxWaker` takes no lock (it has no `Drop` of its own).
     let waker = Arc::new(InboxWaker {
         shared: Arc::downgrade(shared),
         key,
