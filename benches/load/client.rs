@@ -134,6 +134,29 @@ impl Client {
 }
 
 impl Client {
+    /// Sends DISCONNECT and waits (at most 5 s) for the broker to close
+    /// the connection first, so that the closed connection's TIME_WAIT is
+    /// the broker's and not this source address's: thousands of them here
+    /// leave too few local ports, and later connects stall on them.
+    pub async fn disconnect_first(mut self) {
+        if self
+            .writer
+            .push(&Packet::Disconnect(Default::default()))
+            .is_err()
+            || self.writer.flush().await.is_err()
+        {
+            return;
+        }
+        let closed = async { while self.reader.next().await.is_ok() {} };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closed).await;
+    }
+
+    /// Closes with a reset (SO_LINGER 0), leaving no TIME_WAIT here: for
+    /// the end of a scenario, once nothing more is measured.
+    pub fn abort(self) {
+        let _ = self.reader.stream.as_ref().set_zero_linger();
+    }
+
     /// The connection as a [`PacedWriter`], for a pacing thread outside
     /// the runtime.
     pub fn into_paced(self) -> Result<PacedWriter, Error> {

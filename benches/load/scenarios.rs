@@ -1330,7 +1330,7 @@ async fn connections_scenario(
             .figures
             .push(("broker_cpu_seconds", after.cpu_seconds - before.cpu_seconds));
     }
-    drop(clients);
+    clients.into_iter().for_each(Client::abort);
     Ok(report)
 }
 
@@ -1393,7 +1393,7 @@ async fn reconnect_scenario(
             client
                 .subscribe(&format!("storm/{index}"), QoS::AtLeastOnce)
                 .await?;
-            client.writer.disconnect().await;
+            client.disconnect_first().await;
             Ok(())
         })
         .await?;
@@ -1504,6 +1504,6 @@ async fn reconnect_scenario(
             .figures
             .push(("broker_rss_after_bytes", after.rss_bytes as f64));
     }
-    drop(clients);
+    clients.into_iter().for_each(Client::abort);
     Ok(report)
 }
