@@ -146,26 +146,16 @@ where
         tokio::select! {
             biased;
             _ = &mut timer, if wake.is_some() || hibernates => {
-                let now = Instant::now();
-                // What is due comes first: a keep-alive that expired while
-                // the connection hibernated ends it now.
-                if let Err(exit) = endpoint.on_deadline(now) {
-                    return Some(exit);
-                }
-                // Re-armed at the top of the loop for what is due next,
-                // and here for the next look at idleness.
-                timer_at = now + IDLE;
-                if let Some(after) = hibernate_after(context, hibernates) {
-                    if now >= endpoint.active_at() + after {
-                        if endpoint.is_quiet() && connection.is_idle() {
-                            return None;
-                        }
-                        // Busy after all: look again a whole period later.
-                        endpoint.touch(now);
+                let idle = connection.is_idle();
+                match on_timer(context, endpoint, hibernates, idle) {
+                    Err(exit) => return Some(exit),
+                    // Quiet long enough: the connection may hibernate.
+                    Ok(None) => return None,
+                    Ok(Some(at)) => {
+                        timer_at = at;
+                        timer.as_mut().reset(timer_at);
                     }
-                    timer_at = endpoint.active_at() + after;
                 }
-                timer.as_mut().reset(timer_at);
             }
             event = connection.ready(can_read, outbox) => match event {
                 Err(error) => return Some(Exit::Io(error)),
@@ -183,6 +173,32 @@ where
             _ = receiver.changed() => {}
         }
     }
+}
+
+/// The driver's timer fired: what is due first (a keep-alive that expired
+/// while the connection hibernated ends it now), then, if it `hibernates`,
+/// a look at idleness. Returns when the timer is to fire next (re-armed
+/// at the top of the loop for what is due sooner), or none when the
+/// connection has been quiet long enough to hibernate.
+fn on_timer(
+    context: &Context,
+    endpoint: &mut Endpoint,
+    hibernates: bool,
+    connection_idle: bool,
+) -> Result<Option<Instant>, Exit> {
+    let now = Instant::now();
+    endpoint.on_deadline(now)?;
+    let Some(after) = hibernate_after(context, hibernates) else {
+        return Ok(Some(now + IDLE));
+    };
+    if now >= endpoint.active_at() + after {
+        if endpoint.is_quiet() && connection_idle {
+            return Ok(None);
+        }
+        // Busy after all: look again a whole period later.
+        endpoint.touch(now);
+    }
+    Ok(Some(endpoint.active_at() + after))
 }
 
 /// How long a connection stays idle before it hibernates, if it
