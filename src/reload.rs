@@ -197,6 +197,7 @@ fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
         data_dir,
         durability,
         flush_interval_ms,
+        store_cache_bytes,
         max_retained_messages,
         max_retained_bytes,
         shared_subscription_strategy,

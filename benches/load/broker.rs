@@ -29,7 +29,8 @@ impl Kind {
 }
 
 /// Petrel's store in a run: off (everything in memory), or on with one of
-/// the `durability` modes. Mosquitto always runs without persistence.
+/// the `durability` modes. Mosquitto runs without persistence when it is
+/// off, and with `persistence true` (saved at shutdown) otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Store {
     /// `persistence = false`.
@@ -70,6 +71,8 @@ pub struct Broker {
     /// Petrel's store in this run.
     pub store: Store,
     child: Child,
+    /// The program and arguments it was started with, to start it again.
+    command: (PathBuf, Vec<std::ffi::OsString>),
     _config: Option<tempfile_path::TempPath>,
     data_dir: Option<std::path::PathBuf>,
 }
@@ -111,14 +114,12 @@ impl Broker {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut data_dir = None;
         let mut admin = None;
-        let (child, config) = match kind {
+        let (child, command, config) = match kind {
             Kind::Petrel => {
                 let persistence = match store {
                     Store::Off => "persistence = false\n".to_owned(),
                     durability => {
-                        let dir = std::env::temp_dir()
-                            .join(format!("petrel-load-data-{}-{port}", std::process::id()));
-                        let _ = std::fs::remove_dir_all(&dir);
+                        let dir = data_dir_for(port)?;
                         let text = format!(
                             "persistence = true\ndata_dir = \"{}\"\ndurability = \"{}\"\n",
                             dir.display(),
@@ -140,7 +141,8 @@ impl Broker {
                     "toml",
                     &format!(
                         "sys_interval = 0\nlog_level = \"warn\"\nmax_connections = 1000000\n\
-                         max_queued_messages = 100000\nmax_inflight = 65535\n{persistence}{}{admin_table}",
+                         max_queued_messages = 100000\nmax_inflight = 65535\n\
+                         max_retained_messages = 100000000\n{persistence}{}{admin_table}",
                         bridge.map_or(String::new(), |(remote, qos)| format!(
                             "\n[[bridge]]\nname = \"bench\"\naddresses = [\"{remote}\"]\n\
                              protocol = \"3.1.1\"\nclean_start = true\nmax_inflight = 1000\n\
@@ -150,24 +152,40 @@ impl Broker {
                         ))
                     ),
                 )?;
-                let child = Command::new(petrel_binary())
-                    .arg("-c")
-                    .arg(config.path())
-                    .arg("--listen")
-                    .arg(addr.to_string())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()?;
-                (child, config)
+                let command = (
+                    petrel_binary(),
+                    vec![
+                        "-c".into(),
+                        config.path().into(),
+                        "--listen".into(),
+                        addr.to_string().into(),
+                    ],
+                );
+                (spawn(&command)?, command, config)
             }
             Kind::Mosquitto => {
                 let nodelay = MOSQUITTO_NODELAY.load(std::sync::atomic::Ordering::Relaxed);
+                let persistence = match store {
+                    Store::Off => "persistence false\n".to_owned(),
+                    _ => {
+                        let dir = data_dir_for(port)?;
+                        // Started as root, Mosquitto drops to its own user,
+                        // which must be able to write its database here.
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+                        let text = format!(
+                            "persistence true\npersistence_location {}/\n",
+                            dir.display()
+                        );
+                        data_dir = Some(dir);
+                        text
+                    }
+                };
                 let config = tempfile_path::TempPath::write(
                     "mosquitto-load",
                     "conf",
                     &format!(
-                        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                        "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
                          max_queued_messages 100000\nmax_inflight_messages 0\n\
                          max_connections -1\nset_tcp_nodelay {nodelay}\nlog_dest none\n\
                          sys_interval 0\n{}",
@@ -178,17 +196,14 @@ impl Broker {
                         ))
                     ),
                 )?;
-                let child = Command::new("mosquitto")
-                    .arg("-c")
-                    .arg(config.path())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .map_err(|e| {
-                        format!("cannot start mosquitto (apt-get install mosquitto): {e}")
-                    })?;
-                (child, config)
+                let command = (
+                    PathBuf::from("mosquitto"),
+                    vec!["-c".into(), config.path().into()],
+                );
+                let child = spawn(&command).map_err(|e| {
+                    format!("cannot start mosquitto (apt-get install mosquitto): {e}")
+                })?;
+                (child, command, config)
             }
         };
         let broker = Broker {
@@ -197,11 +212,58 @@ impl Broker {
             admin,
             store,
             child,
+            command,
             _config: Some(config),
             data_dir,
         };
         broker.wait_until_listening()?;
         Ok(broker)
+    }
+
+    /// Stops the broker as a service manager does (SIGTERM, then waits for
+    /// it to exit: it saves what it keeps) and starts it again on the same
+    /// configuration and data. The seconds it took to stop, and from the
+    /// start until it answered a CONNECT.
+    pub fn restart(&mut self) -> Result<(f64, f64), Error> {
+        let stopping = Instant::now();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill -TERM {} failed", self.child.id()).into());
+        }
+        self.child.wait()?;
+        let stop_seconds = stopping.elapsed().as_secs_f64();
+        let starting = Instant::now();
+        self.child = spawn(&self.command)?;
+        self.wait_until_connectable()?;
+        Ok((stop_seconds, starting.elapsed().as_secs_f64()))
+    }
+
+    /// Waits until the broker answers a CONNECT with a CONNACK: a bound
+    /// socket may accept while the broker is still loading its store.
+    fn wait_until_connectable(&self) -> Result<(), Error> {
+        use std::io::{Read, Write};
+        // CONNECT, MQTT 3.1.1, clean session, keep-alive 60, client id "p".
+        const CONNECT: [u8; 15] = [
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'p',
+        ];
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while Instant::now() < deadline {
+            let answered = std::net::TcpStream::connect(self.addr).and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+                stream.write_all(&CONNECT)?;
+                let mut connack = [0u8; 4];
+                stream.read_exact(&mut connack)?;
+                Ok(connack[0] == 0x20 && connack[3] == 0)
+            });
+            if let Ok(true) = answered {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(format!("{} did not answer a CONNECT in 300 s", self.kind.name()).into())
     }
 
     fn wait_until_listening(&self) -> Result<(), Error> {
@@ -232,6 +294,24 @@ fn petrel_binary() -> PathBuf {
     std::env::var_os("PETREL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_petrel")))
+}
+
+/// Starts `program` with `args`, its output but errors discarded.
+fn spawn((program, args): &(PathBuf, Vec<std::ffi::OsString>)) -> std::io::Result<Child> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+}
+
+/// A fresh data directory for the broker on `port`.
+fn data_dir_for(port: u16) -> Result<PathBuf, Error> {
+    let dir = std::env::temp_dir().join(format!("petrel-load-data-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 fn free_port() -> Result<u16, Error> {

@@ -105,31 +105,46 @@ impl Client {
 
     /// Subscribes to one filter and waits for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<(), Error> {
-        let subscribe = Subscribe {
-            packet_id: packet_id(1),
-            filters: vec![(
-                TopicFilter::new(filter).map_err(|e| protocol_error(e.to_string()))?,
-                SubscriptionOptions {
-                    qos,
-                    ..SubscriptionOptions::default()
-                },
-            )],
-            properties: SubscribeProperties::default(),
-        };
-        self.writer.push(&Packet::Subscribe(subscribe))?;
+        self.subscribe_many(&[filter.to_owned()], qos).await
+    }
+}
+
+impl Client {
+    /// Subscribes to every filter, one SUBSCRIBE each, all in one write,
+    /// and waits for their SUBACKs (messages that come in between, such
+    /// as retained ones, are skipped).
+    pub async fn subscribe_many(&mut self, filters: &[String], qos: QoS) -> Result<(), Error> {
+        for (index, filter) in filters.iter().enumerate() {
+            let subscribe = Subscribe {
+                packet_id: packet_id(index as u64),
+                filters: vec![(
+                    TopicFilter::new(filter).map_err(|e| protocol_error(e.to_string()))?,
+                    SubscriptionOptions {
+                        qos,
+                        ..SubscriptionOptions::default()
+                    },
+                )],
+                properties: SubscribeProperties::default(),
+            };
+            self.writer.push(&Packet::Subscribe(subscribe))?;
+        }
         self.writer.flush().await?;
-        loop {
-            match self.reader.next().await? {
-                Packet::SubAck(suback) if suback.reason_codes.iter().all(|c| !c.is_error()) => {
-                    return Ok(())
+        let mut acked = 0;
+        while acked < filters.len() {
+            if let Packet::SubAck(suback) = self.reader.next().await? {
+                if suback.reason_codes.iter().any(|c| c.is_error()) {
+                    return Err(protocol_error(format!("subscription refused: {suback:?}")));
                 }
-                Packet::SubAck(suback) => {
-                    return Err(protocol_error(format!("subscription refused: {suback:?}")))
-                }
-                // Retained messages or anything else before the SUBACK.
-                _ => {}
+                acked += 1;
             }
         }
+        Ok(())
+    }
+
+    /// Makes closing this connection a reset (SO_LINGER 0), for clients
+    /// that are dropped, not disconnected, at the end of a scenario.
+    pub fn reset_on_close(&self) {
+        let _ = self.reader.stream.as_ref().set_zero_linger();
     }
 }
 
@@ -154,7 +169,7 @@ impl Client {
     /// Closes with a reset (SO_LINGER 0), leaving no TIME_WAIT here: for
     /// the end of a scenario, once nothing more is measured.
     pub fn abort(self) {
-        let _ = self.reader.stream.as_ref().set_zero_linger();
+        self.reset_on_close();
     }
 
     /// The connection as a [`PacedWriter`], for a pacing thread outside

@@ -110,6 +110,33 @@ pub enum Pacing {
     Burst,
 }
 
+/// The subscriptions scenario's shape: how many clients, subscriptions,
+/// sites and publishers, and at what rate.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Subscriptions {
+    #[arg(long, default_value_t = 10_000)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 100)]
+    pub per_client: usize,
+    #[arg(long, default_value_t = 100)]
+    pub sites: usize,
+    #[arg(long, default_value_t = 100)]
+    pub publishers: usize,
+    /// Messages per second while the subscriptions are in place.
+    #[arg(long, default_value_t = 2_000)]
+    pub rate: u64,
+    /// How long the clients stay idle before memory is read, after
+    /// connecting and again after subscribing.
+    #[arg(long, default_value_t = 20_000)]
+    pub settle_ms: u64,
+    /// Source addresses 127.0.0.2 .. 127.0.0.(1+N).
+    #[arg(long, default_value_t = 8)]
+    pub sources: u8,
+    /// Clients connecting or subscribing at once.
+    #[arg(long, default_value_t = 256)]
+    pub parallel: usize,
+}
+
 /// The scenarios and their parameters.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Scenario {
@@ -214,6 +241,27 @@ pub enum Scenario {
         #[arg(long, default_value_t = 256)]
         parallel: usize,
     },
+    /// C clients with K subscriptions each (one `+` filter, one `#`
+    /// filter, exact per-device filters for the rest; the first client of
+    /// each site holds `site/{site}/#`). Times the subscribing, reads the
+    /// memory it took, then measures latency with messages evenly paced
+    /// over P publishers, each message matching two of the subscriptions.
+    Subscriptions {
+        #[command(flatten)]
+        shape: Subscriptions,
+    },
+    /// N retained messages (`site/{i/10}/{metric}`, ten metrics, QoS 1,
+    /// 16-byte payloads): how fast they are taken, the memory they hold,
+    /// how long `#` and `site/+/temperature` take to receive theirs, and
+    /// (on a broker the tool started, with its store on) how long the
+    /// broker takes to stop and start again with them.
+    Retained {
+        #[arg(long, default_value_t = 1_000_000)]
+        retained: usize,
+        /// How long to wait before memory is read.
+        #[arg(long, default_value_t = 5_000)]
+        settle_ms: u64,
+    },
 }
 
 fn main() {
@@ -254,6 +302,10 @@ fn start_brokers(cli: &Cli, kind: Kind) -> Result<(Broker, Option<Broker>), Erro
             let remote = Broker::start(kind, broker::Store::Off)?;
             let local = Broker::start_bridged(kind, cli.store, Some((remote.addr, qos.min(1))))?;
             Ok((local, Some(remote)))
+        }
+        // Retained messages are restored from the store: it must be on.
+        Scenario::Retained { .. } if cli.store == broker::Store::Off => {
+            Ok((Broker::start(kind, broker::Store::Sync)?, None))
         }
         _ => Ok((Broker::start(kind, cli.store)?, None)),
     }
@@ -325,7 +377,7 @@ fn broker_latency(scrape: &str) -> Option<(f64, f64, u64)> {
 }
 
 /// Runs `scenario` against `broker`, scraped if asked.
-async fn measure(cli: &Cli, broker: &Broker, far: Option<SocketAddr>) -> Result<Report, Error> {
+async fn measure(cli: &Cli, broker: &mut Broker, far: Option<SocketAddr>) -> Result<Report, Error> {
     let duration = Duration::from_secs_f64(cli.duration);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scraping = match broker.admin {
@@ -384,9 +436,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
         return check(&cli, &report);
     }
     if !cli.compare {
-        let (broker, remote) = start_brokers(&cli, cli.broker)?;
+        let (mut broker, remote) = start_brokers(&cli, cli.broker)?;
         let far = remote.as_ref().map(|remote| remote.addr);
-        let report = measure(&cli, &broker, far).await?;
+        let report = measure(&cli, &mut broker, far).await?;
         report.print(cli.json);
         return check(&cli, &report);
     }
@@ -399,9 +451,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             [Kind::Mosquitto, Kind::Petrel]
         };
         for kind in order {
-            let (broker, remote) = start_brokers(&cli, kind)?;
+            let (mut broker, remote) = start_brokers(&cli, kind)?;
             let far = remote.as_ref().map(|remote| remote.addr);
-            let report = measure(&cli, &broker, far).await?;
+            let report = measure(&cli, &mut broker, far).await?;
             report.print(cli.json);
             check(&cli, &report)?;
             reports.push(report);
@@ -425,6 +477,12 @@ fn check(cli: &Cli, report: &Report) -> Result<(), Error> {
                 figure("held")
             )
             .into());
+        }
+        return Ok(());
+    }
+    if let Scenario::Retained { .. } = cli.scenario {
+        if figure("lost") > 0.0 {
+            return Err(format!("check: {} retained messages missing", figure("lost")).into());
         }
         return Ok(());
     }

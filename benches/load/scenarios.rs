@@ -19,6 +19,8 @@ use crate::report::Report;
 use crate::{Pacing, Scenario};
 use petrel::protocol::{Packet, QoS};
 
+mod scale;
+
 /// How long a subscriber waits for stragglers once publishing stopped.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 /// How often a subscriber looks whether the run is over.
@@ -47,12 +49,13 @@ fn qos_of(value: u8) -> Result<QoS, Error> {
 pub async fn run(
     scenario: &Scenario,
     addr: SocketAddr,
-    broker: Option<&Broker>,
+    mut broker_mut: Option<&mut Broker>,
     far: Option<SocketAddr>,
     duration: Duration,
     threads: usize,
 ) -> Result<Report, Error> {
     let _ = epoch();
+    let broker = broker_mut.as_deref();
     match scenario.clone() {
         Scenario::FanIn {
             publishing,
@@ -142,6 +145,13 @@ pub async fn run(
             let spread = Spread { sources, parallel };
             reconnect_scenario(addr, broker, sessions, messages, spread).await
         }
+        Scenario::Subscriptions { shape } => {
+            scale::subscriptions(addr, broker, shape, threads, duration).await
+        }
+        Scenario::Retained {
+            retained,
+            settle_ms,
+        } => scale::retained(broker_mut.take(), addr, retained, settle_ms).await,
     }
 }
 
@@ -715,6 +725,8 @@ fn report(
         Some(crate::broker::Kind::Mosquitto) => {
             let nodelay = crate::broker::MOSQUITTO_NODELAY.load(Ordering::Relaxed);
             parameters.push(("set_tcp_nodelay", nodelay.to_string()));
+            let persistence = broker.is_some_and(|b| b.store != crate::broker::Store::Off);
+            parameters.push(("persistence", persistence.to_string()));
         }
         None => {}
     }
@@ -1251,7 +1263,7 @@ async fn connections_scenario(
     let started = Instant::now();
     let spread = Spread { sources, parallel };
     let connected = spread
-        .run(connections, |index| async move {
+        .run(0..connections, |index| async move {
             let id = format!("load-idle-{index}");
             let mut client = Client::connect(addr, Some(spread.source(index)), &id, 60).await?;
             client
@@ -1349,31 +1361,70 @@ impl Spread {
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, host))
     }
 
-    /// Runs `each(index)` for every index below `count`, `parallel` at a
-    /// time; the results in completion order.
-    async fn run<T, F, Fut>(self, count: usize, each: F) -> Result<Vec<Result<T, Error>>, Error>
+    /// Runs `each(item)` for every item, `parallel` at a time; the results
+    /// in completion order.
+    async fn run<I, T, F, Fut>(
+        self,
+        items: impl IntoIterator<Item = I>,
+        each: F,
+    ) -> Result<Vec<Result<T, Error>>, Error>
     where
         T: Send + 'static,
-        F: Fn(usize) -> Fut,
+        F: Fn(I) -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>> + Send + 'static,
     {
         let semaphore = Arc::new(tokio::sync::Semaphore::new(self.parallel.max(1)));
         let mut tasks = JoinSet::new();
-        for index in 0..count {
+        let items = items.into_iter();
+        let mut results = Vec::with_capacity(items.size_hint().0);
+        for item in items {
             let permit = Arc::clone(&semaphore).acquire_owned().await?;
-            let task = each(index);
+            let task = each(item);
             tasks.spawn(async move {
                 let result = task.await;
                 drop(permit);
                 result
             });
         }
-        let mut results = Vec::with_capacity(count);
         while let Some(result) = tasks.join_next().await {
             results.push(result?);
         }
         Ok(results)
     }
+}
+
+/// Publishes `total` QoS 1 messages of 16 bytes from `publisher`,
+/// message i to `topic_of(i)`, retained if `retain`, with up to 1,000
+/// unacknowledged, until the broker has acknowledged them all; then
+/// disconnects.
+async fn publish_acknowledged(
+    mut publisher: Client,
+    total: usize,
+    retain: bool,
+    topic_of: impl Fn(usize) -> String,
+) -> Result<(), Error> {
+    const WINDOW: usize = 1_000;
+    let (mut sent, mut acked) = (0usize, 0usize);
+    while acked < total {
+        while sent < total && sent - acked < WINDOW {
+            let buf = publisher.writer.buffer();
+            let start = buf.len();
+            let id = packet_id(sent as u64).get();
+            push_publish(buf, topic_of(sent).as_bytes(), QoS::AtLeastOnce, id, 16);
+            if retain {
+                buf[start] |= 0x01;
+            }
+            sent += 1;
+        }
+        publisher.writer.flush().await?;
+        while acked < sent && (sent - acked >= WINDOW / 2 || sent == total) {
+            if let Packet::PubAck(_) = publisher.reader.next().await? {
+                acked += 1;
+            }
+        }
+    }
+    publisher.writer.disconnect().await;
+    Ok(())
 }
 
 /// See [`Scenario::Reconnect`].
@@ -1386,7 +1437,7 @@ async fn reconnect_scenario(
 ) -> Result<Report, Error> {
     // The sessions, made and left.
     let made = spread
-        .run(sessions, |index| async move {
+        .run(0..sessions, |index| async move {
             let id = format!("load-storm-{index}");
             let mut client =
                 Client::connect_session(addr, Some(spread.source(index)), &id, 60, false).await?;
@@ -1403,35 +1454,16 @@ async fn reconnect_scenario(
     // Their messages, queued while they are offline: acknowledged by the
     // broker before the storm begins.
     let total = sessions * messages;
-    let mut publisher = Client::connect(addr, None, "load-storm-publisher", 60).await?;
-    const WINDOW: usize = 1_000;
-    let (mut sent, mut acked) = (0usize, 0usize);
-    while acked < total {
-        while sent < total && sent - acked < WINDOW {
-            let topic = format!("storm/{}", sent % sessions);
-            let id = packet_id(sent as u64).get();
-            push_publish(
-                publisher.writer.buffer(),
-                topic.as_bytes(),
-                QoS::AtLeastOnce,
-                id,
-                16,
-            );
-            sent += 1;
-        }
-        publisher.writer.flush().await?;
-        while acked < sent && (sent - acked >= WINDOW / 2 || sent == total) {
-            if let Packet::PubAck(_) = publisher.reader.next().await? {
-                acked += 1;
-            }
-        }
-    }
-    publisher.writer.disconnect().await;
+    let publisher = Client::connect(addr, None, "load-storm-publisher", 60).await?;
+    publish_acknowledged(publisher, total, false, |index| {
+        format!("storm/{}", index % sessions)
+    })
+    .await?;
     // The storm.
     let before = usage(broker);
     let started = Instant::now();
     let storm = spread
-        .run(sessions, |index| async move {
+        .run(0..sessions, |index| async move {
             let id = format!("load-storm-{index}");
             let mut client =
                 Client::connect_session(addr, Some(spread.source(index)), &id, 60, false).await?;

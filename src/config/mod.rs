@@ -69,6 +69,10 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default milliseconds between syncs of the store with `durability =
 /// "periodic"`.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
+/// Default bytes of memory the store keeps of its file's pages: enough
+/// for the interior of its trees and the pages a write batch dirties; the
+/// rest is read from the file (the kernel's page cache) when needed.
+pub const DEFAULT_STORE_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Default `hibernate_after_ms`.
 pub const DEFAULT_HIBERNATE_AFTER_MS: u64 = 2000;
 
@@ -247,6 +251,8 @@ pub struct Config {
     pub durability: Durability,
     /// Milliseconds between syncs with `durability = "periodic"`.
     pub flush_interval_ms: u64,
+    /// Bytes of the store's pages kept in memory.
+    pub store_cache_bytes: usize,
     /// Bridges to other brokers (`[[bridge]]` tables).
     #[serde(rename = "bridge")]
     pub bridges: Vec<BridgeConfig>,
@@ -302,6 +308,7 @@ impl Default for Config {
             data_dir: std::path::PathBuf::from(DEFAULT_DATA_DIR),
             durability: Durability::Sync,
             flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            store_cache_bytes: DEFAULT_STORE_CACHE_BYTES,
             bridges: Vec::new(),
             admin: AdminConfig::default(),
         }
@@ -385,6 +392,7 @@ impl Config {
                 "flush_interval_ms",
                 usize::try_from(self.flush_interval_ms).unwrap_or(usize::MAX),
             ),
+            ("store_cache_bytes", self.store_cache_bytes),
         ];
         for (key, value) in positive {
             if value == 0 {

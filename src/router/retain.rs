@@ -4,7 +4,8 @@
 //! that a new subscription can take the ones it matches a batch at a time
 //! (see [`RetainStore::matching_after`]) rather than all at once.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -22,10 +23,43 @@ pub enum RetainOutcome {
     Full,
 }
 
+/// A retained message, ordered by (and found by) its topic: the set's key
+/// is the message's own topic, not a second copy of it (a million retained
+/// messages would keep a million copies).
+#[derive(Debug)]
+struct Retained(Arc<Message>);
+
+impl Borrow<str> for Retained {
+    fn borrow(&self) -> &str {
+        self.0.topic.as_str()
+    }
+}
+
+impl PartialEq for Retained {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.topic == other.0.topic
+    }
+}
+
+impl Eq for Retained {}
+
+impl PartialOrd for Retained {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Retained {
+    // As `str` orders, so that lookups and ranges by `&str` agree.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.topic.as_str().cmp(other.0.topic.as_str())
+    }
+}
+
 /// The retained messages, by topic.
 #[derive(Debug)]
 pub struct RetainStore {
-    messages: BTreeMap<String, Arc<Message>>,
+    messages: BTreeSet<Retained>,
     max: usize,
     max_bytes: usize,
     bytes: usize,
@@ -39,7 +73,7 @@ impl RetainStore {
     /// of payload.
     pub fn new(max: usize, max_bytes: usize) -> Self {
         RetainStore {
-            messages: BTreeMap::new(),
+            messages: BTreeSet::new(),
             max,
             max_bytes,
             bytes: 0,
@@ -58,14 +92,14 @@ impl RetainStore {
         // [MQTT-3.3.1-10] [MQTT-3.3.1-11] (v3.1.1): an empty payload deletes,
         // and is never stored itself.
         if message.payload.is_empty() {
-            if let Some(old) = self.messages.remove(topic) {
-                self.bytes -= old.payload.len();
+            if let Some(old) = self.messages.take(topic) {
+                self.bytes -= old.0.payload.len();
             }
             return RetainOutcome::Cleared;
         }
-        let replaced = self.messages.get(topic).map_or(0, |old| old.payload.len());
+        let replaced = self.get(topic).map_or(0, |old| old.payload.len());
         let bytes = self.bytes - replaced + message.payload.len();
-        let is_new = replaced == 0 && !self.messages.contains_key(topic);
+        let is_new = replaced == 0 && !self.messages.contains(topic);
         if bytes > self.max_bytes || (is_new && self.messages.len() >= self.max) {
             return RetainOutcome::Full;
         }
@@ -77,7 +111,7 @@ impl RetainStore {
             ..Message::clone(message)
         });
         self.expiring += usize::from(stored.properties.message_expiry_interval.is_some());
-        self.messages.insert(topic.to_owned(), stored);
+        self.messages.replace(Retained(stored));
         self.bytes = bytes;
         RetainOutcome::Stored
     }
@@ -98,7 +132,6 @@ impl RetainStore {
         let now = std::time::Instant::now();
         if !filter.contains(['+', '#']) {
             return self
-                .messages
                 .get(filter)
                 .filter(|_| after.is_none_or(|after| filter > after))
                 .filter(|message| !message.is_expired(now) && max > 0)
@@ -113,16 +146,19 @@ impl RetainStore {
         };
         self.messages
             .range::<str, _>((start, Bound::Unbounded))
-            .take_while(|(topic, _)| topic.starts_with(prefix))
-            .filter(|(topic, message)| filter_matches(filter, topic) && !message.is_expired(now))
-            .map(|(_, message)| Arc::clone(message))
+            .map(|retained| &retained.0)
+            .take_while(|message| message.topic.as_str().starts_with(prefix))
+            .filter(|message| {
+                filter_matches(filter, message.topic.as_str()) && !message.is_expired(now)
+            })
+            .map(Arc::clone)
             .take(max)
             .collect()
     }
 
     /// The retained message of `topic`.
     pub fn get(&self, topic: &str) -> Option<&Arc<Message>> {
-        self.messages.get(topic)
+        self.messages.get(topic).map(|retained| &retained.0)
     }
 
     /// Removes the messages whose Message Expiry Interval has passed;
@@ -134,10 +170,10 @@ impl RetainStore {
         let mut removed = Vec::new();
         let mut freed = 0;
         let mut expiring = 0;
-        self.messages.retain(|topic, message| {
+        self.messages.retain(|Retained(message)| {
             if message.is_expired(now) {
                 freed += message.payload.len();
-                removed.push(topic.clone());
+                removed.push(message.topic.as_str().to_owned());
                 return false;
             }
             expiring += usize::from(message.properties.message_expiry_interval.is_some());

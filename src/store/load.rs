@@ -66,11 +66,17 @@ fn corrupt(path: &Path, table: &str, error: impl std::fmt::Display) -> StoreErro
     )
 }
 
-/// Opens the database at `path`, creating it if needed, and reads it.
-/// Returns it with its contents and how many queue entries refer to each
-/// stored message.
-pub fn open(path: &Path) -> Result<(Database, Loaded, HashMap<u64, u32>), StoreError> {
-    let database = Database::create(path).map_err(|error| match error {
+/// Opens the database at `path`, creating it if needed, with at most
+/// `cache_bytes` of its pages kept in memory, and reads it. Returns it with
+/// its contents and how many queue entries refer to each stored message.
+pub fn open(
+    path: &Path,
+    cache_bytes: usize,
+) -> Result<(Database, Loaded, HashMap<u64, u32>), StoreError> {
+    let database = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|error| match error {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::new(
             path,
             "in use by another process (is another Petrel running with this data_dir?)",

@@ -142,7 +142,7 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|error| StoreError::new(dir, format!("cannot create directory: {error}")))?;
         let path = dir.join(FILE_NAME);
-        let (database, loaded, counts) = load::open(&path)?;
+        let (database, loaded, counts) = load::open(&path, config.store_cache_bytes)?;
         let inner = Arc::new(Inner {
             pending: Mutex::new(Pending::default()),
             work: Condvar::new(),
