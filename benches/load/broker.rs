@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::client::Error;
+use crate::transport::{self, Transport};
 
 /// Which broker a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -136,13 +137,30 @@ impl Broker {
                 } else {
                     String::new()
                 };
+                let listener = match transport::current() {
+                    Transport::Tcp => String::new(),
+                    Transport::Tls(_, key) => {
+                        let made = transport::certificate(key)?;
+                        format!(
+                            "\n[[listener]]\nbind = \"{addr}\"\n[listener.tls]\n\
+                             cert = \"{}\"\nkey = \"{}\"\n",
+                            made.cert.display(),
+                            made.key.display()
+                        )
+                    }
+                    Transport::WebSocket => format!(
+                        "\n[[listener]]\nbind = \"{addr}\"\n[listener.websocket]\n\
+                         path = \"{}\"\n",
+                        transport::WS_PATH
+                    ),
+                };
                 let config = tempfile_path::TempPath::write(
                     "petrel-load",
                     "toml",
                     &format!(
                         "sys_interval = 0\nlog_level = \"warn\"\nmax_connections = 1000000\n\
                          max_queued_messages = 100000\nmax_inflight = 65535\n\
-                         max_retained_messages = 100000000\n{persistence}{}{admin_table}",
+                         max_retained_messages = 100000000\n{persistence}{listener}{}{admin_table}",
                         bridge.map_or(String::new(), |(remote, qos)| format!(
                             "\n[[bridge]]\nname = \"bench\"\naddresses = [\"{remote}\"]\n\
                              protocol = \"3.1.1\"\nclean_start = true\nmax_inflight = 1000\n\
@@ -152,15 +170,11 @@ impl Broker {
                         ))
                     ),
                 )?;
-                let command = (
-                    petrel_binary(),
-                    vec![
-                        "-c".into(),
-                        config.path().into(),
-                        "--listen".into(),
-                        addr.to_string().into(),
-                    ],
-                );
+                let mut args: Vec<std::ffi::OsString> = vec!["-c".into(), config.path().into()];
+                if transport::current() == Transport::Tcp {
+                    args.extend(["--listen".into(), addr.to_string().into()]);
+                }
+                let command = (petrel_binary(), args);
                 (spawn(&command)?, command, config)
             }
             Kind::Mosquitto => {
@@ -181,11 +195,29 @@ impl Broker {
                         text
                     }
                 };
+                let listener = match transport::current() {
+                    Transport::Tcp => String::new(),
+                    Transport::Tls(_, key) => {
+                        let made = transport::certificate(key)?;
+                        format!(
+                            "certfile {}\nkeyfile {}\n",
+                            made.cert.display(),
+                            made.key.display()
+                        )
+                    }
+                    // Mosquitto 2.0.11 does not start with a WebSocket
+                    // listener alone, so a plain one (unused) comes after
+                    // it. Its WebSocket listener binds every address
+                    // whatever it is given (the tool connects to loopback).
+                    Transport::WebSocket => {
+                        format!("protocol websockets\nlistener {} 127.0.0.1\n", free_port()?)
+                    }
+                };
                 let config = tempfile_path::TempPath::write(
                     "mosquitto-load",
                     "conf",
                     &format!(
-                        "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
+                        "listener {port} 127.0.0.1\n{listener}allow_anonymous true\n{persistence}\
                          max_queued_messages 100000\nmax_inflight_messages 0\n\
                          max_connections -1\nset_tcp_nodelay {nodelay}\nlog_dest none\n\
                          sys_interval 0\n{}",

@@ -13,8 +13,9 @@ use petrel::protocol::{
     SubscribeProperties, SubscriptionOptions, TopicFilter,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::transport::{self, ReadHalf, Transport, WriteHalf};
 
 const VERSION: ProtocolVersion = ProtocolVersion::V3_1_1;
 
@@ -33,14 +34,18 @@ pub struct Client {
 
 /// The receiving half: decodes packets from a read buffer.
 pub struct Reader {
-    stream: OwnedReadHalf,
+    stream: ReadHalf,
     buf: BytesMut,
+    /// Over WebSocket, the bytes read and not yet unframed.
+    ws: Option<BytesMut>,
 }
 
 /// The sending half: encodes packets into a buffer, written in one go.
 pub struct Writer {
-    stream: OwnedWriteHalf,
+    stream: WriteHalf,
     buf: BytesMut,
+    /// Over WebSocket, the frame being written.
+    ws: Option<BytesMut>,
 }
 
 impl Client {
@@ -71,17 +76,37 @@ impl Client {
         if let Some(ip) = local {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
-        let stream: TcpStream = socket.connect(broker).await?;
+        let mut stream: TcpStream = socket.connect(broker).await?;
         stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
+        let transport = transport::current();
+        let ((read, write), ws) = match transport {
+            Transport::Tcp => (split_tcp(stream), false),
+            Transport::WebSocket => {
+                transport::upgrade(&mut stream, &broker.to_string()).await?;
+                (split_tcp(stream), true)
+            }
+            Transport::Tls(version, key) => {
+                // A TLS connection is closed with a reset, as `abort`
+                // closes a TCP one: its socket is out of reach once split.
+                stream.set_zero_linger()?;
+                let name = rustls_name(broker);
+                let tls = transport::connector(version, key)?
+                    .connect(name, stream)
+                    .await?;
+                let (read, write) = tokio::io::split(tls);
+                ((ReadHalf::Tls(read), WriteHalf::Tls(write)), false)
+            }
+        };
         let mut client = Client {
             reader: Reader {
                 stream: read,
                 buf: BytesMut::with_capacity(64 * 1024),
+                ws: ws.then(|| BytesMut::with_capacity(64 * 1024)),
             },
             writer: Writer {
                 stream: write,
                 buf: BytesMut::with_capacity(64 * 1024),
+                ws: ws.then(BytesMut::new),
             },
         };
         let connect = Connect {
@@ -144,7 +169,10 @@ impl Client {
     /// Makes closing this connection a reset (SO_LINGER 0), for clients
     /// that are dropped, not disconnected, at the end of a scenario.
     pub fn reset_on_close(&self) {
-        let _ = self.reader.stream.as_ref().set_zero_linger();
+        // A TLS connection resets on close already (see connect).
+        if let ReadHalf::Tcp(stream) = &self.reader.stream {
+            let _ = stream.as_ref().set_zero_linger();
+        }
     }
 }
 
@@ -175,26 +203,90 @@ impl Client {
     /// The connection as a [`PacedWriter`], for a pacing thread outside
     /// the runtime.
     pub fn into_paced(self) -> Result<PacedWriter, Error> {
-        let (stream, read) = self.into_std()?;
+        let Plain { stream, read, ws } = self.into_std()?;
         Ok(PacedWriter {
             stream,
             buf: BytesMut::with_capacity(256),
             read,
             acks: 0,
             stalls: 0,
+            ws: ws.map(|raw| (raw, BytesMut::with_capacity(256))),
         })
     }
 
     /// The connection as a standard (non-blocking) socket, taken out of
-    /// the runtime, with the bytes read and not yet taken apart.
-    pub fn into_std(self) -> Result<(std::net::TcpStream, BytesMut), Error> {
+    /// the runtime, with the bytes read and not yet taken apart. Not for
+    /// TLS: its session stays in the runtime's stream.
+    pub fn into_std(self) -> Result<Plain, Error> {
         let Client { reader, writer } = self;
-        let stream = reader
-            .stream
-            .reunite(writer.stream)
+        let (ReadHalf::Tcp(read), WriteHalf::Tcp(write)) = (reader.stream, writer.stream) else {
+            return Err("over TLS this scenario needs its clients in the runtime: \
+                 run it unpaced, or over tcp or ws"
+                .into());
+        };
+        let stream = read
+            .reunite(write)
             .map_err(|e| protocol_error(e.to_string()))?
             .into_std()?;
-        Ok((stream, reader.buf))
+        Ok(Plain {
+            stream,
+            read: reader.buf,
+            ws: reader.ws,
+        })
+    }
+}
+
+/// A connection out of the runtime (see [`Client::into_std`]).
+pub struct Plain {
+    pub stream: std::net::TcpStream,
+    /// MQTT bytes read and not yet taken apart.
+    pub read: BytesMut,
+    /// Over WebSocket, bytes read and not yet unframed.
+    pub ws: Option<BytesMut>,
+}
+
+impl Plain {
+    /// Takes `chunk`, just read from the socket, into `read`; false once
+    /// the broker closed the WebSocket.
+    pub fn take(&mut self, chunk: &[u8]) -> io::Result<bool> {
+        take_chunk(chunk, &mut self.read, self.ws.as_mut())
+    }
+}
+
+/// `chunk` into `read`, unframed first over WebSocket (`ws` holding what
+/// is not yet a whole frame); false once the broker closed the WebSocket.
+fn take_chunk(chunk: &[u8], read: &mut BytesMut, ws: Option<&mut BytesMut>) -> io::Result<bool> {
+    match ws {
+        None => {
+            read.extend_from_slice(chunk);
+            Ok(true)
+        }
+        Some(raw) => {
+            raw.extend_from_slice(chunk);
+            transport::unframe(raw, read)
+        }
+    }
+}
+
+/// `payload` as it goes on the wire: as is, or over WebSocket as one frame
+/// in `frame`.
+fn on_wire<'a>(payload: &'a [u8], frame: Option<&'a mut BytesMut>) -> &'a [u8] {
+    match frame {
+        None => payload,
+        Some(frame) => {
+            frame.clear();
+            transport::frame(payload, frame);
+            frame
+        }
+    }
+}
+
+impl Plain {
+    /// Writes `bytes` (blocking), framed over WebSocket.
+    pub fn write_all(&mut self, bytes: &[u8], frame: &mut BytesMut) -> io::Result<()> {
+        use std::io::Write;
+        let wire = on_wire(bytes, self.ws.is_some().then_some(frame));
+        self.stream.write_all(wire)
     }
 }
 
@@ -213,6 +305,9 @@ pub struct PacedWriter {
     pub acks: u64,
     /// Writes that found the socket's send buffer full and waited.
     pub stalls: u64,
+    /// Over WebSocket: bytes read and not yet unframed, and the frame
+    /// being written.
+    ws: Option<(BytesMut, BytesMut)>,
 }
 
 impl PacedWriter {
@@ -220,9 +315,10 @@ impl PacedWriter {
     /// buffer is full (then it waits and retries, counting a stall).
     pub fn send(&mut self) -> io::Result<()> {
         use std::io::Write;
+        let wire = on_wire(&self.buf, self.ws.as_mut().map(|(_, frame)| frame));
         let mut at = 0;
-        while at < self.buf.len() {
-            match self.stream.write(&self.buf[at..]) {
+        while at < wire.len() {
+            match self.stream.write(&wire[at..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => at += written,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -245,7 +341,12 @@ impl PacedWriter {
         loop {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Ok(false),
-                Ok(read) => self.read.extend_from_slice(&chunk[..read]),
+                Ok(read) => {
+                    let raw = self.ws.as_mut().map(|(raw, _)| raw);
+                    if !take_chunk(&chunk[..read], &mut self.read, raw)? {
+                        return Ok(false);
+                    }
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error),
@@ -267,6 +368,15 @@ impl PacedWriter {
     }
 }
 
+fn split_tcp(stream: TcpStream) -> (ReadHalf, WriteHalf) {
+    let (read, write) = stream.into_split();
+    (ReadHalf::Tcp(read), WriteHalf::Tcp(write))
+}
+
+fn rustls_name(broker: SocketAddr) -> tokio_rustls::rustls::pki_types::ServerName<'static> {
+    tokio_rustls::rustls::pki_types::ServerName::IpAddress(broker.ip().into())
+}
+
 /// A non-zero packet id for `index` (1..=65535, wrapping).
 pub fn packet_id(index: u64) -> PacketId {
     PacketId::new((index % 65_535) as u16 + 1).unwrap_or_else(|| unreachable!())
@@ -286,7 +396,8 @@ impl Writer {
     /// Writes the batch.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
-            self.stream.write_all(&self.buf).await?;
+            let wire = on_wire(&self.buf, self.ws.as_mut());
+            self.stream.write_all(wire).await?;
             self.buf.clear();
         }
         Ok(())
@@ -313,7 +424,7 @@ impl Reader {
             if let Some(packet) = self.try_next()? {
                 return Ok(packet);
             }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            if !self.fill().await? {
                 return Err(protocol_error("connection closed by the broker"));
             }
         }
@@ -327,9 +438,18 @@ impl Reader {
 
     /// Reads more bytes; false when the broker closed the connection.
     pub async fn fill(&mut self) -> io::Result<bool> {
-        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-            self.buf.reserve(64 * 1024);
+        let Some(raw) = &mut self.ws else {
+            if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                self.buf.reserve(64 * 1024);
+            }
+            return Ok(self.stream.read_buf(&mut self.buf).await? > 0);
+        };
+        if raw.capacity() - raw.len() < 16 * 1024 {
+            raw.reserve(64 * 1024);
         }
-        Ok(self.stream.read_buf(&mut self.buf).await? > 0)
+        if self.stream.read_buf(raw).await? == 0 {
+            return Ok(false);
+        }
+        transport::unframe(raw, &mut self.buf)
     }
 }

@@ -16,6 +16,7 @@ mod broker;
 mod client;
 mod report;
 mod scenarios;
+mod transport;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -72,6 +73,17 @@ struct Cli {
     /// `--pacing even` the pacing threads (0: one per core).
     #[arg(long, default_value_t = 0, global = true)]
     tool_threads: usize,
+    /// Connect over TLS of this version (the broker gets a TLS listener
+    /// with a certificate made for the run).
+    #[arg(long, value_enum, global = true)]
+    tls: Option<transport::TlsVersion>,
+    /// The key of the run's TLS certificate.
+    #[arg(long, value_enum, default_value = "ecdsa", global = true)]
+    tls_key: transport::TlsKey,
+    /// Connect over WebSocket (`ws://`, path `/mqtt`, subprotocol `mqtt`;
+    /// the broker gets a WebSocket listener).
+    #[arg(long, global = true, conflicts_with = "tls")]
+    websocket: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true, global = true)]
     bench: bool,
@@ -416,6 +428,11 @@ async fn measure(cli: &Cli, broker: &mut Broker, far: Option<SocketAddr>) -> Res
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    transport::set(match (cli.tls, cli.websocket) {
+        (Some(version), _) => transport::Transport::Tls(version, cli.tls_key),
+        (None, true) => transport::Transport::WebSocket,
+        (None, false) => transport::Transport::Tcp,
+    });
     broker::WITH_ADMIN.store(cli.scrape > 0.0, std::sync::atomic::Ordering::Relaxed);
     broker::MOSQUITTO_NODELAY.store(cli.mosquitto_nodelay, std::sync::atomic::Ordering::Relaxed);
     let duration = Duration::from_secs_f64(cli.duration);

@@ -392,25 +392,30 @@ fn blocking_subscriber(
     done: Arc<AtomicBool>,
     expected: Arc<AtomicU64>,
 ) -> Result<Tally, Error> {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let mut tally = Tally {
         received: 0,
         latency: histogram(),
         last: None,
     };
-    let (mut stream, mut read) = client.into_std()?;
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(TICK))?;
+    let mut plain = client.into_std()?;
+    plain.stream.set_nonblocking(false)?;
+    plain.stream.set_read_timeout(Some(TICK))?;
     let mut acks = BytesMut::with_capacity(4096);
+    let mut frame = BytesMut::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut stop = Stop::new(done, expected);
     loop {
         if stop.reached(tally.received) {
             break;
         }
-        match stream.read(&mut chunk) {
+        match plain.stream.read(&mut chunk) {
             Ok(0) => return Err("the broker closed a subscriber".into()),
-            Ok(n) => read.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                if !plain.take(&chunk[..n])? {
+                    return Err("the broker closed a subscriber".into());
+                }
+            }
             Err(error)
                 if matches!(
                     error.kind(),
@@ -425,17 +430,17 @@ fn blocking_subscriber(
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error.into()),
         }
-        let got = absorb(&mut read, &mut tally, &mut acks);
+        let got = absorb(&mut plain.read, &mut tally, &mut acks);
         if got > 0 {
             tally.received += got;
             tally.last = Some(stop.arrived());
         }
         if !acks.is_empty() {
-            stream.write_all(&acks)?;
+            plain.write_all(&acks, &mut frame)?;
             acks.clear();
         }
     }
-    let _ = stream.write_all(&[0xE0, 0x00]);
+    let _ = plain.write_all(&[0xE0, 0x00], &mut frame);
     Ok(tally)
 }
 
@@ -718,6 +723,7 @@ fn report(
     broker: Option<&Broker>,
     mut parameters: Vec<(&'static str, String)>,
 ) -> Report {
+    parameters.push(("transport", crate::transport::current().name()));
     match broker.map(|broker| broker.kind) {
         Some(crate::broker::Kind::Petrel) => {
             parameters.push(("store", broker.map_or("off", |b| b.store.name()).to_owned()));
@@ -911,7 +917,13 @@ async fn fan_in(
     // publishers cannot starve it: the tool must not be the bottleneck.
     let sub_task = {
         let (done, expected) = (Arc::clone(&done), Arc::clone(&expected));
-        tokio::task::spawn_blocking(move || blocking_subscriber(subscriber, done, expected))
+        if let crate::transport::Transport::Tls(..) = crate::transport::current() {
+            // A TLS session cannot leave the runtime: the subscriber is a
+            // task there.
+            tokio::spawn(subscribe_loop(subscriber, done, expected, None))
+        } else {
+            tokio::task::spawn_blocking(move || blocking_subscriber(subscriber, done, expected))
+        }
     };
     let mut paced = None;
     let mut sent = 0;
