@@ -155,7 +155,7 @@ fn make_certificate(key: TlsKey) -> Result<Certificate, Error> {
 }
 
 /// The client side of a TLS run: only `version`, trusting the run's
-/// certificate.
+/// certificate, no session resumption.
 pub fn connector(version: TlsVersion, key: TlsKey) -> Result<tokio_rustls::TlsConnector, Error> {
     static CONNECTOR: OnceLock<tokio_rustls::TlsConnector> = OnceLock::new();
     if let Some(connector) = CONNECTOR.get() {
@@ -173,6 +173,11 @@ pub fn connector(version: TlsVersion, key: TlsKey) -> Result<tokio_rustls::TlsCo
     .with_protocol_versions(versions)?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // Every connection makes a full handshake, as devices do after a
+    // reboot: resumed sessions would measure the brokers' session caches
+    // (and this tool's cache outlives the broker of each round).
+    let mut config = config;
+    config.resumption = rustls::client::Resumption::disabled();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     Ok(CONNECTOR.get_or_init(|| connector).clone())
 }
