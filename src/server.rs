@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::session::{self, ListenerTag, Origin};
 use crate::transport::proxy;
 use crate::transport::tls::Tls;
-use crate::transport::websocket::WebSocket;
+use crate::transport::websocket::{WebSocket, WsStream};
 use crate::transport::Listener;
 
 /// Longest pause after a failing `accept` (out of file descriptors, say).
@@ -200,8 +200,7 @@ async fn upgrade_and_serve(
         None => match websocket {
             None => serve_stream(context, stream, origin, guard).await,
             Some(websocket) => {
-                let accept = websocket.accept(stream, timeout, config.max_packet_size);
-                let Some(stream) = Box::pin(accept.instrument(span)).await else {
+                let Some(stream) = upgrade(&websocket, stream, &config, span).await else {
                     return;
                 };
                 serve_stream(context, stream, origin, guard).await;
@@ -216,8 +215,7 @@ async fn upgrade_and_serve(
             match websocket {
                 None => serve_stream(context, stream, origin, guard).await,
                 Some(websocket) => {
-                    let accept = websocket.accept(stream, timeout, config.max_packet_size);
-                    let Some(stream) = Box::pin(accept.instrument(span)).await else {
+                    let Some(stream) = upgrade(&websocket, stream, &config, span).await else {
                         return;
                     };
                     serve_stream(context, stream, origin, guard).await;
@@ -225,6 +223,20 @@ async fn upgrade_and_serve(
             }
         }
     }
+}
+
+/// The WebSocket upgrade of `stream`, boxed (see `upgrade_and_serve`).
+fn upgrade<'a, S>(
+    websocket: &'a WebSocket,
+    stream: S,
+    config: &Config,
+    span: tracing::Span,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Option<WsStream<S>>> + 'a>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'a,
+{
+    let accept = websocket.accept(stream, config.connect_timeout(), config.max_packet_size);
+    Box::pin(accept.instrument(span))
 }
 
 /// Serves MQTT on `stream`, split at once (its halves share it on the
