@@ -178,6 +178,37 @@ async fn packets_split_across_frames_and_packed_in_one() {
     .await;
 }
 
+// A frame much larger than the broker's WebSocket read buffer (2 KiB)
+// arrives whole: a 100 KB PUBLISH from a WebSocket client reaches a TCP
+// subscriber unchanged, and one back to the WebSocket client too.
+#[tokio::test]
+async fn a_frame_larger_than_the_read_buffer_arrives_whole() {
+    timed(async {
+        let (broker, tcp_addr) = ws_broker().await;
+        let mut client = WsClient::open(&broker, "/mqtt").await.expect("upgrade");
+        let connect = Packet::Connect(Box::new(connect_packet("big-frames", true, 0)));
+        client.send(&connect).await;
+        assert!(matches!(client.recv().await, Some(Packet::ConnAck(_))));
+        client
+            .send(&subscribe_packet(1, &[("big/in", QoS::AtMostOnce)]))
+            .await;
+        assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
+        let mut tcp = RawClient::connect(tcp_addr, "big-tcp").await;
+        tcp.subscribe(1, &[("big/out", QoS::AtMostOnce)]).await;
+        let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let publish = publish_packet("big/out", &payload, QoS::AtMostOnce, false, None);
+        client.send(&publish).await;
+        assert_eq!(&tcp.recv_publish().await.payload[..], &payload[..]);
+        tcp.publish("big/in", &payload, QoS::AtLeastOnce, false, 1)
+            .await;
+        match client.recv().await {
+            Some(Packet::Publish(publish)) => assert_eq!(&publish.payload[..], &payload[..]),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    })
+    .await;
+}
+
 // An upgrade on another path is refused; a text frame closes the
 // connection: MQTT travels in binary frames [MQTT-6.0.0-1] (v3.1.1, v5.0).
 #[tokio::test]
