@@ -195,12 +195,11 @@ async fn upgrade_and_serve(
     // inline TLS handshake or WebSocket upgrade (with their buffers and
     // parsed headers) made it 12 KiB for every connection of a TLS or
     // WebSocket listener, for the connection's whole life.
-    let config = context.core.config_arc();
     match tls {
         None => match websocket {
             None => serve_stream(context, stream, origin, guard).await,
             Some(websocket) => {
-                let Some(stream) = upgrade(&websocket, stream, &config, span).await else {
+                let Some(stream) = upgrade(&websocket, stream, &context, span).await else {
                     return;
                 };
                 serve_stream(context, stream, origin, guard).await;
@@ -215,7 +214,7 @@ async fn upgrade_and_serve(
             match websocket {
                 None => serve_stream(context, stream, origin, guard).await,
                 Some(websocket) => {
-                    let Some(stream) = upgrade(&websocket, stream, &config, span).await else {
+                    let Some(stream) = upgrade(&websocket, stream, &context, span).await else {
                         return;
                     };
                     serve_stream(context, stream, origin, guard).await;
@@ -229,12 +228,13 @@ async fn upgrade_and_serve(
 fn upgrade<'a, S>(
     websocket: &'a WebSocket,
     stream: S,
-    config: &Config,
+    context: &Context,
     span: tracing::Span,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = Option<WsStream<S>>> + 'a>>
 where
     S: AsyncRead + AsyncWrite + Unpin + 'a,
 {
+    let config = context.core.config();
     let accept = websocket.accept(stream, config.connect_timeout(), config.max_packet_size);
     Box::pin(accept.instrument(span))
 }

@@ -398,6 +398,9 @@ impl Writer {
         if !self.buf.is_empty() {
             let wire = on_wire(&self.buf, self.ws.as_mut());
             self.stream.write_all(wire).await?;
+            // Over TLS a write may leave records inside the session when
+            // the socket is full: only a flush sends them.
+            self.stream.flush().await?;
             self.buf.clear();
         }
         Ok(())

@@ -428,6 +428,23 @@ async fn measure(cli: &Cli, broker: &mut Broker, far: Option<SocketAddr>) -> Res
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    if cli.tls.is_some() || cli.websocket {
+        if cli.addr.is_some() && cli.tls.is_some() {
+            return Err(
+                "--tls trusts only the certificate the tool makes for the broker it \
+                 starts; it does not apply with --addr"
+                    .into(),
+            );
+        }
+        if matches!(
+            cli.scenario,
+            Scenario::Bridge { .. } | Scenario::Retained { .. }
+        ) {
+            return Err("the bridge and retained scenarios run over plain TCP only \
+                 (a bridge and the restart probe speak MQTT over TCP)"
+                .into());
+        }
+    }
     transport::set(match (cli.tls, cli.websocket) {
         (Some(version), _) => transport::Transport::Tls(version, cli.tls_key),
         (None, true) => transport::Transport::WebSocket,

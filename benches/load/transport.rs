@@ -226,7 +226,10 @@ pub fn unframe(raw: &mut BytesMut, out: &mut BytesMut) -> io::Result<bool> {
             return Ok(true);
         };
         let start = cursor.position() as usize;
-        let end = start + length as usize;
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|length| start.checked_add(length))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "frame too long"))?;
         if raw.len() < end {
             return Ok(true);
         }
@@ -235,7 +238,8 @@ pub fn unframe(raw: &mut BytesMut, out: &mut BytesMut) -> io::Result<bool> {
             OpCode::Control(
                 tokio_tungstenite::tungstenite::protocol::frame::coding::Control::Close,
             ) => return Ok(false),
-            // Pings and pongs: no broker here sends them to a client.
+            // Pings and pongs: no broker here sends them to a client. (A
+            // server's frames are not masked, so none is unmasked here.)
             OpCode::Control(_) => {}
         }
         raw.advance(end);

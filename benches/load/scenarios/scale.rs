@@ -118,8 +118,11 @@ pub async fn subscriptions(
         parallel,
     } = shape;
     let spread = Spread { sources, parallel };
-    if sites == 0 || clients <= sites {
-        return Err("--clients must be more than --sites, and --sites at least 1".into());
+    if sites == 0 || clients <= sites || per_client < 2 {
+        return Err(
+            "--clients must be more than --sites, --sites at least 1, --per-client at least 2"
+                .into(),
+        );
     }
     // The clients, connected and idle.
     let connected = spread
