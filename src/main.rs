@@ -275,10 +275,11 @@ fn main() -> ExitCode {
     };
     let logging = petrel::logging::Logging::init(&config, cli.verbose);
     petrel::service::raise_open_files(config.max_connections);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("petrel: cannot start the runtime: {error}");
@@ -461,7 +462,11 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "petrel started");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "petrel started"
+    );
     let notifier = petrel::service::Notifier::from_env();
     notifier.ready(broker.metrics());
     let watchdog = notifier.spawn_watchdog(std::sync::Arc::clone(broker.metrics()));

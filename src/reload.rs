@@ -198,6 +198,7 @@ fn restart_only(old: &Config, new: &mut Config) -> Vec<String> {
         durability,
         flush_interval_ms,
         store_cache_bytes,
+        worker_threads,
         max_retained_messages,
         max_retained_bytes,
         shared_subscription_strategy,

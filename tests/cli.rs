@@ -398,6 +398,44 @@ async fn json_logs_are_one_object_per_line() {
     .await;
 }
 
+// worker_threads sets the runtime's worker count (the runtime reports it
+// at start-up), and a broker on it serves clients.
+#[tokio::test]
+async fn worker_threads_sets_the_runtime_size() {
+    timed(async {
+        let config = "persistence = false\nlog_format = \"json\"\nworker_threads = 3\n";
+        let (mut child, lines) = start_with_log(config, &[("TOKIO_WORKER_THREADS", "1")]);
+        let (port, workers) = tokio::task::spawn_blocking(move || {
+            let (mut port, mut workers) = (None, None);
+            for line in lines {
+                let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+                if event["message"] == "listening" {
+                    let address = event["address"].as_str().unwrap().to_owned();
+                    let address = address.trim_start_matches("Some(").trim_end_matches(')');
+                    port = Some(address.parse::<std::net::SocketAddr>().unwrap().port());
+                }
+                if event["message"] == "petrel started" {
+                    workers = Some(event["worker_threads"].clone());
+                }
+                if let (Some(port), Some(workers)) = (port, workers.clone()) {
+                    return (port, workers);
+                }
+            }
+            panic!("no listening or start line");
+        })
+        .await
+        .unwrap();
+        // The key wins over the environment's TOKIO_WORKER_THREADS.
+        assert_eq!(workers, serde_json::json!(3));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut client = RawClient::connect(addr, "on-three-workers").await;
+        assert!(client.ping_barrier().await.is_empty());
+        let _ = child.kill();
+        let _ = child.wait();
+    })
+    .await;
+}
+
 // Under systemd's journal (JOURNAL_STREAM set) text lines carry no
 // timestamp: the journal adds its own.
 #[test]

@@ -86,9 +86,6 @@ impl Client {
                 (split_tcp(stream), true)
             }
             Transport::Tls(version, key) => {
-                // A TLS connection is closed with a reset, as `abort`
-                // closes a TCP one: its socket is out of reach once split.
-                stream.set_zero_linger()?;
                 let name = rustls_name(broker);
                 let tls = transport::connector(version, key)?
                     .connect(name, stream)
@@ -169,7 +166,10 @@ impl Client {
     /// Makes closing this connection a reset (SO_LINGER 0), for clients
     /// that are dropped, not disconnected, at the end of a scenario.
     pub fn reset_on_close(&self) {
-        // A TLS connection resets on close already (see connect).
+        // A TLS connection's socket is out of reach once split: it closes
+        // as usual. (Setting this at connect time instead made the kernel
+        // drop what a publisher had written but not yet sent when it
+        // closed: a reset discards the send queue.)
         if let ReadHalf::Tcp(stream) = &self.reader.stream {
             let _ = stream.as_ref().set_zero_linger();
         }

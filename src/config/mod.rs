@@ -73,6 +73,8 @@ pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
 /// for the interior of its trees and the pages a write batch dirties; the
 /// rest is read from the file (the kernel's page cache) when needed.
 pub const DEFAULT_STORE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Largest `worker_threads` accepted.
+pub const MAX_WORKER_THREADS: usize = 1024;
 /// Default `hibernate_after_ms`.
 pub const DEFAULT_HIBERNATE_AFTER_MS: u64 = 2000;
 
@@ -200,6 +202,8 @@ pub struct Config {
     /// hibernates: it waits without a task of its own until its socket,
     /// its inbox or its keep-alive deadline wakes it; 0: never.
     pub hibernate_after_ms: u64,
+    /// Threads of the runtime that serves connections; 0: one per core.
+    pub worker_threads: usize,
     /// Longest session expiry interval granted, in seconds; 4294967295
     /// means sessions that never expire may be kept.
     pub max_session_expiry_interval: u32,
@@ -287,6 +291,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             tcp_nodelay: true,
             hibernate_after_ms: DEFAULT_HIBERNATE_AFTER_MS,
+            worker_threads: 0,
             max_session_expiry_interval: DEFAULT_MAX_SESSION_EXPIRY_INTERVAL,
             max_keep_alive: u16::MAX,
             receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
@@ -398,6 +403,12 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(ConfigError::key(
+                "worker_threads",
+                format!("must be at most {MAX_WORKER_THREADS} (0: one per core)"),
+            ));
         }
         if self.max_inflight > usize::from(u16::MAX) {
             return Err(ConfigError::key("max_inflight", "must be at most 65535"));
