@@ -291,7 +291,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(error) = runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    transport::remove_certificates();
+    if let Err(error) = result {
         eprintln!("load: {error}");
         std::process::exit(1);
     }

@@ -103,10 +103,20 @@ pub fn certificate(key: TlsKey) -> Result<&'static Certificate, Error> {
     Ok(cell.get_or_init(|| made))
 }
 
+/// The directory of the run's certificates.
+fn certificate_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("petrel-load-tls-{}", std::process::id()))
+}
+
+/// Removes the run's certificates, if any were made (at the end of a run).
+pub fn remove_certificates() {
+    let _ = std::fs::remove_dir_all(certificate_dir());
+}
+
 fn make_certificate(key: TlsKey) -> Result<Certificate, Error> {
     use std::os::unix::fs::PermissionsExt;
     let name = if key == TlsKey::Ecdsa { "ecdsa" } else { "rsa" };
-    let dir = std::env::temp_dir().join(format!("petrel-load-tls-{}", std::process::id()));
+    let dir = certificate_dir();
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
     let cert = dir.join(format!("{name}.pem"));
