@@ -744,6 +744,21 @@ fn report(
     }
 }
 
+/// The broker's resident memory at `held` (figure `names.0`), and what it
+/// grew by since `from` for each of the `count` things it now keeps
+/// (`names.1`).
+fn add_memory(
+    report: &mut Report,
+    names: (&'static str, &'static str),
+    from: Usage,
+    held: Usage,
+    count: f64,
+) {
+    report.figures.push((names.0, held.rss_bytes as f64));
+    let grown = held.rss_bytes.saturating_sub(from.rss_bytes) as f64;
+    report.figures.push((names.1, grown / count.max(1.0)));
+}
+
 /// What a traffic scenario measured.
 struct Traffic<'a> {
     sent: u64,
@@ -1343,13 +1358,8 @@ async fn connections_scenario(
         report
             .figures
             .push(("broker_rss_before_bytes", before.rss_bytes as f64));
-        report
-            .figures
-            .push(("broker_rss_after_bytes", after.rss_bytes as f64));
-        report.figures.push((
-            "rss_bytes_per_connection",
-            after.rss_bytes.saturating_sub(before.rss_bytes) as f64 / clients.len().max(1) as f64,
-        ));
+        let names = ("broker_rss_after_bytes", "rss_bytes_per_connection");
+        add_memory(&mut report, names, before, after, clients.len() as f64);
         report
             .figures
             .push(("broker_cpu_seconds", after.cpu_seconds - before.cpu_seconds));

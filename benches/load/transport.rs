@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -218,10 +218,8 @@ pub fn frame(payload: &[u8], out: &mut BytesMut) {
         mask: Some([0; 4]),
         ..FrameHeader::default()
     };
-    let mut bytes = Vec::with_capacity(14);
-    // Writing into a Vec cannot fail.
-    let _ = header.format(payload.len() as u64, &mut bytes);
-    out.extend_from_slice(&bytes);
+    // Writing into a growing buffer cannot fail.
+    let _ = header.format(payload.len() as u64, &mut out.writer());
     out.extend_from_slice(payload);
 }
 

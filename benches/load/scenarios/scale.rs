@@ -4,8 +4,8 @@
 use tokio::sync::watch;
 
 use super::{
-    absorb, even_publishers, histogram, publish_acknowledged, report, sample, take_packet, usage,
-    Incoming, Spread, Tally, DRAIN_IDLE,
+    absorb, add_memory, even_publishers, histogram, publish_acknowledged, report, sample,
+    take_packet, usage, Incoming, Spread, Tally, DRAIN_IDLE,
 };
 use crate::broker::Broker;
 use crate::client::{Client, Error};
@@ -232,13 +232,8 @@ pub async fn subscriptions(
         report
             .figures
             .push(("broker_rss_connected_bytes", connected.rss_bytes as f64));
-        report
-            .figures
-            .push(("broker_rss_subscribed_bytes", settled.rss_bytes as f64));
-        report.figures.push((
-            "rss_bytes_per_subscription",
-            settled.rss_bytes.saturating_sub(connected.rss_bytes) as f64 / total,
-        ));
+        let names = ("broker_rss_subscribed_bytes", "rss_bytes_per_subscription");
+        add_memory(&mut report, names, connected, settled, total);
     }
     super::add_traffic_figures(
         &mut report,
@@ -361,13 +356,8 @@ pub async fn retained(
             "retain_broker_cpu_seconds",
             published.cpu_seconds - before.cpu_seconds,
         ));
-        report
-            .figures
-            .push(("broker_rss_retained_bytes", settled.rss_bytes as f64));
-        report.figures.push((
-            "rss_bytes_per_retained",
-            settled.rss_bytes.saturating_sub(before.rss_bytes) as f64 / count as f64,
-        ));
+        let names = ("broker_rss_retained_bytes", "rss_bytes_per_retained");
+        add_memory(&mut report, names, before, settled, count as f64);
     }
     report.figures.push(("hash_seconds", all_seconds));
     report.figures.push(("hash_received", all_got as f64));
